@@ -1,0 +1,203 @@
+"""Scans for the first-order linear recurrence h_t = a_t * h_{t-1} + b_t over the time axis.
+
+Shapes: a, b are (B, T, H); h0 is (B, H) or None (zeros); the result h is (B, T, H).
+
+Three exact implementations of the same math:
+
+* ``scan_log``: the log-space parallel scan of Heinsen (2023), as used by "Were RNNs All We Needed?"
+  (Feng et al. 2024, appendix B) and the official code (BorealisAI/minRNNs):
+  ``a* = cumsum(log a)``, ``log h = a* + logcumsumexp(log b - a*)``. It is the reference. It needs
+  b > 0 (the minRNN cells guarantee it: b = z * g(.) with g > 0). An initial state enters as
+  ``A_t * h0`` in h-space, never through g again (public code that prepends ``log_g(h0)`` applies
+  g twice).
+* ``scan_sequential``: a loop over T vectorized over (B, H), with a hand-written backward that is
+  itself a reverse scan. On CPU ``logcumsumexp`` is a scalar loop, while this does O(B T H) work in
+  T fused multiply-adds: it is the fastest exact path measured on CPU (see BENCHMARKS.md).
+* ``scan_chunked``: the sequence is cut into chunks of C steps; a loop over C positions runs in all
+  chunks at once, then a loop over the chunks carries the state: O(C + T / C) Python steps
+  instead of T. Useful where per-op launch cost dominates (GPU, very long T).
+
+Linear-space scans are as exact as the log-space one here (a in (0, 1), b > 0: no cancellation, no
+division), and ``linear_scan(method="auto")`` picks per device from ``AUTO_METHOD``, which records
+what scripts/bench_scan.py measured. All scans run in float32 even under autocast: bf16 loses the
+``a*`` cancellation at T ~ 1000 (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+SCAN_METHODS = ("log", "sequential", "chunked")
+
+# Chosen by measurement (scripts/bench_scan.py, BENCHMARKS.md). CUDA was not measured in the session
+# that wrote this (no GPU lent); the log-space scan is the official code's GPU path, one kernel each
+# for cumsum and logcumsumexp, and stays the CUDA default until a measurement says otherwise.
+AUTO_METHOD = {"cpu": "sequential", "cuda": "log"}
+
+
+def _as_float32(*tensors):
+    """Low-precision inputs go to float32; float32 / float64 are kept (float64 for exactness tests)."""
+    return [None if t is None else (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
+            for t in tensors]
+
+
+def scan_log(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference log-space scan (Heinsen 2023). Takes log a and log b, returns h (not log h).
+
+    h_t = exp(a*_t) * h0 + exp(a*_t + logcumsumexp(log b - a*)_t), with a*_t = sum_{s<=t} log a_s.
+    h0 may have any sign: it is added in h-space rather than through its log.
+    """
+    a_star = torch.cumsum(log_a, dim=1)
+    h = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, dim=1))
+    if h0 is not None:
+        h = h + torch.exp(a_star) * h0.unsqueeze(1)
+    return h
+
+
+def _sequential_forward(a_tm, b_tm, h0, reverse=False):
+    """Loop over time for time-major a, b of shape (T, B, H). Writes each step into its output slot.
+
+    reverse=False: h_t = a_t h_{t-1} + b_t, with h_{-1} = h0.
+    reverse=True:  g_t = b_t + a_{t+1} g_{t+1}, with g_T = 0 (the adjoint recurrence of the backward).
+    """
+    T = a_tm.shape[0]
+    out = torch.empty_like(b_tm)
+    if not reverse:
+        if h0 is None:
+            out[0].copy_(b_tm[0])
+        else:
+            torch.addcmul(b_tm[0], a_tm[0], h0, out=out[0])
+        for t in range(1, T):
+            torch.addcmul(b_tm[t], a_tm[t], out[t - 1], out=out[t])
+    else:
+        out[T - 1].copy_(b_tm[T - 1])
+        for t in range(T - 2, -1, -1):
+            torch.addcmul(b_tm[t], a_tm[t + 1], out[t + 1], out=out[t])
+    return out
+
+
+def _grads_from_adjoint(grad_h, a, h, h0):
+    """Given dL/dh_t accumulated through the recurrence (gh), return grads of a, b and h0."""
+    h_prev = torch.empty_like(h)
+    h_prev[:, 1:] = h[:, :-1]
+    if h0 is None:
+        h_prev[:, 0] = 0
+    else:
+        h_prev[:, 0] = h0
+    grad_a = grad_h * h_prev
+    grad_h0 = None if h0 is None else grad_h[:, 0] * a[:, 0]
+    return grad_a, grad_h, grad_h0
+
+
+class _SequentialScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        a_tm = a.transpose(0, 1).contiguous()
+        b_tm = b.transpose(0, 1).contiguous()
+        h = _sequential_forward(a_tm, b_tm, h0).transpose(0, 1)
+        ctx.save_for_backward(a_tm, h, h0)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        a_tm, h, h0 = ctx.saved_tensors
+        g_tm = grad_out.transpose(0, 1).contiguous()
+        grad_h = _sequential_forward(a_tm, g_tm, None, reverse=True).transpose(0, 1)
+        grad_a, grad_b, grad_h0 = _grads_from_adjoint(grad_h, a_tm.transpose(0, 1), h, h0)
+        return grad_a, grad_b, grad_h0
+
+
+def _chunked_forward(a, b, h0, chunk):
+    """Chunked linear-space scan of (B, T, H) inputs; O(chunk + T / chunk) Python steps."""
+    B, T, H = a.shape
+    n = math.ceil(T / chunk)
+    pad = n * chunk - T
+    if pad:
+        # Identity steps (a = 1, b = 0) at the end leave every real h_t unchanged.
+        a = torch.cat([a, a.new_ones(B, pad, H)], dim=1)
+        b = torch.cat([b, b.new_zeros(B, pad, H)], dim=1)
+    # (C, B, n, H): one contiguous slab per position inside a chunk, all chunks at once.
+    a_c = a.view(B, n, chunk, H).permute(2, 0, 1, 3).contiguous()
+    b_c = b.view(B, n, chunk, H).permute(2, 0, 1, 3).contiguous()
+    local = _sequential_forward(a_c, b_c, None)  # scan inside each chunk from a zero state
+    decay = torch.cumprod(a_c, dim=0)  # prod of a from the chunk start to each position
+    # Carry the state across chunks: state entering chunk j.
+    carries = torch.empty(n, B, H, dtype=a.dtype, device=a.device)
+    carry = a.new_zeros(B, H) if h0 is None else h0
+    for j in range(n):
+        carries[j] = carry
+        carry = torch.addcmul(local[-1, :, j], decay[-1, :, j], carry)
+    h_c = torch.addcmul(local, decay, carries.permute(1, 0, 2).unsqueeze(0))
+    h = h_c.permute(1, 2, 0, 3).reshape(B, n * chunk, H)
+    return h[:, :T]
+
+
+def _default_chunk(T: int) -> int:
+    return max(1, int(math.sqrt(T)))
+
+
+class _ChunkedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0, chunk):
+        h = _chunked_forward(a, b, h0, chunk)
+        ctx.save_for_backward(a, h, h0)
+        ctx.chunk = chunk
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        a, h, h0 = ctx.saved_tensors
+        # The adjoint gh_t = g_t + a_{t+1} gh_{t+1} is a forward scan on the time-reversed sequence
+        # with coefficients shifted by one step.
+        a_next = torch.zeros_like(a)
+        a_next[:, :-1] = a[:, 1:]
+        grad_h = _chunked_forward(a_next.flip(1), grad_out.flip(1).contiguous(), None, ctx.chunk).flip(1)
+        grad_a, grad_b, grad_h0 = _grads_from_adjoint(grad_h, a, h, h0)
+        return grad_a, grad_b, grad_h0, None
+
+
+def scan_sequential(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact scan as a loop over T, vectorized over (B, H), with an O(T) reverse-scan backward."""
+    return _SequentialScan.apply(a, b, h0)
+
+
+def scan_chunked(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int | None = None
+) -> torch.Tensor:
+    """Exact chunked linear-space scan; chunk defaults to sqrt(T)."""
+    return _ChunkedScan.apply(a, b, h0, chunk or _default_chunk(a.shape[1]))
+
+
+def resolve_method(method: str, device: torch.device) -> str:
+    if method == "auto":
+        return AUTO_METHOD.get(device.type, "sequential")
+    if method not in SCAN_METHODS:
+        raise ValueError(f"unknown scan method {method!r}; choose one of auto, {', '.join(SCAN_METHODS)}")
+    return method
+
+
+def linear_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    method: str = "auto",
+) -> torch.Tensor:
+    """h_t = a_t * h_{t-1} + b_t for (B, T, H) inputs, in float32, by the chosen exact method.
+
+    method "log" takes a and b in linear space here and goes through their logs (b must be > 0);
+    the cells call ``scan_log`` directly with stably computed logs instead.
+    """
+    method = resolve_method(method, a.device)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        a, b, h0 = _as_float32(a, b, h0)
+        h0 = None if h0 is None else h0.to(a.dtype)
+        if method == "log":
+            return scan_log(torch.log(a), torch.log(b), h0)
+        if method == "chunked":
+            return scan_chunked(a, b, h0)
+        return scan_sequential(a, b, h0)
