@@ -1,0 +1,90 @@
+"""The `decision-minrnn` command. Each subcommand lives in the module that does its job; this file only
+parses arguments and turns user errors into one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import UserError
+
+
+def _cmd_datasets_info(args) -> int:
+    from .data.episodes import load_source
+
+    info = load_source(args.source, env_id=args.env_id, env_version=args.env_version).describe()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"dataset      {info['name']}")
+    print(f"episodes     {info['episodes']}  (terminated {info['terminated_episodes']})")
+    print(f"steps        {info['steps']}")
+    print(f"obs / act    {info['obs_dim']} / {info['act_dim']}")
+    length = info["episode_length"]
+    print(f"length       min {length['min']}  mean {length['mean']:.1f}  max {length['max']}")
+    ret = info["return"]
+    print(f"return       min {ret['min']:.1f}  mean {ret['mean']:.1f}  max {ret['max']:.1f}")
+    print(f"env          {info['env_id']}")
+    if info["normalized_behaviour_score"] is not None:
+        ref = info["reference_scores"]
+        print(f"normalized   {info['normalized_behaviour_score']:.1f}  "
+              f"(refs {ref['min']:.1f} / {ref['max']:.1f}, from {ref['source']})")
+    return 0
+
+
+def _cmd_datasets_list(args) -> int:
+    import minari
+
+    from .data.episodes import minari_root
+
+    local = minari.list_local_datasets()
+    if args.json:
+        print(json.dumps({"root": minari_root(), "datasets": {k: {"episodes": v.get("total_episodes"),
+                          "steps": v.get("total_steps")} for k, v in local.items()}}, indent=1))
+        return 0
+    print(f"Minari datasets under {minari_root()}:")
+    for name, meta in sorted(local.items()):
+        print(f"  {name:45s} {meta.get('total_episodes', '?'):>6} episodes {meta.get('total_steps', '?'):>9} steps")
+    if not local:
+        print("  (none)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decision-minrnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    datasets = sub.add_parser("datasets", help="inspect offline datasets")
+    dsub = datasets.add_subparsers(dest="datasets_command", required=True)
+    info = dsub.add_parser("info", help="describe a Minari id, a D4RL hdf5 file, or 'a+b' compositions")
+    info.add_argument("source", nargs="+", help="Minari id or D4RL hdf5 path; several (or a+b) are concatenated")
+    info.add_argument("--env-id", default=None, help="Gymnasium env id to evaluate in (default: from the data)")
+    info.add_argument("--env-version", default="v5", help="MuJoCo env version for D4RL files (v5 or v4)")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_cmd_datasets_info)
+    listing = dsub.add_parser("list", help="list local Minari datasets (MINARI_DATASETS_PATH)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_cmd_datasets_list)
+
+    from . import commands
+
+    commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Offline trajectories from Minari ids, D4RL v2 hdf5 files and their concatenations, as one in-memory form.
+
+Every source becomes an ``OfflineDataset``: a list of ``Episode`` (obs, act, rew, terminated, truncated)
+with the env id it evaluates in and the reference scores that normalize its returns. Everything a user
+can get wrong (unknown id, missing or corrupt file, missing keys, NaN/inf, empty episodes, dims that do
+not match) raises ``DataError`` with one sentence that says what and where.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..envs.scores import RefScores, d4rl_ref_scores, env_id_for, task_of
+from ..errors import DataError
+
+HDF5_SUFFIXES = (".hdf5", ".h5")
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+@dataclass
+class Episode:
+    """One trajectory of T steps: obs (T, obs_dim), act (T, act_dim), rew (T,)."""
+
+    obs: np.ndarray
+    act: np.ndarray
+    rew: np.ndarray
+    terminated: bool
+    truncated: bool
+
+    def __len__(self) -> int:
+        return len(self.rew)
+
+    @property
+    def ret(self) -> float:
+        return float(self.rew.sum())
+
+
+@dataclass
+class OfflineDataset:
+    name: str
+    episodes: list[Episode]
+    env_id: str | None
+    ref_scores: RefScores | None
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.episodes[0].obs.shape[1]
+
+    @property
+    def act_dim(self) -> int:
+        return self.episodes[0].act.shape[1]
+
+    @property
+    def num_steps(self) -> int:
+        return sum(len(e) for e in self.episodes)
+
+    @property
+    def task(self) -> str | None:
+        return task_of(self.env_id) or task_of(self.name)
+
+    def returns(self) -> np.ndarray:
+        return np.array([e.ret for e in self.episodes])
+
+    def describe(self) -> dict:
+        """What `datasets info` prints."""
+        rets = self.returns()
+        lengths = np.array([len(e) for e in self.episodes])
+        info = {
+            "name": self.name,
+            "parts": self.parts or [self.name],
+            "episodes": len(self.episodes),
+            "steps": int(lengths.sum()),
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "episode_length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+            "return": {"min": float(rets.min()), "mean": float(rets.mean()), "max": float(rets.max())},
+            "env_id": self.env_id,
+            "terminated_episodes": int(sum(e.terminated for e in self.episodes)),
+            "normalized_behaviour_score": None,
+            "reference_scores": None,
+        }
+        if self.ref_scores is not None:
+            info["normalized_behaviour_score"] = float(self.ref_scores.normalize(rets.mean()))
+            info["reference_scores"] = {"min": self.ref_scores.min, "max": self.ref_scores.max,
+                                        "source": self.ref_scores.source}
+        return info
+
+
+def _check_finite(name: str, where: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        bad = int(np.argwhere(~np.isfinite(array))[0][0])
+        raise DataError(f"{where}: {name} contain NaN or inf (first at step {bad})")
+
+
+def validate_episodes(episodes: list[Episode], where: str) -> None:
+    if not episodes:
+        raise DataError(f"{where}: no episodes")
+    obs_dim, act_dim = episodes[0].obs.shape[1], episodes[0].act.shape[1]
+    for i, ep in enumerate(episodes):
+        label = f"{where} episode {i}"
+        if len(ep) == 0:
+            raise DataError(f"{label} has zero length")
+        if ep.obs.shape != (len(ep), obs_dim) or ep.act.shape != (len(ep), act_dim):
+            raise DataError(f"{label}: obs {ep.obs.shape} / act {ep.act.shape} do not match {len(ep)} steps "
+                            f"of obs_dim {obs_dim}, act_dim {act_dim}")
+        _check_finite("observations", label, ep.obs)
+        _check_finite("actions", label, ep.act)
+        _check_finite("rewards", label, ep.rew)
+
+
+def _flat_box_dim(space, what: str, dataset_id: str) -> None:
+    shape = getattr(space, "shape", None)
+    if shape is None or len(shape) != 1:
+        raise DataError(f"{dataset_id}: {what} space {space} is not a flat Box; only flat vector spaces are supported")
+
+
+def minari_root() -> str:
+    from minari.storage import datasets_root_dir
+
+    return str(datasets_root_dir.get_dataset_path())
+
+
+def load_minari(dataset_id: str) -> OfflineDataset:
+    """A Minari dataset by id: local first, then minari's download (needs the minari[hf] extra and network)."""
+    import minari
+
+    try:
+        dataset = minari.load_dataset(dataset_id, download=False)
+    except FileNotFoundError:
+        try:
+            dataset = minari.load_dataset(dataset_id, download=True)
+        except Exception as exc:  # download path: missing extra, no network, unknown remote id
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"Minari dataset {dataset_id!r} is not in MINARI_DATASETS_PATH={minari_root()} "
+                            f"and could not be downloaded ({reason})") from None
+    except Exception as exc:
+        raise DataError(f"Minari dataset {dataset_id!r} could not be read: {exc}") from None
+    _flat_box_dim(dataset.observation_space, "observation", dataset_id)
+    _flat_box_dim(dataset.action_space, "action", dataset_id)
+    episodes = []
+    try:
+        for ep in dataset.iterate_episodes():
+            # Minari stores T+1 observations (the last is the one after the final action): drop it.
+            n = len(ep.rewards)
+            episodes.append(Episode(
+                obs=np.asarray(ep.observations[:n], dtype=np.float32),
+                act=np.asarray(ep.actions, dtype=np.float32).reshape(n, -1),
+                rew=np.asarray(ep.rewards, dtype=np.float32),
+                terminated=bool(ep.terminations[-1]) if n else False,
+                truncated=bool(ep.truncations[-1]) if n else False,
+            ))
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"Minari dataset {dataset_id!r} is corrupt: {exc}") from None
+    validate_episodes(episodes, dataset_id)
+
+    metadata = dataset.storage.metadata
+    env_id = None
+    try:
+        spec = dataset.spec.env_spec if dataset.spec is not None else None
+        env_id = spec.id if spec is not None else None
+    except Exception:  # env spec that cannot be rebuilt: fall back to the task in the id
+        env_id = None
+    ref = None
+    if metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
+        ref = RefScores(float(metadata["ref_min_score"]), float(metadata["ref_max_score"]), "minari metadata")
+    task = task_of(env_id) or task_of(dataset_id)
+    if env_id is None and task is not None:
+        env_id = env_id_for(task)
+    return OfflineDataset(dataset_id, episodes, env_id, ref or d4rl_ref_scores(task))
+
+
+def split_flat_arrays(obs, act, rew, terminals, timeouts) -> list[Episode]:
+    """Split D4RL's flat arrays into episodes at terminals or timeouts.
+
+    A trailing segment that neither terminates nor times out (a dataset cut at a fixed step count) is kept
+    as a truncated episode: its steps are real data.
+    """
+    ends = np.flatnonzero(np.logical_or(terminals, timeouts))
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends + 1, [len(rew)]])
+    episodes = []
+    for start, stop in zip(starts, stops):
+        if stop <= start:
+            continue
+        episodes.append(Episode(obs[start:stop], act[start:stop], rew[start:stop],
+                                terminated=bool(terminals[stop - 1]),
+                                truncated=not bool(terminals[stop - 1])))
+    return episodes
+
+
+def load_d4rl_hdf5(path: str, env_id: str | None = None, env_version: str = "v5") -> OfflineDataset:
+    """A D4RL v2 hdf5 file (keys observations, actions, rewards, terminals, timeouts).
+
+    The env id comes from ``env_id`` or from the task in the file name (hopper-medium-v2.hdf5 -> Hopper-v5).
+    """
+    import h5py
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"D4RL file {path} does not exist")
+    try:
+        with h5py.File(file, "r") as f:
+            missing = [k for k in D4RL_KEYS if k not in f]
+            if missing:
+                raise DataError(f"D4RL file {path} lacks key(s) {', '.join(missing)} "
+                                f"(needs {', '.join(D4RL_KEYS)})")
+            arrays = {k: np.asarray(f[k][()]) for k in D4RL_KEYS}
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(f"D4RL file {path} is not a readable hdf5 file ({exc})") from None
+    n = len(arrays["rewards"])
+    if any(len(v) != n for v in arrays.values()):
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in arrays.items())
+        raise DataError(f"D4RL file {path}: arrays have different lengths ({sizes})")
+    if n == 0:
+        raise DataError(f"D4RL file {path} holds zero steps")
+    obs = arrays["observations"].astype(np.float32).reshape(n, -1)
+    act = arrays["actions"].astype(np.float32).reshape(n, -1)
+    rew = arrays["rewards"].astype(np.float32).reshape(n)
+    episodes = split_flat_arrays(obs, act, rew, arrays["terminals"].astype(bool).reshape(n),
+                                 arrays["timeouts"].astype(bool).reshape(n))
+    validate_episodes(episodes, path)
+    task = task_of(env_id) or task_of(file.name)
+    if env_id is None and task is not None:
+        env_id = env_id_for(task, env_version)
+    return OfflineDataset(file.stem, episodes, env_id, d4rl_ref_scores(task))
+
+
+def is_hdf5_path(source: str) -> bool:
+    return source.endswith(HDF5_SUFFIXES) or os.path.sep in source and Path(source).is_file()
+
+
+def compose(datasets: list[OfflineDataset]) -> OfflineDataset:
+    """Concatenate datasets (D4RL's medium-expert = medium + expert). Spaces and env ids must agree."""
+    first = datasets[0]
+    for other in datasets[1:]:
+        if (other.obs_dim, other.act_dim) != (first.obs_dim, first.act_dim):
+            raise DataError(f"cannot compose {first.name} (obs {first.obs_dim}, act {first.act_dim}) with "
+                            f"{other.name} (obs {other.obs_dim}, act {other.act_dim}): dims differ")
+        if first.env_id and other.env_id and first.env_id != other.env_id:
+            raise DataError(f"cannot compose {first.name} ({first.env_id}) with {other.name} ({other.env_id}): "
+                            "different environments")
+    env_id = next((d.env_id for d in datasets if d.env_id), None)
+    ref = next((d.ref_scores for d in datasets if d.ref_scores), None)
+    parts = [p for d in datasets for p in (d.parts or [d.name])]
+    return OfflineDataset("+".join(d.name for d in datasets), [e for d in datasets for e in d.episodes],
+                          env_id, ref, parts)
+
+
+def load_source(source: str | list[str], env_id: str | None = None, env_version: str = "v5") -> OfflineDataset:
+    """One source or several: a Minari id, a D4RL hdf5 path, a list of them, or 'a+b' (concatenation)."""
+    items = list(source) if isinstance(source, (list, tuple)) else [source]
+    sources = [part.strip() for item in items for part in str(item).split("+") if part.strip()]
+    if not sources:
+        raise DataError("no dataset source given")
+    loaded = []
+    for s in sources:
+        if is_hdf5_path(s):
+            loaded.append(load_d4rl_hdf5(s, env_id, env_version))
+        else:
+            loaded.append(load_minari(s))
+    dataset = loaded[0] if len(loaded) == 1 else compose(loaded)
+    if env_id is not None:
+        dataset.env_id = env_id
+    return dataset

@@ -1,0 +1,1 @@
+"""Environments: reference scores and targets per task, and batched evaluation rollouts."""

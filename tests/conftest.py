@@ -1,0 +1,24 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers import make_minari_dataset, synthetic_episodes  # noqa: E402
+
+
+@pytest.fixture
+def minari_root(tmp_path, monkeypatch):
+    root = tmp_path / "minari"
+    root.mkdir()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    return root
+
+
+@pytest.fixture
+def tiny_minari(minari_root):
+    """A tiny Hopper-shaped Minari dataset 'test/hopper/tiny-v0' with a learnable policy."""
+    episodes = synthetic_episodes(n_episodes=8, seed=0)
+    make_minari_dataset("test/hopper/tiny-v0", episodes)
+    return "test/hopper/tiny-v0", episodes

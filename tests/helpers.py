@@ -1,0 +1,70 @@
+"""Tiny datasets made inside the tests: Minari datasets (create_dataset_from_buffers) and D4RL hdf5 files."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+OBS_DIM, ACT_DIM = 11, 3  # Hopper's spaces, so tiny datasets evaluate in the real Hopper-v5
+
+
+def synthetic_episodes(n_episodes=6, lengths=None, seed=0, obs_dim=OBS_DIM, act_dim=ACT_DIM):
+    """Episodes whose action is a fixed smooth function of the observation, so a policy can learn it.
+
+    Returns dicts with obs (T+1, obs_dim) as Minari stores them, act (T, act_dim), rew, term, trunc.
+    """
+    rng = np.random.default_rng(seed)
+    weights = np.random.default_rng(123).normal(size=(obs_dim, act_dim)) / np.sqrt(obs_dim)
+    episodes = []
+    for i in range(n_episodes):
+        T = int(lengths[i]) if lengths is not None else int(rng.integers(15, 40))
+        obs = rng.normal(size=(T + 1, obs_dim))
+        act = np.tanh(obs[:-1] @ weights)
+        rew = rng.uniform(0.0, 2.0, size=T) + act.sum(-1)
+        terminated = i % 2 == 0
+        episodes.append({
+            "observations": obs, "actions": act.astype(np.float32), "rewards": rew,
+            "terminations": np.array([False] * (T - 1) + [terminated]),
+            "truncations": np.array([False] * (T - 1) + [not terminated]),
+        })
+    return episodes
+
+
+def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.272305, 3234.3)):
+    """Write a Minari dataset under the current MINARI_DATASETS_PATH."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    obs_dim = episodes[0]["observations"].shape[1]
+    act_dim = episodes[0]["actions"].shape[1]
+    buffers = [EpisodeBuffer(id=i, observations=e["observations"], actions=e["actions"], rewards=e["rewards"],
+                             terminations=e["terminations"], truncations=e["truncations"])
+               for i, e in enumerate(episodes)]
+    kwargs = {}
+    if ref_scores is not None:
+        kwargs = {"ref_min_score": ref_scores[0], "ref_max_score": ref_scores[1]}
+    return minari.create_dataset_from_buffers(
+        dataset_id, buffers, env=env,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64),
+        action_space=gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32),
+        algorithm_name="synthetic", **kwargs)
+
+
+def make_d4rl_file(path, episodes, drop_keys=(), nan_obs=False):
+    """Write D4RL v2 flat arrays (terminals / timeouts mark episode ends)."""
+    obs = np.concatenate([e["observations"][:-1] for e in episodes])
+    if nan_obs:
+        obs[3, 2] = np.nan
+    arrays = {
+        "observations": obs,
+        "actions": np.concatenate([e["actions"] for e in episodes]),
+        "rewards": np.concatenate([e["rewards"] for e in episodes]),
+        "terminals": np.concatenate([e["terminations"] for e in episodes]),
+        "timeouts": np.concatenate([e["truncations"] for e in episodes]),
+    }
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            if key not in drop_keys:
+                f.create_dataset(key, data=value)
+    return path
