@@ -1,5 +1,91 @@
-"""Subcommands beyond `datasets`: train, evaluate, sweep, report, bench (registered as they are built)."""
+"""Subcommands train and evaluate (and those of the experiments package): argument parsing and printing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import CheckpointError
+
+
+def _print_eval(results: list[dict]) -> None:
+    for r in results:
+        line = (f"target {r['target_return']:>8.0f}  mode {r['mode']:9s}  return {r['return_mean']:8.1f} "
+                f"+/- {r['return_std']:6.1f}")
+        if r.get("normalized_mean") is not None:
+            line += (f"  normalized {r['normalized_mean']:6.1f} +/- {r['normalized_std']:5.1f}"
+                     f"  (reference scores: {r['score_reference']})")
+        print(line)
+        timing = r.get("timing")
+        if timing:
+            print(f"  {r['episodes']} episodes, {r['env_steps']} env steps; time in model {timing['model_seconds']:.2f} s,"
+                  f" in MuJoCo {timing['env_seconds']:.2f} s")
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    config_path = args.config
+    if config_path is None:
+        if not (args.resume and args.run_dir):
+            raise CheckpointError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
+        config_path = Path(args.run_dir) / "config.yaml"
+    cfg = load_config(config_path, args.set)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
+    summary = train(cfg, run_dir, resume=args.resume, force=args.force, overrides=args.set,
+                    progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    elif "eval" in summary:
+        print(f"run {run_dir}: {summary['step']} steps, final loss {summary['final_loss']:.4f}")
+        _print_eval(summary["eval_all_targets"])
+        score = summary["eval"]["normalized_mean"]
+        if score is not None:
+            print(f"normalized score: {score:.1f} (target {summary['eval']['target_return']:.0f}, "
+                  f"{summary['eval']['score_reference']})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, mode=args.mode,
+                                  targets=args.target_return, seed=args.seed, device=args.device,
+                                  env_id=args.env_id, max_steps=args.max_steps)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(f"checkpoint {results['checkpoint']} (step {results['step']}), env {results['env_id']}")
+        _print_eval(results["results"])
+    return 0
 
 
 def register(sub) -> None:
-    return None
+    train = sub.add_parser("train", help="train a decision model from a config")
+    train.add_argument("--config", help="YAML config (only what differs from the defaults)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="dotted override, e.g. --set model.backbone=minlstm (repeatable)")
+    train.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<config name>)")
+    train.add_argument("--runs-root", default="runs")
+    train.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    train.add_argument("--force", action="store_true", help="replace an existing run directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="roll a checkpoint out in its MuJoCo environment")
+    ev.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint directory")
+    ev.add_argument("--episodes", type=int, default=None, help="episodes per target (default: the run's eval.episodes)")
+    ev.add_argument("--mode", choices=["auto", "recurrent", "window"], default=None)
+    ev.add_argument("--target-return", type=float, nargs="+", default=None, help="raw target returns")
+    ev.add_argument("--seed", type=int, default=None, help="episode i is seeded with SEED + i")
+    ev.add_argument("--max-steps", type=int, default=None)
+    ev.add_argument("--env-id", default=None, help="evaluate in another env id (e.g. Hopper-v4)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
+    from .experiments import commands as experiment_commands
+
+    experiment_commands.register(sub)

@@ -42,7 +42,8 @@ class WindowSampler:
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """A batch: obs (B, K, obs_dim), act (B, K, act_dim), rtg (B, K, 1), timesteps (B, K), mask (B, K)."""
+        """A batch: obs (B, K, obs_dim), act and prev_act (B, K, act_dim), rtg (B, K, 1), timesteps (B, K),
+        mask (B, K) (True on real steps)."""
         B, K = self.batch_size, self.context_len
         ep = torch.multinomial(self.probs, B, replacement=True, generator=self.generator)
         length = self.lengths[ep]
@@ -55,9 +56,13 @@ class WindowSampler:
         # Padded positions read the window's last real step (any valid index) and are zeroed below.
         index = self.starts[ep, None] + torch.minimum(offset[:, None] + steps[None, :], (length - 1)[:, None])
         m = mask.unsqueeze(-1)
+        # The action before each step (zero at the episode's first step), for the fused token layout.
+        has_prev = (offset[:, None] + steps[None, :] > 0) & mask
+        prev_act = self.act[(index - 1).clamp(min=0)] * has_prev.unsqueeze(-1)
         return {
             "obs": self.obs[index] * m,
             "act": self.act[index] * m,
+            "prev_act": prev_act,
             "rtg": (self.rtg[index] * mask).unsqueeze(-1),
             "timesteps": self.timesteps[index] * mask,
             "mask": mask,

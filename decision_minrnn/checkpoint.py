@@ -1,0 +1,131 @@
+"""Checkpoints: safetensors for tensors plus JSON for everything else; never unpickled on load.
+
+A checkpoint is a directory  RUN/checkpoints/step-00001000/  holding
+    model.safetensors   model weights
+    train.safetensors   optimizer moments and RNG states (needed to resume bit-for-bit)
+    state.json          format tag, step, config, data-derived values (dims, normalization, env id, reference
+                        scores) and the optimizer's hyper-parameters
+It is written into a hidden temp directory and renamed into place: a crash never leaves a half-written
+checkpoint where the loader looks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+FORMAT = "decision-minrnn-checkpoint"
+VERSION = 1
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict  # the JSON
+    model: dict[str, torch.Tensor]
+    train: dict[str, torch.Tensor]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, param_state in sd["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
+    meta = ckpt.state["optimizer"]
+    state: dict = {}
+    for name, value in ckpt.train.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                    state: dict, rng: dict[str, torch.Tensor], keep: int = 2) -> Path:
+    """Write RUN/checkpoints/step-XXXXXXXX atomically; keep the newest `keep` checkpoints."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        train_tensors, optim_meta = _optimizer_tensors(optimizer) if optimizer is not None else ({}, None)
+        train_tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+        save_file(train_tensors, str(tmp / "train.safetensors"))
+        full_state = {"format": FORMAT, "version": VERSION, "step": step, "optimizer": optim_meta, **state}
+        (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
+        if final.exists():  # same step written again (e.g. final save after a periodic one)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its newest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if (path / "state.json").is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"{path} is neither a decision-minrnn checkpoint nor a run directory with checkpoints")
+    return found[-1]
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    ckpt_dir = resolve_checkpoint(path)
+    try:
+        state = json.loads((ckpt_dir / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{ckpt_dir}/state.json is unreadable ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{ckpt_dir} is not a decision-minrnn checkpoint")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{ckpt_dir} has checkpoint version {state.get('version')}, this code reads {VERSION}")
+    try:
+        model = load_file(str(ckpt_dir / "model.safetensors"))
+        train = load_file(str(ckpt_dir / "train.safetensors")) if (ckpt_dir / "train.safetensors").exists() else {}
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{ckpt_dir} has unreadable tensors ({exc})") from None
+    return Checkpoint(ckpt_dir, state, model, train)

@@ -1,0 +1,173 @@
+"""Experiment configuration: nested dataclasses, YAML files holding only what differs from the defaults,
+and dotted overrides (`--set model.backbone=minlstm`). OmegaConf's structured configs check keys and types:
+an unknown key or a value of the wrong type is a ConfigError with one line.
+
+Defaults are the Decision Transformer's recipe (kzl/decision-transformer gym/experiment.py): K=20,
+embed 128, 3 layers, 1 head, dropout 0.1, AdamW lr 1e-4 / weight decay 1e-4, 10k linear warmup, grad clip
+0.25, batch 64, 100k steps. Values derived from the data (dims, normalization) are never written here: they
+live with the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: List[str] = field(default_factory=list)  # Minari ids / D4RL hdf5 paths, concatenated
+    env_id: Optional[str] = None  # evaluation env; default from the data (Minari spec or D4RL file name)
+    env_version: str = "v5"  # MuJoCo env version for D4RL files (v5 or v4)
+    rtg_scale: float = 1000.0
+    max_ep_len: int = 1000
+    context_len: int = 20  # K
+    sampler_mode: str = "window"  # window (DT) | episode (whole episodes, K = longest)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mingru"  # mingru | minlstm | transformer | gru | lstm
+    embed_dim: int = 128
+    n_layers: int = 3
+    n_heads: int = 1  # transformer only
+    dropout: float = 0.1
+    token_layout: str = "interleaved"  # interleaved (R, s, a) per step | fused (one token per step)
+    expansion: float = 1.0  # minRNN hidden width / embed_dim
+    mlp_ratio: float = 4.0  # minRNN blocks: MLP width / embed_dim (0 = no MLP)
+    conv_kernel: int = 0  # minRNN blocks: causal depthwise conv kernel (0 = off)
+    forget_bias: Optional[float] = None  # minLSTM forget-gate bias at init
+    scan: str = "auto"  # auto | sequential | chunked | log
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10_000
+    grad_clip: float = 0.25
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    amp: str = "none"  # none | bf16 (autocast; the scan stays float32)
+    compile: bool = False  # torch.compile the model
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    eval_every: int = 0  # 0: evaluate once, at the end
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 10
+    mode: str = "auto"  # auto (recurrent if the backbone can step, else window) | recurrent | window
+    target_returns: Optional[List[float]] = None  # raw returns; default: DT's per-task targets
+    seed: int = 0  # episode i uses seed + i
+    max_steps: int = 1000
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    ("data", "sampler_mode"): ("window", "episode"),
+    ("model", "backbone"): ("mingru", "minlstm", "transformer", "gru", "lstm"),
+    ("model", "token_layout"): ("interleaved", "fused"),
+    ("model", "scan"): ("auto", "sequential", "chunked", "log"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+    ("train", "amp"): ("none", "bf16"),
+    ("eval", "mode"): ("auto", "recurrent", "window"),
+}
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def validate(cfg: Config) -> Config:
+    for (section, key), choices in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(choices)}")
+    positive = [("data", "context_len"), ("data", "max_ep_len"), ("model", "embed_dim"), ("model", "n_layers"),
+                ("train", "batch_size"), ("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
+                ("eval", "max_steps"), ("model", "n_heads"), ("train", "keep_checkpoints")]
+    for section, key in positive:
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise ConfigError(f"{section}.{key} must be > 0")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError("model.dropout must be in [0, 1)")
+    if cfg.train.lr <= 0 or cfg.data.rtg_scale <= 0 or cfg.model.expansion <= 0:
+        raise ConfigError("train.lr, data.rtg_scale and model.expansion must be > 0")
+    if cfg.eval.episodes < 0 or cfg.train.eval_every < 0 or cfg.train.warmup_steps < 0:
+        raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
+    if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:
+        raise ConfigError(f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}")
+    return cfg
+
+
+def _source_as_list(d: dict) -> dict:
+    """Allow `source: one/id-v0` (or `data.source=a+b`) where a list is expected."""
+    data = d.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        data["source"] = [data["source"]]
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- dotted overrides (`a.b=value`), checked for unknown keys and types."""
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = schema
+        if path is not None:
+            file = Path(path)
+            if not file.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            try:
+                loaded = yaml.safe_load(file.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {path} is not valid YAML ({_first_line(exc)})") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"config file {path} must hold a mapping of sections")
+            if "name" not in loaded:
+                loaded["name"] = file.stem
+            merged = OmegaConf.merge(merged, _source_as_list(loaded))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad config: {_first_line(exc)}") from None
+    return config_from_dict(OmegaConf.to_container(merged), overrides)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return asdict(cfg)
+
+
+def config_from_dict(d: dict, overrides: list[str] | None = None) -> Config:
+    """A saved config (e.g. from a checkpoint), with optional dotted overrides on top."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), d)
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form section.key=value")
+            merged = OmegaConf.merge(merged, _source_as_list(OmegaConf.to_container(OmegaConf.from_dotlist([item]))))
+        return validate(OmegaConf.to_object(merged))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad config: {_first_line(exc)}") from None
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,171 @@
+"""Batched evaluation rollouts in Gymnasium MuJoCo, conditioned on target returns.
+
+N episodes run together: one model call per environment step for all of them, episodes that end are
+masked (never reset mid-evaluation), episode i is seeded with seed + i.
+
+Why not gymnasium.vector.SyncVectorEnv: its autoreset modes either start a new episode in a finished
+slot (NEXT_STEP / SAME_STEP, wasting MuJoCo steps on episodes we would throw away) or refuse to step a
+finished env (DISABLED). A fixed set of N episodes needs neither, so `EpisodeBatch` steps only the
+envs still running; it is the same thing a vector env does in one process, minus the autoreset.
+
+Modes:
+* recurrent: ``model.act`` once per env step with the backbone state carried from the episode start (O(1)).
+* window: DT's evaluation (kzl/decision-transformer evaluate_episode_rtg): re-run the last K steps from a
+  zero state at every env step (O(K)). The transformer has only this mode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ..data.normalization import ObsNormalizer
+from ..errors import CheckpointError
+from .scores import RefScores
+
+
+class EpisodeBatch:
+    """N independent Gymnasium envs stepped together; finished ones stop being stepped."""
+
+    def __init__(self, env_id: str, n: int, max_steps: int = 1000):
+        try:
+            self.envs = [gym.make(env_id, max_episode_steps=max_steps) for _ in range(n)]
+        except gym.error.Error as exc:
+            raise CheckpointError(f"cannot make environment {env_id!r}: {exc}") from None
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+        self.active = np.ones(n, dtype=bool)
+        self.returns = np.zeros(n)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.env_seconds = 0.0
+
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        start = time.perf_counter()
+        obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, seeds)])
+        self.env_seconds += time.perf_counter() - start
+        return obs
+
+    def step(self, actions: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step the active envs; returns (next obs, rewards) with zeros / old obs for finished ones."""
+        rewards = np.zeros(len(self.envs))
+        obs = obs.copy()
+        start = time.perf_counter()
+        for i in np.flatnonzero(self.active):
+            o, r, terminated, truncated, _ = self.envs[i].step(actions[i])
+            obs[i], rewards[i] = o, r
+            self.returns[i] += r
+            self.lengths[i] += 1
+            if terminated or truncated:
+                self.active[i] = False
+        self.env_seconds += time.perf_counter() - start
+        return obs, rewards
+
+    def close(self):
+        for env in self.envs:
+            env.close()
+
+
+@dataclass
+class PolicyContext:
+    """What a rollout needs besides the model: all of it comes from the checkpoint, not the config."""
+
+    env_id: str
+    obs_norm: ObsNormalizer
+    rtg_scale: float
+    context_len: int
+    ref_scores: RefScores | None
+
+
+def _check_spaces(batch: EpisodeBatch, model) -> None:
+    obs_shape, act_shape = batch.observation_space.shape, batch.action_space.shape
+    if obs_shape != (model.obs_dim,) or act_shape != (model.act_dim,):
+        raise CheckpointError(f"environment spaces obs {obs_shape} / act {act_shape} do not match the checkpoint's "
+                              f"obs ({model.obs_dim},) / act ({model.act_dim},)")
+
+
+@torch.no_grad()
+def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10, mode: str = "recurrent",
+            seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu") -> dict:
+    """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings."""
+    device = torch.device(device)
+    if mode == "recurrent" and not model.recurrent:
+        raise CheckpointError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
+    model.eval()
+    batch = EpisodeBatch(ctx.env_id, episodes, max_steps)
+    try:
+        _check_spaces(batch, model)
+        obs = batch.reset([seed + i for i in range(episodes)])
+        n, K = episodes, ctx.context_len
+        mean = torch.as_tensor(ctx.obs_norm.mean, device=device)
+        std = torch.as_tensor(ctx.obs_norm.std, device=device)
+        rtg = torch.full((n, 1), target_return / ctx.rtg_scale, device=device)
+        state = model.initial_state(n, device) if mode == "recurrent" else None
+        prev_action = None
+        hist = {"obs": [], "act": [], "rtg": [], "timesteps": []}
+        model_seconds = 0.0
+        for t in range(max_steps):
+            if not batch.active.any():
+                break
+            start = time.perf_counter()
+            obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
+            timestep = torch.full((n,), t, dtype=torch.long, device=device)
+            if mode == "recurrent":
+                action, state = model.act(obs_t, rtg, timestep, prev_action, state)
+            else:
+                action = _window_action(model, hist, obs_t, rtg, timestep, K)
+            action_np = action.float().cpu().numpy()
+            model_seconds += time.perf_counter() - start
+            obs, rewards = batch.step(action_np, obs)
+            # RTG_{t+1} = RTG_t - r_t / scale (DT); finished episodes get r = 0 and are ignored anyway.
+            rtg = rtg - torch.as_tensor(rewards, dtype=torch.float32, device=device).unsqueeze(1) / ctx.rtg_scale
+            prev_action = action
+        returns = batch.returns.copy()
+        result = {
+            "target_return": float(target_return),
+            "mode": mode,
+            "episodes": n,
+            "returns": returns.tolist(),
+            "lengths": batch.lengths.tolist(),
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "env_steps": int(batch.lengths.sum()),
+            "timing": {"model_seconds": model_seconds, "env_seconds": batch.env_seconds,
+                       "model_per_env_step_ms": 1e3 * model_seconds / max(1, int(batch.lengths.max())),
+                       "env_per_env_step_ms": 1e3 * batch.env_seconds / max(1, int(batch.lengths.sum()))},
+        }
+        if ctx.ref_scores is not None:
+            normalized = ctx.ref_scores.normalize(returns)
+            result.update(normalized=normalized.tolist(), normalized_mean=float(normalized.mean()),
+                          normalized_std=float(normalized.std()), score_reference=ctx.ref_scores.source)
+        return result
+    finally:
+        batch.close()
+
+
+def _window_action(model, hist, obs_t, rtg, timestep, K):
+    """DT-style: append this step (action unknown: zeros) and re-run the last K steps from a zero state."""
+    hist["obs"].append(obs_t)
+    hist["rtg"].append(rtg)
+    hist["timesteps"].append(timestep.clamp(max=model.max_ep_len - 1))
+    hist["act"].append(torch.zeros(obs_t.shape[0], model.act_dim, device=obs_t.device))
+    window = {k: torch.stack(v[-K:], dim=1) for k, v in hist.items()}
+    # The fused layout needs the action before the window's first step (zeros at the episode start).
+    first = len(hist["act"]) - window["act"].shape[1]
+    before = hist["act"][first - 1] if first > 0 else torch.zeros_like(hist["act"][0])
+    window["prev_act"] = torch.cat([before.unsqueeze(1), window["act"][:, :-1]], dim=1)
+    action = model(window)[:, -1]
+    hist["act"][-1] = action
+    for v in hist.values():  # keep only what the next window needs
+        if len(v) > K + 1:
+            del v[0]
+    return action
+
+
+def evaluate_targets(model, ctx: PolicyContext, targets, episodes: int, mode: str, seed: int, max_steps: int,
+                     device) -> list[dict]:
+    """One rollout batch per target return (DT evaluates each of its two targets separately)."""
+    return [rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device) for target in targets]

@@ -1,0 +1,46 @@
+"""Evaluate a saved checkpoint: rebuild the model from safetensors + JSON and roll it out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import config_from_dict
+from .envs.evaluate import evaluate_targets
+from .errors import CheckpointError
+from .train import build_model, eval_mode, eval_targets, policy_context, resolve_device
+
+
+def model_from_checkpoint(path, device="cpu"):
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(ckpt.state["config"])
+        data = ckpt.state["data"]
+        model = build_model(cfg, data["obs_dim"], data["act_dim"])
+        model.load_state_dict(ckpt.model)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{ckpt.path} does not fit this code's model ({str(exc).splitlines()[0]})") from None
+    return ckpt, cfg, data, model.to(device).eval()
+
+
+def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None, device="auto", env_id=None,
+                        max_steps=None) -> dict:
+    device = resolve_device(device)
+    ckpt, cfg, data, model = model_from_checkpoint(path, device)
+    if env_id:
+        data = {**data, "env_id": env_id}
+    eval_cfg = replace(cfg.eval, episodes=episodes if episodes is not None else cfg.eval.episodes,
+                       mode=mode or cfg.eval.mode, target_returns=targets or cfg.eval.target_returns,
+                       seed=seed if seed is not None else cfg.eval.seed,
+                       max_steps=max_steps if max_steps is not None else cfg.eval.max_steps)
+    if eval_cfg.episodes <= 0:
+        raise CheckpointError("--episodes must be > 0")
+    cfg = replace(cfg, eval=eval_cfg)
+    ctx = policy_context(cfg, data)
+    with torch.inference_mode():
+        results = evaluate_targets(model, ctx, eval_targets(cfg, data), eval_cfg.episodes, eval_mode(cfg, model),
+                                   eval_cfg.seed, eval_cfg.max_steps, device)
+    return {"checkpoint": str(ckpt.path), "step": ckpt.step, "env_id": ctx.env_id, "backbone": cfg.model.backbone,
+            "results": results}

@@ -1,0 +1,1 @@
+"""Experiments: grids of runs on Ray, Table-3-style reports, the speed suite."""

@@ -1,0 +1,6 @@
+"""Decision models: DT embeddings and head over selectable sequence backbones."""
+
+from .backbones import BACKBONES, build_backbone
+from .decision import TOKEN_LAYOUTS, DecisionModel
+
+__all__ = ["BACKBONES", "TOKEN_LAYOUTS", "DecisionModel", "build_backbone"]

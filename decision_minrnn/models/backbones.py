@@ -1,0 +1,145 @@
+"""Sequence backbones behind one interface.
+
+    forward(x: (B, L, D), state=None) -> (y: (B, L, D), state)   # whole sequence, parallel where possible
+    step(x_t: (B, D), state)          -> (y_t: (B, D), state)    # one token, O(1) (recurrent backbones only)
+    initial_state(batch_size, device) -> state
+    recurrent: bool                                              # whether step() exists
+
+mingru / minlstm: stacks of residual minRNN blocks (decision_minrnn.nn). gru / lstm: torch.nn's fused
+multi-layer RNNs, the classic sequential baselines. transformer: the Decision Transformer's GPT-2 (causal
+self-attention, 1 head by default, no positional embedding: DT adds timestep embeddings to the tokens
+instead, kzl/decision-transformer gym/decision_transformer/models/trajectory_gpt2.py). The transformer has
+no O(1) step: it is evaluated in window mode, as DT is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import MinRNNStack
+
+BACKBONES = ("mingru", "minlstm", "transformer", "gru", "lstm")
+
+
+class MinRNNBackbone(nn.Module):
+    recurrent = True
+
+    def __init__(self, cell: str, dim: int, n_layers: int, dropout: float, expansion: float = 1.0,
+                 mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None):
+        super().__init__()
+        self.stack = MinRNNStack(dim, n_layers, cell, expansion=expansion, mlp_ratio=mlp_ratio, dropout=dropout,
+                                 conv_kernel=conv_kernel, scan=scan, forget_bias=forget_bias)
+
+    def forward(self, x, state=None):
+        return self.stack(x, state)
+
+    def step(self, x_t, state):
+        return self.stack.step(x_t, state)
+
+    def initial_state(self, batch_size, device=None):
+        return self.stack.initial_state(batch_size, device)
+
+
+class TorchRNNBackbone(nn.Module):
+    """torch.nn.GRU / LSTM (oneDNN / cuDNN kernels), with a LayerNorm on the output like the other stacks."""
+
+    recurrent = True
+
+    def __init__(self, kind: str, dim: int, n_layers: int, dropout: float):
+        super().__init__()
+        rnn_class = nn.GRU if kind == "gru" else nn.LSTM
+        self.kind = kind
+        self.n_layers = n_layers
+        self.rnn = rnn_class(dim, dim, num_layers=n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(self, x, state=None):
+        y, state = self.rnn(x, state)
+        return self.norm_out(y), state
+
+    def step(self, x_t, state):
+        y, state = self.rnn(x_t.unsqueeze(1), state)
+        return self.norm_out(y.squeeze(1)), state
+
+    def initial_state(self, batch_size, device=None):
+        h = torch.zeros(self.n_layers, batch_size, self.rnn.hidden_size, device=device)
+        return h if self.kind == "gru" else (h, torch.zeros_like(h))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, L, D)))
+
+
+class GPTBlock(nn.Module):
+    """GPT-2 block: x + attn(ln(x)), x + mlp(ln(x)); DT's config uses ReLU in the 4x MLP."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, n_heads, dropout)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class TransformerBackbone(nn.Module):
+    recurrent = False
+
+    def __init__(self, dim: int, n_layers: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(GPTBlock(dim, n_heads, dropout) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(dim)
+        self.apply(self._init_weights)
+        # GPT-2 scales the init of residual output projections by 1/sqrt(2 * n_layers).
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x, state=None):
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x), None
+
+    def initial_state(self, batch_size, device=None):
+        return None
+
+
+def build_backbone(name: str, dim: int, n_layers: int, dropout: float, n_heads: int = 1, expansion: float = 1.0,
+                   mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto",
+                   forget_bias: float | None = None) -> nn.Module:
+    if name in ("mingru", "minlstm"):
+        return MinRNNBackbone(name, dim, n_layers, dropout, expansion, mlp_ratio, conv_kernel, scan, forget_bias)
+    if name in ("gru", "lstm"):
+        return TorchRNNBackbone(name, dim, n_layers, dropout)
+    if name == "transformer":
+        return TransformerBackbone(dim, n_layers, n_heads, dropout)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

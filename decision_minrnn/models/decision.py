@@ -1,0 +1,104 @@
+"""DecisionModel: the Decision Transformer's tokens and head over any backbone.
+
+Embeddings follow kzl/decision-transformer (gym/decision_transformer/models/decision_transformer.py): one
+Linear each for return-to-go, state and action, a learned timestep embedding added to each token, a
+LayerNorm over the embedded sequence, and the action read from the state token through Linear + tanh.
+Decision Mamba kept exactly this and swapped the GPT blocks; we do the same with minRNN stacks.
+
+Token layouts:
+* "interleaved" (DT): (R_t, s_t, a_t) per step, 3K tokens; a_t is predicted from the s_t token, which has
+  seen R_<=t, s_<=t and a_<t.
+* "fused": one token per step, R_t + s_t + a_{t-1} embeddings summed (a_{-1} = 0): 3x shorter sequences.
+  a_t cannot be in its own token (it is the target), so the previous action carries the action history.
+
+Recurrent acting (`act`) feeds the same tokens one at a time through `backbone.step`, carrying the state from
+the episode start: O(1) work per environment step, and the same numbers as `forward` over the whole history.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+
+TOKEN_LAYOUTS = ("interleaved", "fused")
+
+
+class DecisionModel(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, backbone: str = "mingru", embed_dim: int = 128,
+                 n_layers: int = 3, dropout: float = 0.1, token_layout: str = "interleaved",
+                 max_ep_len: int = 1000, n_heads: int = 1, expansion: float = 1.0, mlp_ratio: float = 4.0,
+                 conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None):
+        super().__init__()
+        if token_layout not in TOKEN_LAYOUTS:
+            raise ValueError(f"unknown token layout {token_layout!r}; choose one of {', '.join(TOKEN_LAYOUTS)}")
+        self.obs_dim, self.act_dim, self.max_ep_len = obs_dim, act_dim, max_ep_len
+        self.token_layout = token_layout
+        self.backbone_name = backbone
+        self.embed_timestep = nn.Embedding(max_ep_len, embed_dim)
+        self.embed_return = nn.Linear(1, embed_dim)
+        self.embed_state = nn.Linear(obs_dim, embed_dim)
+        self.embed_action = nn.Linear(act_dim, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        self.embed_dropout = nn.Dropout(dropout)  # GPT-2 drops its input embeddings; kept for every backbone
+        self.backbone = build_backbone(backbone, embed_dim, n_layers, dropout, n_heads, expansion, mlp_ratio,
+                                       conv_kernel, scan, forget_bias)
+        self.predict_action = nn.Sequential(nn.Linear(embed_dim, act_dim), nn.Tanh())
+
+    @property
+    def recurrent(self) -> bool:
+        return self.backbone.recurrent
+
+    # ----- training / window mode ---------------------------------------------------------------
+    def embed(self, obs, act, rtg, timesteps, prev_act=None):
+        """obs (B, K, obs_dim), act (B, K, act_dim), rtg (B, K, 1), timesteps (B, K) -> tokens (B, L, D)."""
+        B, K = timesteps.shape
+        time = self.embed_timestep(timesteps)
+        if self.token_layout == "interleaved":
+            r, s, a = self.embed_return(rtg) + time, self.embed_state(obs) + time, self.embed_action(act) + time
+            tokens = torch.stack([r, s, a], dim=2).reshape(B, 3 * K, -1)
+        else:
+            if prev_act is None:  # previous action inside the window; zero before the first step
+                prev_act = torch.cat([torch.zeros_like(act[:, :1]), act[:, :-1]], dim=1)
+            tokens = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev_act) + time
+        return self.embed_dropout(self.embed_ln(tokens))
+
+    def _action_from_outputs(self, y, K):
+        if self.token_layout == "interleaved":
+            y = y.reshape(y.shape[0], K, 3, -1)[:, :, 1]  # the state token of each step
+        return self.predict_action(y)
+
+    def forward(self, batch: dict, state=None):
+        """batch with obs, act, rtg, timesteps (and optional prev_act) -> predicted actions (B, K, act_dim)."""
+        K = batch["timesteps"].shape[1]
+        tokens = self.embed(batch["obs"], batch["act"], batch["rtg"], batch["timesteps"], batch.get("prev_act"))
+        y, _ = self.backbone(tokens, state)
+        return self._action_from_outputs(y, K)
+
+    # ----- recurrent acting ---------------------------------------------------------------------
+    def initial_state(self, n: int, device=None):
+        return self.backbone.initial_state(n, device)
+
+    def _token(self, embedding, timestep):
+        return self.embed_dropout(self.embed_ln(embedding + self.embed_timestep(timestep)))
+
+    @torch.no_grad()
+    def act(self, obs, rtg, timestep, prev_action, state):
+        """One environment step for N envs: obs (N, obs_dim), rtg (N, 1), timestep (N,) long,
+        prev_action (N, act_dim) or None at the first step, state from initial_state / the last call.
+        Returns (action (N, act_dim), new state)."""
+        if not self.recurrent:
+            raise ValueError(f"the {self.backbone_name} backbone has no O(1) step; evaluate it in window mode")
+        timestep = timestep.clamp(max=self.max_ep_len - 1)
+        step = self.backbone.step
+        if self.token_layout == "interleaved":
+            if prev_action is not None:  # a_{t-1} is the token that closes the previous step
+                _, state = step(self._token(self.embed_action(prev_action), (timestep - 1).clamp(min=0)), state)
+            _, state = step(self._token(self.embed_return(rtg), timestep), state)
+            y, state = step(self._token(self.embed_state(obs), timestep), state)
+        else:
+            prev = obs.new_zeros(obs.shape[0], self.act_dim) if prev_action is None else prev_action
+            embedding = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev)
+            y, state = step(self._token(embedding, timestep), state)
+        return self.predict_action(y), state

@@ -1,0 +1,264 @@
+"""Training: the Decision Transformer's recipe over any backbone, with TensorBoard, resumable checkpoints
+and periodic evaluation.
+
+Loss: MSE between predicted and dataset actions on real (unpadded) positions only, averaged over those
+positions and the action dimensions (kzl/decision-transformer gym/decision_transformer/training/seq_trainer.py).
+Optimizer: AdamW with DT's linear warmup, gradient-norm clipping.
+Determinism: the model init, the sampler and dropout all draw from seeded generators whose states are
+checkpointed, so a resumed run reaches the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
+from .config import Config, config_from_dict, config_to_dict, save_config
+from .data.episodes import OfflineDataset, load_source
+from .data.normalization import ObsNormalizer
+from .data.sampler import WindowSampler
+from .envs.evaluate import PolicyContext, evaluate_targets
+from .envs.scores import RefScores, default_targets
+from .errors import CheckpointError, ConfigError
+from .models import DecisionModel
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
+    m = cfg.model
+    return DecisionModel(obs_dim, act_dim, backbone=m.backbone, embed_dim=m.embed_dim, n_layers=m.n_layers,
+                         dropout=m.dropout, token_layout=m.token_layout, max_ep_len=cfg.data.max_ep_len,
+                         n_heads=m.n_heads, expansion=m.expansion, mlp_ratio=m.mlp_ratio, conv_kernel=m.conv_kernel,
+                         scan=m.scan, forget_bias=m.forget_bias)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over real positions: sum over mask / (number of real positions * act_dim)."""
+    m = mask.unsqueeze(-1).to(pred.dtype)
+    return ((pred.float() - target.float()) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1.0)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """DT's schedule: linear warmup from lr/warmup to lr over warmup_steps, then constant."""
+    warmup = cfg.train.warmup_steps
+    return cfg.train.lr * (min((step + 1) / warmup, 1.0) if warmup > 0 else 1.0)
+
+
+def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
+    """Everything derived from the data that evaluation needs; stored in the checkpoint, not the config."""
+    ref = dataset.ref_scores
+    return {"name": dataset.name, "parts": dataset.parts or [dataset.name], "obs_dim": dataset.obs_dim,
+            "act_dim": dataset.act_dim, "env_id": dataset.env_id, "task": dataset.task,
+            "episodes": len(dataset.episodes), "steps": dataset.num_steps, "obs_norm": obs_norm.to_dict(),
+            "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source}}
+
+
+def policy_context(cfg: Config, data: dict) -> PolicyContext:
+    ref = data.get("ref_scores")
+    if not data.get("env_id"):
+        raise CheckpointError("the checkpoint's dataset names no environment; set data.env_id")
+    return PolicyContext(env_id=data["env_id"], obs_norm=ObsNormalizer.from_dict(data["obs_norm"]),
+                         rtg_scale=cfg.data.rtg_scale, context_len=cfg.data.context_len,
+                         ref_scores=None if ref is None else RefScores(ref["min"], ref["max"], ref["source"]))
+
+
+def eval_targets(cfg: Config, data: dict) -> list[float]:
+    if cfg.eval.target_returns:
+        return list(cfg.eval.target_returns)
+    targets = default_targets(data.get("task"))
+    if targets is None:
+        raise ConfigError(f"no default target returns for task {data.get('task')!r}; set eval.target_returns")
+    return list(targets)
+
+
+def eval_mode(cfg: Config, model: DecisionModel) -> str:
+    if cfg.eval.mode == "auto":
+        return "recurrent" if model.recurrent else "window"
+    return cfg.eval.mode
+
+
+def summarize_eval(results: list[dict]) -> dict:
+    """The headline score is the first target's (DT's higher target), as DT's tables report."""
+    first = results[0]
+    return {"target_return": first["target_return"], "return_mean": first["return_mean"],
+            "normalized_mean": first.get("normalized_mean"), "normalized_std": first.get("normalized_std"),
+            "score_reference": first.get("score_reference")}
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self):
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self):
+        return self.root / "metrics.jsonl"
+
+    @property
+    def final(self):
+        return self.root / "final.json"
+
+    @property
+    def tensorboard(self):
+        return self.root / "tb"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if force:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise CheckpointError(f"run directory {run_dir} already exists; pass --resume to continue it "
+                                  "or --force to replace it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _rng_state(sampler: WindowSampler, device: torch.device) -> dict:
+    rng = {"torch": torch.get_rng_state(), "sampler": sampler.get_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
+          overrides: list[str] | None = None, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    paths = RunPaths(Path(run_dir))
+    prepare_run_dir(paths.root, resume, force)
+    ckpt = None
+    if resume and list_checkpoints(paths.root):
+        ckpt = load_checkpoint(paths.root)
+        # The run's own config wins, except what the user overrides now (e.g. more train.steps).
+        cfg = config_from_dict(ckpt.state["config"], overrides)
+    if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:
+        print(f"run {paths.root} already finished at step {ckpt.step}")
+        return json.loads(paths.final.read_text())
+    if not cfg.data.source:
+        raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    save_config(cfg, paths.config)
+
+    dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
+    if ckpt is not None:
+        obs_norm = ObsNormalizer.from_dict(ckpt.state["data"]["obs_norm"])
+        dims = (ckpt.state["data"]["obs_dim"], ckpt.state["data"]["act_dim"])
+        if dims != (dataset.obs_dim, dataset.act_dim):
+            raise CheckpointError(f"data dims {dataset.obs_dim}/{dataset.act_dim} do not match the checkpoint's {dims}")
+    else:
+        obs_norm = ObsNormalizer.fit(dataset.episodes)
+    data = data_state(dataset, obs_norm)
+    device = resolve_device(cfg.train.device)
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, dataset.obs_dim, dataset.act_dim).to(device)
+    sampler = WindowSampler(dataset, obs_norm, cfg.data.context_len, cfg.train.batch_size, cfg.data.rtg_scale,
+                            cfg.data.max_ep_len, cfg.data.sampler_mode, seed=cfg.train.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
+    start_step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt.model)
+        restore_optimizer(optimizer, ckpt)
+        torch.set_rng_state(ckpt.train["rng.torch"])
+        sampler.set_state(ckpt.train["rng.sampler"])
+        if device.type == "cuda" and "rng.cuda" in ckpt.train:
+            torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
+        start_step = ckpt.step
+    forward = torch.compile(model) if cfg.train.compile else model
+    ctx = policy_context(cfg, data)
+    state = {"config": config_to_dict(cfg), "data": data}
+
+    def checkpoint(step):
+        save_checkpoint(paths.root, step, model, optimizer, state, _rng_state(sampler, device),
+                        keep=cfg.train.keep_checkpoints)
+
+    def evaluate(step):
+        results = evaluate_targets(model, ctx, eval_targets(cfg, data), cfg.eval.episodes, eval_mode(cfg, model),
+                                   cfg.eval.seed, cfg.eval.max_steps, device)
+        model.train()
+        for r in results:
+            tag = f"eval/target_{int(r['target_return'])}"
+            writer.add_scalar(f"{tag}/return_mean", r["return_mean"], step)
+            if r.get("normalized_mean") is not None:
+                writer.add_scalar(f"{tag}/normalized_mean", r["normalized_mean"], step)
+            _append_jsonl(paths.metrics, {"step": step, **{k: v for k, v in r.items() if k != "timing"}})
+        return results
+
+    writer = SummaryWriter(str(paths.tensorboard), purge_step=start_step if start_step else None)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
+    model.train()
+    end_step = min(cfg.train.steps, stop_after) if stop_after is not None else cfg.train.steps
+    bar = tqdm(total=cfg.train.steps, initial=start_step, disable=not progress, desc=cfg.name, dynamic_ncols=True, mininterval=1.0)
+    window_start, window_samples = time.perf_counter(), 0
+    loss_value = float("nan")
+    try:
+        for step in range(start_step, end_step):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample().items()}
+            with amp:
+                pred = forward(batch)
+            loss = masked_mse(pred, batch["act"], batch["mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            window_samples += cfg.train.batch_size
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == end_step:
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise ConfigError(f"loss became {loss_value} at step {done}; lower train.lr or check the data")
+                elapsed = time.perf_counter() - window_start
+                writer.add_scalar("train/loss", loss_value, done)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], done)
+                writer.add_scalar("train/grad_norm", float(grad_norm), done)
+                writer.add_scalar("train/samples_per_s", window_samples / max(elapsed, 1e-9), done)
+                window_start, window_samples = time.perf_counter(), 0
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+            bar.update(1)
+            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps \
+                    and cfg.eval.episodes > 0:
+                evaluate(done)
+            if done % cfg.train.checkpoint_every == 0 or done == end_step:
+                checkpoint(done)
+    finally:
+        bar.close()
+    if end_step < cfg.train.steps:  # stopped early on purpose (tests): no final evaluation
+        writer.close()
+        return {"step": end_step, "finished": False}
+    summary = {"name": cfg.name, "step": cfg.train.steps, "finished": True, "final_loss": loss_value,
+               "backbone": cfg.model.backbone, "dataset": data["name"], "seed": cfg.train.seed}
+    if cfg.eval.episodes > 0:
+        results = evaluate(cfg.train.steps)
+        summary["eval"] = summarize_eval(results)
+        summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
+    writer.close()
+    paths.final.write_text(json.dumps(summary, indent=1))
+    return summary
+
