@@ -96,7 +96,9 @@ CHOICES = {
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    key = getattr(exc, "full_key", None)  # OmegaConf names the offending key here
+    return f"{key}: {line}" if key and key not in line else line
 
 
 def validate(cfg: Config) -> Config:

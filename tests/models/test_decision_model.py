@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from decision_minrnn.data import ObsNormalizer, WindowSampler, load_source
+from decision_minrnn.models import DecisionModel
+from decision_minrnn.train import masked_mse
+
+RECURRENT = ["mingru", "minlstm", "gru", "lstm"]
+LAYOUTS = ["interleaved", "fused"]
+
+
+def random_batch(B=2, K=9, obs_dim=11, act_dim=3, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    act = torch.rand(B, K, act_dim, generator=gen, dtype=dtype) * 2 - 1
+    return {"obs": torch.randn(B, K, obs_dim, generator=gen, dtype=dtype), "act": act,
+            "rtg": torch.randn(B, K, 1, generator=gen, dtype=dtype), "timesteps": torch.arange(K).repeat(B, 1)}
+
+
+def make_model(backbone, layout, dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    return DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, dropout=0.1, token_layout=layout, **kw).to(dtype).eval()
+
+
+@pytest.mark.parametrize("backbone", RECURRENT)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_recurrent_act_equals_forward_over_history(backbone, layout):
+    model = make_model(backbone, layout, conv_kernel=4 if backbone == "mingru" else 0)
+    batch = random_batch()
+    full = model(batch)
+    state, actions = None, []
+    for t in range(batch["obs"].shape[1]):
+        prev = None if t == 0 else batch["act"][:, t - 1]
+        a, state = model.act(batch["obs"][:, t], batch["rtg"][:, t], batch["timesteps"][:, t], prev, state)
+        actions.append(a)
+    torch.testing.assert_close(torch.stack(actions, 1), full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backbone", RECURRENT + ["transformer"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_action_does_not_see_its_own_target_or_the_future(backbone, layout):
+    model = make_model(backbone, layout)
+    batch = random_batch()
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["act"][:, 4:] += 1.0  # a_4 is the target at step 4: predictions up to 4 must not move
+    changed["obs"][:, 5:] += 1.0
+    a, b = model(batch), model(changed)
+    torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_transformer_has_no_recurrent_act():
+    model = make_model("transformer", "interleaved")
+    assert not model.recurrent
+    with pytest.raises(ValueError, match="window mode"):
+        model.act(torch.zeros(1, 11).double(), torch.zeros(1, 1).double(), torch.zeros(1, dtype=torch.long), None, None)
+
+
+def test_masked_mse_ignores_padding_and_divides_by_real_positions():
+    pred = torch.zeros(1, 4, 2)
+    target = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0], [100.0, 100.0]]])
+    mask = torch.tensor([[True, True, False, False]])
+    assert masked_mse(pred, target, mask).item() == pytest.approx((1 + 1 + 9 + 9) / 4)
+
+
+@pytest.mark.parametrize("backbone", ["mingru", "minlstm", "transformer", "gru", "lstm"])
+def test_every_backbone_learns_the_tiny_dataset(tiny_minari, backbone):
+    dataset = load_source(tiny_minari[0])
+    sampler = WindowSampler(dataset, ObsNormalizer.fit(dataset.episodes), context_len=10, batch_size=16, seed=0)
+    torch.manual_seed(0)
+    model = DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, dropout=0.0,
+                          token_layout="fused" if backbone == "gru" else "interleaved")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(200):
+        batch = sampler.sample()
+        loss = masked_mse(model(batch), batch["act"], batch["mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.5 * first, (first, last)

@@ -1,0 +1,116 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from decision_minrnn.cli import main
+from decision_minrnn.config import load_config
+from decision_minrnn.train import train
+
+TINY = ["model.embed_dim=16", "model.n_layers=2", "data.context_len=8", "train.batch_size=8",
+        "train.warmup_steps=5", "train.log_every=5", "eval.episodes=0", "train.lr=0.001"]
+
+
+def tiny_config(tmp_path, dataset_id, steps, extra=()):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"data": {"source": dataset_id}}))
+    return path, TINY + [f"train.steps={steps}", "train.checkpoint_every=10"] + list(extra)
+
+
+def weights(run_dir):
+    ckpts = sorted((Path(run_dir) / "checkpoints").iterdir())
+    return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]
+
+
+@pytest.mark.parametrize("backbone", ["mingru", "transformer"])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_minari, backbone):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 30, [f"model.backbone={backbone}"])
+    cfg = load_config(path, overrides)
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", progress=False, stop_after=20)
+    summary = train(load_config(path, overrides), tmp_path / "resumed", resume=True, progress=False)
+    assert summary["step"] == 30
+    a, _ = weights(tmp_path / "straight")
+    b, ckpt = weights(tmp_path / "resumed")
+    assert ckpt.name == "step-00000030"
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_minari):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 120)
+    sets = [x for o in overrides for x in ("--set", o)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "decision_minrnn.cli", "train", "--config", str(path), "--no-progress", *sets]
+    proc = subprocess.Popen(cmd + ["--run-dir", str(tmp_path / "killed")], env=env)
+    ckpt_root = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt_root.exists() and any(p.name.startswith("step-") for p in ckpt_root.iterdir())):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "final.json").exists(), "the run finished before it could be killed"
+    subprocess.run(cmd + ["--run-dir", str(tmp_path / "killed"), "--resume"], env=env, check=True)
+    train(load_config(path, overrides), tmp_path / "straight", progress=False)
+    a, _ = weights(tmp_path / "straight")
+    b, _ = weights(tmp_path / "killed")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, tiny_minari):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    train(load_config(path, overrides), tmp_path / "run", progress=False)
+    _, ckpt = weights(tmp_path / "run")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "state.json", "train.safetensors"]
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["format"] == "decision-minrnn-checkpoint" and state["step"] == 10
+    assert state["data"]["obs_dim"] == 11 and len(state["data"]["obs_norm"]["mean"]) == 11
+    assert "rng.sampler" in load_file(str(ckpt / "train.safetensors"))
+    assert (tmp_path / "run" / "config.yaml").exists() and any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    sets = [x for o in overrides for x in ("--set", o)]
+    run = str(tmp_path / "run")
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
+    before, _ = weights(run)
+    capsys.readouterr()
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0]
+    after, _ = weights(run)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", "--force", *sets]) == 0
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.backbone=rnn", "model.backbone"),
+    ("model.nonsense=1", "nonsense"),
+    ("train.steps=many", "steps"),
+    ("train.lr=-1", "train.lr"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, tiny_minari, capsys, override, message):
+    path, _ = tiny_config(tmp_path, tiny_minari[0], 10)
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r"), "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "r").exists() or not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_missing_config_and_dataset_errors(tmp_path, minari_root, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  source: nobody/hopper/none-v0\n")
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "nobody/hopper/none-v0" in capsys.readouterr().err
