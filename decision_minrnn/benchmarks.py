@@ -87,3 +87,109 @@ def bench_scan(lengths=(20, 60, 200, 1000, 3000), batch=64, dim=128, repeats=3, 
         results.append(row)
     return {"benchmark": "scan", "batch": batch, "dim": dim, "device": str(device), "repeats": repeats,
             "machine": machine_info(), "results": results}
+
+
+def _random_batch(batch, K, obs_dim, act_dim, device):
+    return {"obs": torch.randn(batch, K, obs_dim, device=device),
+            "act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
+            "prev_act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
+            "rtg": torch.randn(batch, K, 1, device=device),
+            "timesteps": torch.arange(K, device=device).repeat(batch, 1).clamp(max=999),
+            "mask": torch.ones(batch, K, dtype=torch.bool, device=device)}
+
+
+def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm"), contexts=(20, 200, 1000),
+                     layouts=("interleaved", "fused"), batch_for_context=None, repeats=3, device="cpu",
+                     embed_dim=128, n_layers=3) -> dict:
+    """One optimizer step (forward, masked MSE, backward, AdamW) of a DecisionModel, per backbone x K x layout.
+    Hopper's dims (11 / 3). Batch 64 by default, 16 at K >= 1000 (a transformer over 3000 tokens at 64 does
+    not fit a laptop's budget); the batch used is printed with every row."""
+    from .models import DecisionModel
+    from .train import masked_mse
+
+    device = torch.device(device)
+    batch_for_context = batch_for_context or {K: (64 if K < 1000 else 16) for K in contexts}
+    rows = []
+    for K in contexts:
+        B = batch_for_context[K]
+        for layout in layouts:
+            fns = {}
+            data = _random_batch(B, K, 11, 3, device)
+            for name in backbones:
+                torch.manual_seed(0)
+                model = DecisionModel(11, 3, name, embed_dim, n_layers, 0.1, layout).to(device).train()
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+                def step(model=model, opt=opt):
+                    loss = masked_mse(model(data), data["act"], data["mask"])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+                fns[name] = step
+            times = time_interleaved(fns, repeats, device)
+            ref = times.get("transformer")
+            rows.append({"K": K, "tokens": K * (3 if layout == "interleaved" else 1), "layout": layout, "batch": B,
+                         "ms": {k: round(v * 1e3, 1) for k, v in times.items()},
+                         "speedup_vs_transformer": None if ref is None else
+                         {k: round(ref / v, 2) for k, v in times.items() if k != "transformer"}})
+    return {"benchmark": "train_step", "embed_dim": embed_dim, "n_layers": n_layers, "device": str(device),
+            "repeats": repeats, "machine": machine_info(), "results": rows}
+
+
+@torch.no_grad()
+def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="mingru", layout="interleaved",
+                    repeats=3, device="cpu", embed_dim=128, n_layers=3) -> dict:
+    """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
+    The window is measured at steady state (history already K long)."""
+    from .models import DecisionModel
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = DecisionModel(11, 3, backbone, embed_dim, n_layers, 0.1, layout).to(device).eval()
+    rows = []
+    for n in n_envs:
+        obs = torch.randn(n, 11, device=device)
+        rtg = torch.randn(n, 1, device=device)
+        prev = torch.rand(n, 3, device=device)
+
+        def recurrent():
+            state = model.initial_state(n, device)
+            for t in range(steps):
+                _, state = model.act(obs, rtg, torch.full((n,), t, device=device), prev if t else None, state)
+
+        fns = {"recurrent": recurrent}
+        for K in contexts:
+            window = _random_batch(n, K, 11, 3, device)
+
+            def windowed(window=window):
+                for _ in range(steps):
+                    model(window)
+
+            fns[f"window_K{K}"] = windowed
+        times = time_interleaved(fns, repeats, device)
+        per_step = {k: v / steps * 1e3 for k, v in times.items()}
+        rows.append({"n_envs": n, "ms_per_step": {k: round(v, 3) for k, v in per_step.items()},
+                     "recurrent_speedup": {k: round(v / per_step["recurrent"], 1) for k, v in per_step.items()
+                                           if k != "recurrent"}})
+    return {"benchmark": "inference", "backbone": backbone, "layout": layout, "embed_dim": embed_dim,
+            "n_layers": n_layers, "device": str(device), "machine": machine_info(), "results": rows}
+
+
+def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50, backbone_step_ms=None) -> dict:
+    """Time to draw one batch from the window sampler on a real dataset."""
+    from .data import ObsNormalizer, WindowSampler, load_source
+
+    dataset = load_source(source)
+    norm = ObsNormalizer.fit(dataset.episodes)
+    rows = []
+    for K in contexts:
+        sampler = WindowSampler(dataset, norm, K, batch, seed=0)
+        times = time_interleaved({"sample": sampler.sample}, repeats, torch.device("cpu"))
+        rows.append({"K": K, "batch": batch, "ms_per_batch": round(times["sample"] * 1e3, 3)})
+    episode = WindowSampler(dataset, norm, 0, batch, mode="episode", seed=0)
+    times = time_interleaved({"sample": episode.sample}, max(3, repeats // 10), torch.device("cpu"))
+    rows.append({"K": episode.context_len, "mode": "episode", "batch": batch,
+                 "ms_per_batch": round(times["sample"] * 1e3, 3)})
+    return {"benchmark": "sampler", "source": source, "steps": dataset.num_steps, "machine": machine_info(),
+            "results": rows}

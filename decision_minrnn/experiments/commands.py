@@ -1,5 +1,75 @@
 """Subcommands sweep, report and bench."""
 
+from __future__ import annotations
+
+import json
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import sweep
+
+    summary = sweep(args.grid, runs_root=args.runs_root, address=args.address, max_parallel=args.max_parallel,
+                    threads_per_run=args.threads_per_run, use_ray=not args.no_ray)
+    print(f"sweep {summary['grid']}: ran {summary['ran']}, skipped {summary['skipped']} finished, "
+          f"failed {summary['failed']} -> {summary['root']}")
+    return 1 if summary["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    result = report(args.runs_dir, args.out)
+    print(result["table"])
+    for name, path in result["files"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ..benchmarks import bench_inference, bench_scan, bench_train_step, machine_info
+
+    quick = args.quick
+    out = {"machine": machine_info(), "quick": quick}
+    out["scan"] = bench_scan(lengths=(60, 1000) if quick else (20, 60, 200, 1000, 3000), repeats=1 if quick else 3,
+                             device=args.device, loop_max_T=1000)["results"]
+    out["train_step"] = bench_train_step(contexts=(20, 200) if quick else (20, 200, 1000), repeats=1 if quick else 3,
+                                         device=args.device)["results"]
+    out["inference"] = bench_inference(steps=30 if quick else 100, repeats=1 if quick else 3,
+                                       device=args.device)["results"]
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"machine: {out['machine']}")
+    print("scan, forward+backward, B=64 D=128 (ms):")
+    for row in out["scan"]:
+        print(f"  T={row['T']:<5} {row['ms']}")
+        print(f"          ratios {row['ratios']}")
+    print("training step (ms):")
+    for row in out["train_step"]:
+        print(f"  K={row['K']:<5} {row['layout']:11s} B={row['batch']:<3} {row['ms']}")
+    print("inference per env step (ms):")
+    for row in out["inference"]:
+        print(f"  envs={row['n_envs']:<3} {row['ms_per_step']}  recurrent speed-up {row['recurrent_speedup']}")
+    return 0
+
 
 def register(sub) -> None:
-    return None
+    sw = sub.add_parser("sweep", help="run a grid of datasets x backbones x seeds on Ray")
+    sw.add_argument("--grid", required=True, help="grid YAML (configs/grids/NAME.yaml)")
+    sw.add_argument("--runs-root", default="runs/sweeps")
+    sw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    sw.add_argument("--max-parallel", type=int, default=None, help="runs at once on a local Ray (default: one per CPU)")
+    sw.add_argument("--threads-per-run", type=int, default=1, help="CPUs (and torch threads) per run")
+    sw.add_argument("--no-ray", action="store_true", help="run sequentially in this process, without Ray")
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="tables and plots from a sweep's runs")
+    rp.add_argument("runs_dir")
+    rp.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
+    rp.set_defaults(func=cmd_report)
+
+    bn = sub.add_parser("bench", help="speed suite: scan, training step, inference (ratios from one run)")
+    bn.add_argument("--quick", action="store_true")
+    bn.add_argument("--json", action="store_true")
+    bn.add_argument("--device", default="cpu")
+    bn.set_defaults(func=cmd_bench)

@@ -1,0 +1,92 @@
+"""Grids of runs: datasets x backbones x seeds, expanded from a YAML file into run specs.
+
+A grid file (configs/grids/NAME.yaml):
+
+    name: bench-medium                  # runs go to RUNS_ROOT/NAME/<dataset>/<backbone>/seed<seed>
+    datasets:                           # label -> experiment config (only what differs from the defaults)
+      hopper-medium: configs/bench/hopper-medium.yaml
+    backbones: [mingru, minlstm, transformer]
+    seeds: [0, 1, 2]
+    set: [train.steps=20000]            # dotted overrides for every run (optional)
+    backbone_set:                       # dotted overrides per backbone (optional)
+      transformer: [model.dropout=0.1]
+
+Dataset labels are the D4RL names (hopper-medium, ...) so the report can put the published numbers beside ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import Config, load_config
+from ..errors import ConfigError
+
+GRID_KEYS = {"name", "datasets", "backbones", "seeds", "set", "backbone_set"}
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    backbone: str
+    seed: int
+    config_path: str
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def relative_dir(self) -> Path:
+        return Path(self.dataset) / self.backbone / f"seed{self.seed}"
+
+    def config(self) -> Config:
+        return load_config(self.config_path, self.overrides)
+
+
+@dataclass
+class Grid:
+    name: str
+    runs: list[RunSpec]
+
+
+def _absolute_sources(config_path: Path) -> list[str]:
+    """Data files named relative to the working directory become absolute, so Ray workers find them."""
+    cfg = load_config(config_path)
+    return [str(Path(s).resolve()) if Path(s).is_file() else s for s in cfg.data.source]
+
+
+def load_grid(path: str | Path) -> Grid:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"grid file {path} does not exist")
+    try:
+        spec = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"grid file {path} must hold a mapping")
+    unknown = set(spec) - GRID_KEYS
+    if unknown:
+        raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+    datasets, backbones, seeds = spec.get("datasets"), spec.get("backbones"), spec.get("seeds", [0])
+    if not isinstance(datasets, dict) or not datasets:
+        raise ConfigError(f"grid file {path}: 'datasets' must map labels to config files")
+    if not isinstance(backbones, list) or not backbones or not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"grid file {path}: 'backbones' and 'seeds' must be non-empty lists")
+    common = [str(x) for x in spec.get("set") or []]
+    per_backbone = spec.get("backbone_set") or {}
+    runs = []
+    for label, config_path in datasets.items():
+        config_path = Path(config_path)
+        if not config_path.is_absolute() and not config_path.exists():
+            config_path = file.parent / config_path
+        sources = _absolute_sources(config_path)
+        for backbone in backbones:
+            for seed in seeds:
+                overrides = [f"data.source=[{','.join(sources)}]", f"model.backbone={backbone}", f"train.seed={int(seed)}",
+                             f"name={label}/{backbone}/seed{int(seed)}", *common,
+                             *[str(x) for x in per_backbone.get(backbone, [])]]
+                run = RunSpec(str(label), str(backbone), int(seed), str(config_path.resolve()), overrides)
+                run.config()  # fail now, not inside a worker, when a combination is invalid
+                runs.append(run)
+    return Grid(str(spec.get("name") or file.stem), runs)

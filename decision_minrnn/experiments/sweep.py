@@ -1,0 +1,118 @@
+"""Run a grid on Ray: a local instance by default, a cluster when an address is given.
+
+Each run trains in its own directory and writes final.json when it is done. Running the sweep again skips
+finished runs and resumes unfinished ones from their last checkpoint, so an interrupted sweep only redoes
+what is missing. A run that fails is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+from ..errors import ConfigError, UserError
+from .grid import RunSpec, load_grid
+
+
+def run_one(spec: RunSpec, run_dir: str, threads: int) -> dict:
+    """Train one run (in a Ray worker or in-process). Never raises: failures come back as records."""
+    from ..train import train
+
+    record = {"dataset": spec.dataset, "backbone": spec.backbone, "seed": spec.seed, "run_dir": run_dir}
+    start = time.time()
+    try:
+        overrides = spec.overrides + ([f"train.threads={threads}"] if threads else [])
+        cfg = RunSpec(spec.dataset, spec.backbone, spec.seed, spec.config_path, overrides).config()
+        path = Path(run_dir)
+        # A run directory without a checkpoint holds only the leftovers of a run killed before its first
+        # checkpoint: start it over. With a checkpoint, continue from it.
+        has_checkpoint = (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir())
+        summary = train(cfg, path, resume=has_checkpoint, force=not has_checkpoint, progress=False,
+                        overrides=overrides if has_checkpoint else None)
+        record.update(status="done", seconds=time.time() - start,
+                      normalized=(summary.get("eval") or {}).get("normalized_mean"))
+    except Exception as exc:  # noqa: BLE001 - a failed run must not stop the sweep
+        record.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                      traceback=traceback.format_exc() if not isinstance(exc, UserError) else None)
+    return record
+
+
+def is_finished(run_dir: Path) -> bool:
+    final = run_dir / "final.json"
+    if not final.is_file():
+        return False
+    try:
+        return bool(json.loads(final.read_text()).get("finished"))
+    except json.JSONDecodeError:
+        return False
+
+
+def sweep(grid_path: str, runs_root: str = "runs", address: str | None = None, max_parallel: int | None = None,
+          threads_per_run: int = 1, use_ray: bool = True, log=print) -> dict:
+    grid = load_grid(grid_path)
+    root = Path(runs_root).resolve() / grid.name
+    pending, skipped = [], []
+    for spec in grid.runs:
+        run_dir = root / spec.relative_dir
+        (skipped if is_finished(run_dir) else pending).append((spec, str(run_dir)))
+    log(f"sweep {grid.name}: {len(grid.runs)} runs, {len(skipped)} already finished, {len(pending)} to run -> {root}")
+    records = []
+    if pending and use_ray:
+        records = _run_on_ray(pending, address, max_parallel, threads_per_run, log)
+    elif pending:
+        for spec, run_dir in pending:
+            records.append(run_one(spec, run_dir, threads_per_run))
+            _log_record(records[-1], log)
+    failed = [r for r in records if r["status"] == "failed"]
+    summary = {"grid": grid.name, "root": str(root), "total": len(grid.runs), "skipped": len(skipped),
+               "ran": len(records), "failed": len(failed), "records": records}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _log_record(record, log):
+    name = f"{record['dataset']}/{record['backbone']}/seed{record['seed']}"
+    if record["status"] == "done":
+        score = record.get("normalized")
+        log(f"  done    {name}  ({record['seconds']:.0f} s)" + (f"  normalized {score:.1f}" if score is not None else ""))
+    else:
+        log(f"  FAILED  {name}: {record['error']}")
+
+
+def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("sweep needs Ray: pip install 'decision-minrnn[ray]' (or run with --no-ray)") from None
+    env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
+    # address "local" always starts a fresh local instance instead of joining one found on the machine.
+    init_kwargs = {"address": address or "local", "include_dashboard": False, "log_to_driver": False,
+                   "runtime_env": {"env_vars": env_vars}}
+    if address is None and max_parallel:
+        init_kwargs["num_cpus"] = max_parallel * threads_per_run
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(**init_kwargs)
+    try:
+        remote = ray.remote(num_cpus=threads_per_run)(run_one)
+        futures = {remote.remote(spec, run_dir, threads_per_run): (spec, run_dir) for spec, run_dir in pending}
+        records, waiting = [], list(futures)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            for ref in done:
+                try:
+                    record = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a worker that died: report, continue
+                    spec, run_dir = futures[ref]
+                    record = {"dataset": spec.dataset, "backbone": spec.backbone, "seed": spec.seed,
+                              "run_dir": run_dir, "status": "failed", "error": f"worker died: {type(exc).__name__}"}
+                records.append(record)
+                _log_record(record, log)
+        return records
+    finally:
+        if started_here:
+            ray.shutdown()

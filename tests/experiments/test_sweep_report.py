@@ -1,0 +1,104 @@
+import json
+import sys
+
+import pytest
+import yaml
+
+from decision_minrnn.cli import main
+from decision_minrnn.errors import ConfigError
+from decision_minrnn.experiments.grid import load_grid
+from decision_minrnn.experiments.report import report
+from decision_minrnn.experiments.sweep import sweep
+from helpers import make_minari_dataset, synthetic_episodes
+
+FAST = ["model.embed_dim=16", "model.n_layers=1", "data.context_len=5", "train.batch_size=4", "train.steps=6",
+        "train.warmup_steps=2", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
+        "eval.episodes=2", "eval.max_steps=10", "eval.target_returns=[3600]"]
+
+
+@pytest.fixture
+def tiny_grid(tmp_path, minari_root):
+    configs = {}
+    for label, seed in [("hopper-medium", 0), ("hopper-medium-replay", 1)]:
+        dataset_id = f"test/hopper/{label}-v0"
+        make_minari_dataset(dataset_id, synthetic_episodes(6, seed=seed))
+        path = tmp_path / f"{label}.yaml"
+        path.write_text(yaml.safe_dump({"data": {"source": dataset_id}}))
+        configs[label] = str(path)
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text(yaml.safe_dump({"name": "tiny", "datasets": configs, "backbones": ["mingru", "transformer"],
+                                    "seeds": [0, 1], "set": FAST}))
+    return grid
+
+
+def test_grid_expands_datasets_backbones_seeds(tiny_grid):
+    grid = load_grid(tiny_grid)
+    assert len(grid.runs) == 8
+    assert {(r.dataset, r.backbone, r.seed) for r in grid.runs} == {
+        (d, b, s) for d in ("hopper-medium", "hopper-medium-replay") for b in ("mingru", "transformer") for s in (0, 1)}
+    cfg = grid.runs[0].config()
+    assert cfg.train.steps == 6 and cfg.name == "hopper-medium/mingru/seed0"
+
+
+def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_path):
+    runs_root = tmp_path / "runs"
+    first = sweep(str(tiny_grid), runs_root=str(runs_root), max_parallel=2, log=lambda *_: None)
+    assert first["ran"] == 8 and first["failed"] == 0, first["records"]
+    root = runs_root / "tiny"
+    finals = sorted(root.rglob("final.json"))
+    assert len(finals) == 8
+
+    result = report(root, tmp_path / "report")
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "hopper-medium-replay" in table and "ours: mingru" in table and "ours: transformer" in table
+    assert "published minGRU (D4RL)" in table and "90.5 ± 0.9" in table  # the paper's hopper-medium-replay minGRU
+    assert "(n=2)" in table
+    csv_lines = (tmp_path / "report" / "table.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 4
+    for png in ("scores.png", "learning_curves.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+    assert result["runs"] == 8
+
+    # Interrupt: two runs lose their final result (one mid-way with a checkpoint, one from scratch).
+    (root / "hopper-medium" / "mingru" / "seed1" / "final.json").unlink()
+    import shutil
+    shutil.rmtree(root / "hopper-medium-replay" / "transformer" / "seed0")
+    second = sweep(str(tiny_grid), runs_root=str(runs_root), use_ray=False, log=lambda *_: None)
+    assert second["skipped"] == 6 and second["ran"] == 2 and second["failed"] == 0
+    assert len(sorted(root.rglob("final.json"))) == 8
+
+
+def test_a_failed_run_is_reported_and_the_others_continue(tmp_path, minari_root, capsys):
+    make_minari_dataset("test/hopper/ok-v0", synthetic_episodes(4))
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump({"data": {"source": "test/hopper/ok-v0"}}))
+    bad.write_text(yaml.safe_dump({"data": {"source": "test/hopper/missing-v0"}}))
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"name": "g", "datasets": {"hopper-medium": str(good), "hopper-medium-expert": str(bad)},
+                                    "backbones": ["mingru"], "seeds": [0], "set": FAST}))
+    assert main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--no-ray"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED  hopper-medium-expert/mingru/seed0" in out and "missing-v0" in out
+    assert "done    hopper-medium/mingru/seed0" in out
+    summary = json.loads((tmp_path / "runs" / "g" / "sweep_summary.json").read_text())
+    assert summary["failed"] == 1 and summary["ran"] == 2
+
+
+def test_missing_ray_is_a_clear_error(tiny_grid, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match="pip install"):
+        sweep(str(tiny_grid), runs_root=str(tmp_path / "runs"), log=lambda *_: None)
+
+
+@pytest.mark.parametrize("content,message", [("datasets: {}\nbackbones: [mingru]\n", "datasets"),
+                                             ("datasets: {a: x.yaml}\nbogus: 1\n", "bogus")])
+def test_bad_grid_files(tmp_path, capsys, content, message):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(content)
+    assert main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_without_runs_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
