@@ -161,11 +161,15 @@ class _ChunkedScan(torch.autograd.Function):
         return grad_a, grad_b, grad_h0, None
 
 
+# torch.compile must not trace these: the time loop would be unrolled T times. With the scans kept opaque,
+# compiling a model still fuses the elementwise gate math around them (train.compile=true).
+@torch.compiler.disable
 def scan_sequential(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """Exact scan as a loop over T, vectorized over (B, H), with an O(T) reverse-scan backward."""
     return _SequentialScan.apply(a, b, h0)
 
 
+@torch.compiler.disable
 def scan_chunked(
     a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int | None = None
 ) -> torch.Tensor:

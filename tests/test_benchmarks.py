@@ -1,0 +1,25 @@
+"""The benchmark functions run and report ratios (tiny sizes: this checks the plumbing, not the speed)."""
+
+from decision_minrnn.benchmarks import bench_inference, bench_sampler, bench_scan, bench_train_step
+
+
+def test_bench_scan_reports_every_variant():
+    out = bench_scan(lengths=(8,), batch=2, dim=4, repeats=1)
+    row = out["results"][0]
+    for name in ("nn_gru", "mingru_sequential", "mingru_chunked", "mingru_log", "mingru_step_loop", "minlstm_sequential"):
+        assert row["ms"][name] > 0
+    assert row["ratios"]["mingru_auto_vs_step_loop_speedup"] > 0
+
+
+def test_bench_train_step_and_inference_report_ratios():
+    train = bench_train_step(contexts=(4,), batch_for_context={4: 2}, repeats=1, embed_dim=8, n_layers=1)
+    assert len(train["results"]) == 2  # two token layouts
+    assert set(train["results"][0]["speedup_vs_transformer"]) == {"mingru", "minlstm", "gru", "lstm"}
+    infer = bench_inference(contexts=(4,), n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1)
+    assert [r["n_envs"] for r in infer["results"]] == [1, 2]
+    assert infer["results"][0]["recurrent_speedup"]["window_K4"] > 0
+
+
+def test_bench_sampler(tiny_minari):
+    out = bench_sampler(tiny_minari[0], contexts=(5,), batch=4, repeats=2)
+    assert out["results"][0]["ms_per_batch"] > 0 and out["results"][-1]["mode"] == "episode"
