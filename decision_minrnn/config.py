@@ -131,23 +131,29 @@ def _source_as_list(d: dict) -> dict:
     return d
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file that must hold a mapping; anything else is a ConfigError naming the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {path} is not valid YAML ({_first_line(exc)})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} file {path} must hold a mapping")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML file <- dotted overrides (`a.b=value`), checked for unknown keys and types."""
     schema = OmegaConf.structured(Config)
     try:
         merged = schema
         if path is not None:
-            file = Path(path)
-            if not file.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            try:
-                loaded = yaml.safe_load(file.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"config file {path} is not valid YAML ({_first_line(exc)})") from None
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"config file {path} must hold a mapping of sections")
+            loaded = read_yaml_mapping(path, "config")
             if "name" not in loaded:
-                loaded["name"] = file.stem
+                loaded["name"] = Path(path).stem
             merged = OmegaConf.merge(merged, _source_as_list(loaded))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad config: {_first_line(exc)}") from None

@@ -19,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..config import Config, load_config
+from ..config import Config, load_config, read_yaml_mapping
 from ..errors import ConfigError
 
 GRID_KEYS = {"name", "datasets", "backbones", "seeds", "set", "backbone_set"}
@@ -57,14 +55,7 @@ def _absolute_sources(config_path: Path) -> list[str]:
 
 def load_grid(path: str | Path) -> Grid:
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"grid file {path} does not exist")
-    try:
-        spec = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"grid file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"grid file {path} must hold a mapping")
+    spec = read_yaml_mapping(file, "grid")
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ConfigError(f"grid file {path}: unknown key(s) {', '.join(sorted(unknown))}")
