@@ -190,7 +190,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
             torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
         start_step = ckpt.step
     forward = torch.compile(model) if cfg.train.compile else model
-    ctx = policy_context(cfg, data)
+    ctx = policy_context(cfg, data) if cfg.eval.episodes > 0 else None  # training alone needs no env
     state = {"config": config_to_dict(cfg), "data": data}
 
     def checkpoint(step):

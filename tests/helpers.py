@@ -30,7 +30,7 @@ def synthetic_episodes(n_episodes=6, lengths=None, seed=0, obs_dim=OBS_DIM, act_
     return episodes
 
 
-def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.272305, 3234.3)):
+def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.272305, 3234.3), eval_env=None):
     """Write a Minari dataset under the current MINARI_DATASETS_PATH."""
     import gymnasium as gym
     import minari
@@ -45,7 +45,7 @@ def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.2
     if ref_scores is not None:
         kwargs = {"ref_min_score": ref_scores[0], "ref_max_score": ref_scores[1]}
     return minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env,
+        dataset_id, buffers, env=env, eval_env=eval_env,
         observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64),
         action_space=gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32),
         algorithm_name="synthetic", **kwargs)

@@ -8,6 +8,7 @@ not match) raises ``DataError`` with one sentence that says what and where.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,21 @@ def _flat_box_dim(space, what: str, dataset_id: str) -> None:
         raise DataError(f"{dataset_id}: {what} space {space} is not a flat Box; only flat vector spaces are supported")
 
 
+def _env_id_from_metadata(metadata: dict) -> str | None:
+    """The env to evaluate in: Minari's eval_env_spec when the dataset names one, else the env it was
+    collected in (both stored as EnvSpec JSON in the metadata)."""
+    for key in ("eval_env_spec", "env_spec"):
+        spec = metadata.get(key)
+        if isinstance(spec, str):
+            try:
+                env_id = json.loads(spec).get("id")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if env_id:
+                return env_id
+    return None
+
+
 def minari_root() -> str:
     from minari.storage import datasets_root_dir
 
@@ -159,12 +175,7 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     validate_episodes(episodes, dataset_id)
 
     metadata = dataset.storage.metadata
-    env_id = None
-    try:
-        spec = dataset.spec.env_spec if dataset.spec is not None else None
-        env_id = spec.id if spec is not None else None
-    except Exception:  # env spec that cannot be rebuilt: fall back to the task in the id
-        env_id = None
+    env_id = _env_id_from_metadata(metadata)
     ref = None
     if metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
         ref = RefScores(float(metadata["ref_min_score"]), float(metadata["ref_max_score"]), "minari metadata")

@@ -123,3 +123,8 @@ def test_composition_with_mismatched_dims_is_an_error(minari_root, tmp_path, cap
         load_source(["test/hopper/a-v0", str(other)])
     assert main(["datasets", "info", "test/hopper/a-v0", str(other)]) == 2
     assert "dims differ" in _error_line(capsys)
+
+
+def test_minari_eval_env_spec_wins_over_collection_env(minari_root):
+    make_minari_dataset("test/hopper/evalenv-v0", synthetic_episodes(2), eval_env="Hopper-v4")
+    assert load_source("test/hopper/evalenv-v0").env_id == "Hopper-v4"
