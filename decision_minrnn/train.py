@@ -120,13 +120,17 @@ class RunPaths:
         return self.root / "tb"
 
 
+def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """An existing run directory is only touched with --resume (continue) or --force (replace)."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
+        raise CheckpointError(f"run directory {run_dir} already exists; pass --resume to continue it "
+                              "or --force to replace it")
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if force:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise CheckpointError(f"run directory {run_dir} already exists; pass --resume to continue it "
-                                  "or --force to replace it")
+    check_run_dir(run_dir, resume, force)
+    if force and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -149,7 +153,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
     from tqdm import tqdm
 
     paths = RunPaths(Path(run_dir))
-    prepare_run_dir(paths.root, resume, force)
+    check_run_dir(paths.root, resume, force)
     ckpt = None
     if resume and list_checkpoints(paths.root):
         ckpt = load_checkpoint(paths.root)
@@ -162,8 +166,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
         raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    save_config(cfg, paths.config)
-
+    # Everything the user can get wrong in the data is found before the run directory is touched.
     dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
     if ckpt is not None:
         obs_norm = ObsNormalizer.from_dict(ckpt.state["data"]["obs_norm"])
@@ -174,6 +177,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
         obs_norm = ObsNormalizer.fit(dataset.episodes)
     data = data_state(dataset, obs_norm)
     device = resolve_device(cfg.train.device)
+    ctx, targets = None, None
+    if cfg.eval.episodes > 0:  # training alone needs no env
+        ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)
+    prepare_run_dir(paths.root, resume, force)
+    save_config(cfg, paths.config)
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dataset.obs_dim, dataset.act_dim).to(device)
@@ -190,7 +198,6 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
             torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
         start_step = ckpt.step
     forward = torch.compile(model) if cfg.train.compile else model
-    ctx = policy_context(cfg, data) if cfg.eval.episodes > 0 else None  # training alone needs no env
     state = {"config": config_to_dict(cfg), "data": data}
 
     def checkpoint(step):
@@ -198,7 +205,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
                         keep=cfg.train.keep_checkpoints)
 
     def evaluate(step):
-        results = evaluate_targets(model, ctx, eval_targets(cfg, data), cfg.eval.episodes, eval_mode(cfg, model),
+        results = evaluate_targets(model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model),
                                    cfg.eval.seed, cfg.eval.max_steps, device)
         model.train()
         for r in results:

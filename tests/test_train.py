@@ -114,3 +114,16 @@ def test_missing_config_and_dataset_errors(tmp_path, minari_root, capsys):
     path.write_text("data:\n  source: nobody/hopper/none-v0\n")
     assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r")]) == 2
     assert "nobody/hopper/none-v0" in capsys.readouterr().err
+
+
+def test_force_with_bad_data_keeps_the_earlier_run(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    sets = [x for o in overrides for x in ("--set", o)]
+    run = str(tmp_path / "run")
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
+    before, ckpt = weights(run)
+    assert main(["train", "--config", str(path), "--run-dir", run, "--force", *sets,
+                 "--set", "data.source=test/hopper/missing-v0"]) == 2
+    assert "missing-v0" in capsys.readouterr().err
+    after, same_ckpt = weights(run)
+    assert same_ckpt == ckpt and all(torch.equal(before[k], after[k]) for k in before)
