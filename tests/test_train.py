@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -127,3 +128,10 @@ def test_force_with_bad_data_keeps_the_earlier_run(tmp_path, tiny_minari, capsys
     assert "missing-v0" in capsys.readouterr().err
     after, same_ckpt = weights(run)
     assert same_ckpt == ckpt and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("backbone", ["mingru", "minlstm"])
+def test_bf16_autocast_trains_with_a_float32_scan(tmp_path, tiny_minari, backbone):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.amp=bf16", f"model.backbone={backbone}"])
+    summary = train(load_config(path, overrides), tmp_path / "run", progress=False)
+    assert summary["finished"] and math.isfinite(summary["final_loss"])
