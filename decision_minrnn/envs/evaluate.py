@@ -17,6 +17,7 @@ Modes:
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -87,6 +88,21 @@ def _check_spaces(batch: EpisodeBatch, model) -> None:
                               f"obs ({model.obs_dim},) / act ({model.act_dim},)")
 
 
+@contextmanager
+def cpu_threads(n: int, device: torch.device):
+    """Rollouts run tiny ops (a batch of N envs, one token): on CPU, intra-op threads cost more in fork/join
+    than they save (a (10, 128) LayerNorm takes 11 us with 2 threads, 4 us with 1, measured here)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10, mode: str = "recurrent",
             seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu") -> dict:
@@ -97,53 +113,58 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
     model.eval()
     batch = EpisodeBatch(ctx.env_id, episodes, max_steps)
     try:
-        _check_spaces(batch, model)
-        obs = batch.reset([seed + i for i in range(episodes)])
-        n, K = episodes, ctx.context_len
-        mean = torch.as_tensor(ctx.obs_norm.mean, device=device)
-        std = torch.as_tensor(ctx.obs_norm.std, device=device)
-        rtg = torch.full((n, 1), target_return / ctx.rtg_scale, device=device)
-        state = model.initial_state(n, device) if mode == "recurrent" else None
-        prev_action = None
-        hist = {"obs": [], "act": [], "rtg": [], "timesteps": []}
-        model_seconds = 0.0
-        for t in range(max_steps):
-            if not batch.active.any():
-                break
-            start = time.perf_counter()
-            obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
-            timestep = torch.full((n,), t, dtype=torch.long, device=device)
-            if mode == "recurrent":
-                action, state = model.act(obs_t, rtg, timestep, prev_action, state)
-            else:
-                action = _window_action(model, hist, obs_t, rtg, timestep, K)
-            action_np = action.float().cpu().numpy()
-            model_seconds += time.perf_counter() - start
-            obs, rewards = batch.step(action_np, obs)
-            # RTG_{t+1} = RTG_t - r_t / scale (DT); finished episodes get r = 0 and are ignored anyway.
-            rtg = rtg - torch.as_tensor(rewards, dtype=torch.float32, device=device).unsqueeze(1) / ctx.rtg_scale
-            prev_action = action
-        returns = batch.returns.copy()
-        result = {
-            "target_return": float(target_return),
-            "mode": mode,
-            "episodes": n,
-            "returns": returns.tolist(),
-            "lengths": batch.lengths.tolist(),
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "env_steps": int(batch.lengths.sum()),
-            "timing": {"model_seconds": model_seconds, "env_seconds": batch.env_seconds,
-                       "model_per_env_step_ms": 1e3 * model_seconds / max(1, int(batch.lengths.max())),
-                       "env_per_env_step_ms": 1e3 * batch.env_seconds / max(1, int(batch.lengths.sum()))},
-        }
-        if ctx.ref_scores is not None:
-            normalized = ctx.ref_scores.normalize(returns)
-            result.update(normalized=normalized.tolist(), normalized_mean=float(normalized.mean()),
-                          normalized_std=float(normalized.std()), score_reference=ctx.ref_scores.source)
-        return result
+        with cpu_threads(1, device):
+            return _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device)
     finally:
         batch.close()
+
+
+def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device) -> dict:
+    _check_spaces(batch, model)
+    obs = batch.reset([seed + i for i in range(episodes)])
+    n, K = episodes, ctx.context_len
+    mean = torch.as_tensor(ctx.obs_norm.mean, device=device)
+    std = torch.as_tensor(ctx.obs_norm.std, device=device)
+    rtg = torch.full((n, 1), target_return / ctx.rtg_scale, device=device)
+    state = model.initial_state(n, device) if mode == "recurrent" else None
+    prev_action = None
+    hist = {"obs": [], "act": [], "rtg": [], "timesteps": []}
+    model_seconds = 0.0
+    for t in range(max_steps):
+        if not batch.active.any():
+            break
+        start = time.perf_counter()
+        obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
+        timestep = torch.full((n,), t, dtype=torch.long, device=device)
+        if mode == "recurrent":
+            action, state = model.act(obs_t, rtg, timestep, prev_action, state)
+        else:
+            action = _window_action(model, hist, obs_t, rtg, timestep, K)
+        action_np = action.float().cpu().numpy()
+        model_seconds += time.perf_counter() - start
+        obs, rewards = batch.step(action_np, obs)
+        # RTG_{t+1} = RTG_t - r_t / scale (DT); finished episodes get r = 0 and are ignored anyway.
+        rtg = rtg - torch.as_tensor(rewards, dtype=torch.float32, device=device).unsqueeze(1) / ctx.rtg_scale
+        prev_action = action
+    returns = batch.returns.copy()
+    result = {
+        "target_return": float(target_return),
+        "mode": mode,
+        "episodes": n,
+        "returns": returns.tolist(),
+        "lengths": batch.lengths.tolist(),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "env_steps": int(batch.lengths.sum()),
+        "timing": {"model_seconds": model_seconds, "env_seconds": batch.env_seconds,
+                   "model_per_batched_step_ms": 1e3 * model_seconds / max(1, int(batch.lengths.max())),
+                   "env_per_env_step_ms": 1e3 * batch.env_seconds / max(1, int(batch.lengths.sum()))},
+    }
+    if ctx.ref_scores is not None:
+        normalized = ctx.ref_scores.normalize(returns)
+        result.update(normalized=normalized.tolist(), normalized_mean=float(normalized.mean()),
+                      normalized_std=float(normalized.std()), score_reference=ctx.ref_scores.source)
+    return result
 
 
 def _window_action(model, hist, obs_t, rtg, timestep, K):

@@ -166,6 +166,10 @@ class _ChunkedScan(torch.autograd.Function):
 @torch.compiler.disable
 def scan_sequential(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """Exact scan as a loop over T, vectorized over (B, H), with an O(T) reverse-scan backward."""
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (a, b, h0)):
+        # Inference (e.g. a rollout feeding 3 tokens per env step): skip the autograd Function's
+        # bookkeeping and contiguous copies, which cost more than the loop itself at small T.
+        return _sequential_forward(a.transpose(0, 1), b.transpose(0, 1), h0).transpose(0, 1)
     return _SequentialScan.apply(a, b, h0)
 
 
