@@ -146,16 +146,19 @@ def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm
 
 @torch.no_grad()
 def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="mingru", layout="interleaved",
-                    repeats=3, device="cpu", embed_dim=128, n_layers=3) -> dict:
+                    repeats=3, device="cpu", embed_dim=128, n_layers=3, threads=(1, 2)) -> dict:
     """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
-    The window is measured at steady state (history already K long)."""
+    The window is measured at steady state (history already K long). On CPU each thread count is measured
+    (rollouts run with 1, see envs/evaluate.py; the window's larger ops may prefer 2)."""
+    from .envs.evaluate import cpu_threads
+
     from .models import DecisionModel
 
     device = torch.device(device)
     torch.manual_seed(0)
     model = DecisionModel(11, 3, backbone, embed_dim, n_layers, 0.1, layout).to(device).eval()
     rows = []
-    for n in n_envs:
+    for n, n_threads in [(n, th) for n in n_envs for th in (threads if device.type == "cpu" else (None,))]:
         obs = torch.randn(n, 11, device=device)
         rtg = torch.randn(n, 1, device=device)
         prev = torch.rand(n, 3, device=device)
@@ -174,9 +177,10 @@ def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="min
                     model(window)
 
             fns[f"window_K{K}"] = windowed
-        times = time_interleaved(fns, repeats, device)
+        with cpu_threads(n_threads or 1, device):
+            times = time_interleaved(fns, repeats, device)
         per_step = {k: v / steps * 1e3 for k, v in times.items()}
-        rows.append({"n_envs": n, "ms_per_step": {k: round(v, 3) for k, v in per_step.items()},
+        rows.append({"n_envs": n, "threads": n_threads, "ms_per_step": {k: round(v, 3) for k, v in per_step.items()},
                      "recurrent_speedup": {k: round(v / per_step["recurrent"], 1) for k, v in per_step.items()
                                            if k != "recurrent"}})
     return {"benchmark": "inference", "backbone": backbone, "layout": layout, "embed_dim": embed_dim,

@@ -16,7 +16,7 @@ def test_bench_train_step_and_inference_report_ratios():
     assert len(train["results"]) == 2  # two token layouts
     assert set(train["results"][0]["speedup_vs_transformer"]) == {"mingru", "minlstm", "gru", "lstm"}
     infer = bench_inference(contexts=(4,), n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1)
-    assert [r["n_envs"] for r in infer["results"]] == [1, 2]
+    assert [(r["n_envs"], r["threads"]) for r in infer["results"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert infer["results"][0]["recurrent_speedup"]["window_K4"] > 0
 
 
