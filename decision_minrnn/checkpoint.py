@@ -90,6 +90,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
             shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # left by a process killed while writing; never a loadable checkpoint
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 

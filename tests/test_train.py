@@ -135,3 +135,16 @@ def test_bf16_autocast_trains_with_a_float32_scan(tmp_path, tiny_minari, backbon
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.amp=bf16", f"model.backbone={backbone}"])
     summary = train(load_config(path, overrides), tmp_path / "run", progress=False)
     assert summary["finished"] and math.isfinite(summary["final_loss"])
+
+
+def test_half_written_checkpoint_is_ignored_and_cleaned(tmp_path, tiny_minari):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    run = tmp_path / "run"
+    train(load_config(path, overrides), run, progress=False)
+    stale = run / "checkpoints" / ".tmp-crashed"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    # On resume the run's saved config applies; overrides given now (more steps) go on top of it.
+    summary = train(load_config(path, overrides), run, resume=True, progress=False, overrides=["train.steps=20"])
+    assert summary["step"] == 20 and not stale.exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000010", "step-00000020"]
