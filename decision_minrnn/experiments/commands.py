@@ -49,7 +49,7 @@ def cmd_bench(args) -> int:
         print(f"  K={row['K']:<5} {row['layout']:11s} B={row['batch']:<3} {row['ms']}")
     print("inference per env step (ms):")
     for row in out["inference"]:
-        print(f"  envs={row['n_envs']:<3} {row['ms_per_step']}  recurrent speed-up {row['recurrent_speedup']}")
+        print(f"  envs={row['n_envs']:<3} threads={row['threads']}  {row['ms_per_step']}  recurrent speed-up {row['recurrent_speedup']}")
     return 0
 
 
