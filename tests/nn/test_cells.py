@@ -137,3 +137,18 @@ def test_expansion_needs_projection():
     with pytest.raises(ValueError):
         MinGRU(8, expansion=2.0, proj_out=False)
     assert MinGRU(8, expansion=2.0)(torch.randn(1, 3, 8))[0].shape == (1, 3, 8)
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+@pytest.mark.parametrize("scan", SCANS)
+def test_time_chunked_forward_equals_one_pass(kind, scan):
+    chunked = make(kind, scan=scan, time_chunk=7)
+    whole = make(kind, scan=scan, time_chunk=None)
+    x = torch.randn(2, 30, 8, dtype=torch.float64, requires_grad=True)
+    h0 = torch.rand(2, 8, dtype=torch.float64)
+    (y1, h1), (y2, h2) = chunked(x, h0), whole(x, h0)
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h1, h2, rtol=1e-12, atol=1e-12)
+    g1 = torch.autograd.grad(y1.square().sum(), x)[0]
+    g2 = torch.autograd.grad(y2.square().sum(), x)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
