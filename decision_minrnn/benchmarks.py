@@ -151,7 +151,6 @@ def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="min
     The window is measured at steady state (history already K long). On CPU each thread count is measured
     (rollouts run with 1, see envs/evaluate.py; the window's larger ops may prefer 2)."""
     from .envs.evaluate import cpu_threads
-
     from .models import DecisionModel
 
     device = torch.device(device)
@@ -187,7 +186,7 @@ def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="min
             "n_layers": n_layers, "device": str(device), "machine": machine_info(), "results": rows}
 
 
-def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50, backbone_step_ms=None) -> dict:
+def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50) -> dict:
     """Time to draw one batch from the window sampler on a real dataset."""
     from .data import ObsNormalizer, WindowSampler, load_source
 

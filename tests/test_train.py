@@ -26,6 +26,11 @@ def tiny_config(tmp_path, dataset_id, steps, extra=()):
     return path, TINY + [f"train.steps={steps}", "train.checkpoint_every=10"] + list(extra)
 
 
+def cli_sets(overrides):
+    """Dotted overrides as the CLI's repeated --set flags."""
+    return [x for o in overrides for x in ("--set", o)]
+
+
 def weights(run_dir):
     ckpts = sorted((Path(run_dir) / "checkpoints").iterdir())
     return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]
@@ -48,7 +53,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
 
 def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_minari):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 120)
-    sets = [x for o in overrides for x in ("--set", o)]
+    sets = cli_sets(overrides)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "decision_minrnn.cli", "train", "--config", str(path), "--no-progress", *sets]
     proc = subprocess.Popen(cmd + ["--run-dir", str(tmp_path / "killed")], env=env)
@@ -81,7 +86,7 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, tiny_minari):
 
 def test_existing_run_dir_is_not_overwritten(tmp_path, tiny_minari, capsys):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
-    sets = [x for o in overrides for x in ("--set", o)]
+    sets = cli_sets(overrides)
     run = str(tmp_path / "run")
     assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
     before, _ = weights(run)
@@ -119,7 +124,7 @@ def test_missing_config_and_dataset_errors(tmp_path, minari_root, capsys):
 
 def test_force_with_bad_data_keeps_the_earlier_run(tmp_path, tiny_minari, capsys):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
-    sets = [x for o in overrides for x in ("--set", o)]
+    sets = cli_sets(overrides)
     run = str(tmp_path / "run")
     assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
     before, ckpt = weights(run)

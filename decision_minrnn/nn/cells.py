@@ -46,6 +46,10 @@ class _MinCell(nn.Module):
     def __init__(self, dim: int, expansion: float = 1.0, proj_out: bool | None = None, scan: str = "auto",
                  bias: bool = False, time_chunk: int | None = 128):
         super().__init__()
+        # On CPU, sequences longer than time_chunk run in time chunks with the carried state: the same math
+        # (tested equal to one pass), but each chunk's (B, chunk, H) intermediates stay cache-sized instead of
+        # streaming (B, T, H) tensors through memory. scripts/bench_scan.py at B=64, D=128: minGRU 2.9x faster
+        # at T=3000, a few percent at T=1000 (BENCHMARKS.md section 1). None turns it off.
         self.time_chunk = time_chunk
         self.dim = dim
         self.hidden_dim = int(round(dim * expansion))
@@ -61,11 +65,6 @@ class _MinCell(nn.Module):
 
     # Subclasses define _coeffs(pre) -> (a, b) and _log_coeffs(pre) -> (log a, log b) for gate
     # pre-activations `pre` of shape (..., n_chunks * H).
-
-    # On CPU, sequences longer than this run in time chunks with the carried state: the same math (tested
-    # equal to one pass), but each chunk's (B, chunk, H) intermediates stay cache-sized instead of streaming
-    # (B, T, H) tensors through memory. Measured at B=64, D=128: 2.5x faster at T=3000, 10% at T=1000.
-    time_chunk: int | None = 128
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x: (B, T, D), h0: (B, H) or None (zeros) -> y: (B, T, D), h_T: (B, H)."""
