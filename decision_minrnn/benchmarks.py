@@ -52,28 +52,41 @@ def _step_loop(cell, inputs):
 
 
 def bench_scan(lengths=(20, 60, 200, 1000, 3000), batch=64, dim=128, repeats=3, device="cpu",
-               loop_max_T=3000, sliced_loop_max_T=1000, cells=("mingru", "minlstm")) -> dict:
+               loop_max_T=3000, sliced_loop_max_T=1000, cells=("mingru", "minlstm"), compiled=True) -> dict:
     """Forward+backward of one layer: minGRU/minLSTM by each scan method and by a loop of step(),
     against torch.nn.GRU of the same width (oneDNN/cuDNN fused).
 
     Two loops: `step_loop` feeds x.unbind(1) (the fair baseline); `step_loop_sliced` feeds x[:, t], the
     way a loop is usually written, whose backward writes each step's gradient into a fresh full-size zero
     tensor of x (O(T^2) memory traffic). The "step loop" of DESIGN.md's pre-package measurement behaves
-    like the sliced one."""
+    like the sliced one.
+
+    compiled: also time the auto scan with compile_gates=True (the gate math through torch.compile;
+    its one-off compile time is reported apart, not in the timings) and the input projection alone (the
+    Linear's matmul forward+backward), the part every variant and every loop has to pay."""
     from .nn import SCAN_METHODS, MinGRU, MinLSTM
     from .nn.scan import resolve_method
 
     device = torch.device(device)
     classes = {"mingru": MinGRU, "minlstm": MinLSTM}
+    auto = resolve_method("auto", device)
     results = []
     for T in lengths:
         x = torch.randn(batch, T, dim, device=device, requires_grad=True)
         gru = torch.nn.GRU(dim, dim, batch_first=True).to(device)
         fns = {"nn_gru": lambda: gru(x)[0].sum().backward()}
+        compile_s = {}
         for cell_name in cells:
             for method in SCAN_METHODS:
                 cell = classes[cell_name](dim, scan=method).to(device)
                 fns[f"{cell_name}_{method}"] = (lambda c: lambda: c(x)[0].sum().backward())(cell)
+            if compiled:
+                cell = classes[cell_name](dim, compile_gates=True).to(device)
+                fns[f"{cell_name}_compiled"] = (lambda c: lambda: c(x)[0].sum().backward())(cell)
+                start = time.perf_counter()
+                fns[f"{cell_name}_compiled"]()  # compiles (or loads Inductor's on-disk cache)
+                compile_s[cell_name] = round(time.perf_counter() - start, 2)
+                fns[f"{cell_name}_projection"] = (lambda c: lambda: c.to_gates(x).sum().backward())(cell)
             loop_cell = classes[cell_name](dim).to(device)
             if T <= loop_max_T:
                 fns[f"{cell_name}_step_loop"] = (lambda c: lambda: _step_loop(c, x.unbind(1)))(loop_cell)
@@ -81,16 +94,25 @@ def bench_scan(lengths=(20, 60, 200, 1000, 3000), batch=64, dim=128, repeats=3, 
                 fns[f"{cell_name}_step_loop_sliced"] = (
                     lambda c: lambda: _step_loop(c, [x[:, t] for t in range(T)]))(loop_cell)
         times = time_interleaved(fns, repeats, device)
-        row = {"T": T, "ms": {k: round(v * 1e3, 2) for k, v in times.items()}, "ratios": {}}
-        auto = resolve_method("auto", device)
-        row["auto_method"] = auto
+        row = {"T": T, "ms": {k: round(v * 1e3, 2) for k, v in times.items()}, "ratios": {},
+               "auto_method": auto}
+        if compiled:
+            row["first_compiled_call_s"] = compile_s
         for cell_name in cells:
             row[f"{cell_name}_fastest_scan"] = min(SCAN_METHODS, key=lambda m: times[f"{cell_name}_{m}"])
-            auto_time = times[f"{cell_name}_{auto}"]
-            for other in ("nn_gru", f"{cell_name}_step_loop", f"{cell_name}_step_loop_sliced", f"{cell_name}_log"):
-                if other in times:
-                    name = other.removeprefix(f"{cell_name}_")
-                    row["ratios"][f"{cell_name}_auto_vs_{name}_speedup"] = round(times[other] / auto_time, 2)
+            for variant, label in ((auto, "auto"), ("compiled", "compiled")):
+                if f"{cell_name}_{variant}" not in times:
+                    continue
+                variant_time = times[f"{cell_name}_{variant}"]
+                for other in ("nn_gru", "step_loop", "step_loop_sliced", "log"):
+                    other_time = times.get(other) or times.get(f"{cell_name}_{other}")
+                    if other_time:
+                        row["ratios"][f"{cell_name}_{label}_vs_{other}_speedup"] = round(other_time / variant_time, 2)
+            if f"{cell_name}_projection" in times and f"{cell_name}_step_loop" in times:
+                # No exact path can beat the fair loop by more than this without cutting the projection's
+                # multiply-adds: both pay for them.
+                row["ratios"][f"{cell_name}_step_loop_vs_projection_ceiling"] = round(
+                    times[f"{cell_name}_step_loop"] / times[f"{cell_name}_projection"], 2)
         results.append(row)
     return {"benchmark": "scan", "batch": batch, "dim": dim, "device": str(device), "repeats": repeats,
             "machine": machine_info(), "results": results}
@@ -107,10 +129,13 @@ def _random_batch(batch, K, obs_dim, act_dim, device):
 
 def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm"), contexts=(20, 200, 1000),
                      layouts=("interleaved", "fused"), batch_for_context=None, repeats=3, device="cpu",
-                     embed_dim=128, n_layers=3) -> dict:
+                     embed_dim=128, n_layers=3, compiled_gates=True) -> dict:
     """One optimizer step (forward, masked MSE, backward, AdamW) of a DecisionModel, per backbone x K x layout.
     Hopper's dims (11 / 3). Batch 64 by default, 16 at K >= 1000 (a transformer over 3000 tokens at 64 does
-    not fit a laptop's budget); the batch used is printed with every row."""
+    not fit a laptop's budget); the batch used is printed with every row.
+
+    compiled_gates: also time each minRNN backbone with model.compile_gates=true, as "<name>_compiled"
+    (its compile happens in the untimed warm-up call)."""
     from .models import DecisionModel
     from .train import masked_mse
 
@@ -122,9 +147,13 @@ def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm
         for layout in layouts:
             fns = {}
             data = _random_batch(B, K, 11, 3, device)
-            for name in backbones:
+            variants = [(name, name, False) for name in backbones]
+            if compiled_gates:
+                variants += [(f"{name}_compiled", name, True) for name in backbones if name in ("mingru", "minlstm")]
+            for label, name, compile_gates in variants:
                 torch.manual_seed(0)
-                model = DecisionModel(11, 3, name, embed_dim, n_layers, 0.1, layout).to(device).train()
+                model = DecisionModel(11, 3, name, embed_dim, n_layers, 0.1, layout,
+                                      compile_gates=compile_gates).to(device).train()
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
                 def step(model=model, opt=opt):
@@ -133,7 +162,7 @@ def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm
                     loss.backward()
                     opt.step()
 
-                fns[name] = step
+                fns[label] = step
             times = time_interleaved(fns, repeats, device)
             ref = times.get("transformer")
             rows.append({"K": K, "tokens": K * (3 if layout == "interleaved" else 1), "layout": layout, "batch": B,

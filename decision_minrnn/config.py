@@ -45,6 +45,7 @@ class ModelConfig:
     conv_kernel: int = 0  # minRNN blocks: causal depthwise conv kernel (0 = off)
     forget_bias: Optional[float] = None  # minLSTM forget-gate bias at init
     scan: str = "auto"  # auto | sequential | chunked | log
+    compile_gates: bool = False  # minRNN: torch.compile the gate math of the training forward (see nn/compiled.py)
 
 
 @dataclass

@@ -153,3 +153,12 @@ def test_half_written_checkpoint_is_ignored_and_cleaned(tmp_path, tiny_minari):
     summary = train(load_config(path, overrides), run, resume=True, progress=False, overrides=["train.steps=20"])
     assert summary["step"] == 20 and not stale.exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000010", "step-00000020"]
+
+
+def test_compile_gates_trains_to_the_same_loss_as_eager(tmp_path, tiny_minari):
+    losses = {}
+    for compile_gates in (False, True):
+        path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, [f"model.compile_gates={compile_gates}"])
+        summary = train(load_config(path, overrides), tmp_path / f"run-{compile_gates}", progress=False)
+        losses[compile_gates] = summary["final_loss"]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

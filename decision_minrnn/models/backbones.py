@@ -29,10 +29,12 @@ class MinRNNBackbone(nn.Module):
     recurrent = True
 
     def __init__(self, cell: str, dim: int, n_layers: int, dropout: float, expansion: float = 1.0,
-                 mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None):
+                 mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None,
+                 compile_gates: bool = False):
         super().__init__()
         self.stack = MinRNNStack(dim, n_layers, cell, expansion=expansion, mlp_ratio=mlp_ratio, dropout=dropout,
-                                 conv_kernel=conv_kernel, scan=scan, forget_bias=forget_bias)
+                                 conv_kernel=conv_kernel, scan=scan, forget_bias=forget_bias,
+                                 compile_gates=compile_gates)
 
     def forward(self, x, state=None):
         return self.stack(x, state)
@@ -135,9 +137,10 @@ class TransformerBackbone(nn.Module):
 
 def build_backbone(name: str, dim: int, n_layers: int, dropout: float, n_heads: int = 1, expansion: float = 1.0,
                    mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto",
-                   forget_bias: float | None = None) -> nn.Module:
+                   forget_bias: float | None = None, compile_gates: bool = False) -> nn.Module:
     if name in ("mingru", "minlstm"):
-        return MinRNNBackbone(name, dim, n_layers, dropout, expansion, mlp_ratio, conv_kernel, scan, forget_bias)
+        return MinRNNBackbone(name, dim, n_layers, dropout, expansion, mlp_ratio, conv_kernel, scan, forget_bias,
+                              compile_gates)
     if name in ("gru", "lstm"):
         return TorchRNNBackbone(name, dim, n_layers, dropout)
     if name == "transformer":

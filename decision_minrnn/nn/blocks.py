@@ -50,14 +50,14 @@ class CausalDepthwiseConv(nn.Module):
 class ResidualBlock(nn.Module):
     def __init__(self, dim: int, cell: str = "mingru", expansion: float = 1.0, mlp_ratio: float = 4.0,
                  dropout: float = 0.0, conv_kernel: int = 0, scan: str = "auto",
-                 forget_bias: float | None = None):
+                 forget_bias: float | None = None, compile_gates: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
         kwargs = {"forget_bias": forget_bias} if cell == "minlstm" else {}
         self.conv = CausalDepthwiseConv(dim, conv_kernel) if conv_kernel > 1 else None
         self.norm_cell = nn.LayerNorm(dim)
-        self.cell = CELLS[cell](dim, expansion=expansion, scan=scan, **kwargs)
+        self.cell = CELLS[cell](dim, expansion=expansion, scan=scan, compile_gates=compile_gates, **kwargs)
         self.mlp = None
         if mlp_ratio > 0:
             hidden = int(dim * mlp_ratio)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compiled import call_compiled
 from .scan import linear_scan, resolve_method, scan_log
 
 
@@ -44,8 +45,12 @@ class _MinCell(nn.Module):
     n_chunks: int  # how many H-wide slices the input projection produces
 
     def __init__(self, dim: int, expansion: float = 1.0, proj_out: bool | None = None, scan: str = "auto",
-                 bias: bool = False, time_chunk: int | None = 128):
+                 bias: bool = False, time_chunk: int | None = 128, compile_gates: bool = False):
         super().__init__()
+        # compile_gates: the training forward runs the elementwise gate math through torch.compile (fused
+        # loops instead of one memory pass per op; nn/compiled.py). Off by default: the first call compiles
+        # for seconds, which only pays off over a long training run. Inference steps always run eagerly.
+        self.compile_gates = compile_gates
         # On CPU, sequences longer than time_chunk run in time chunks with the carried state: the same math
         # (tested equal to one pass), but each chunk's (B, chunk, H) intermediates stay cache-sized instead of
         # streaming (B, T, H) tensors through memory. scripts/bench_scan.py at B=64, D=128: minGRU 2.9x faster
@@ -63,8 +68,8 @@ class _MinCell(nn.Module):
         # When expanded, project back down to the model width (the paper's "expansion factor").
         self.to_out = nn.Linear(self.hidden_dim, dim, bias=False) if proj_out else nn.Identity()
 
-    # Subclasses define _coeffs(pre) -> (a, b) and _log_coeffs(pre) -> (log a, log b) for gate
-    # pre-activations `pre` of shape (..., n_chunks * H).
+    # Subclasses define coeffs(pre) -> (a, b) and log_coeffs(pre) -> (log a, log b) as static methods of the
+    # gate pre-activations `pre` of shape (..., n_chunks * H): pure functions, so they can be compiled.
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x: (B, T, D), h0: (B, H) or None (zeros) -> y: (B, T, D), h_T: (B, H)."""
@@ -80,12 +85,18 @@ class _MinCell(nn.Module):
         # Gates are computed in float32 even under autocast: the scan needs them exact.
         pre = _at_least_float32(self.to_gates(x))
         h0 = None if h0 is None else h0.to(pre.dtype)
-        if resolve_method(self.scan, x.device) == "log":
-            log_a, log_b = self._log_coeffs(pre)
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                h = scan_log(log_a, log_b, h0)
+        log_space = resolve_method(self.scan, x.device) == "log"
+        coeff_fn = self.log_coeffs if log_space else self.coeffs
+        # Compiled only when training: inference steps feed a few tokens, where the compiled call's guard
+        # checks would cost more than the fused loop saves.
+        if self.compile_gates and torch.is_grad_enabled():
+            a, b = call_compiled(coeff_fn, pre)
         else:
-            a, b = self._coeffs(pre)
+            a, b = coeff_fn(pre)
+        if log_space:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                h = scan_log(a, b, h0)  # a, b are log a, log b here
+        else:
             h = linear_scan(a, b, h0, method=self.scan)
         y = self.to_out(h.to(x.dtype))
         return y, h[:, -1]
@@ -93,7 +104,7 @@ class _MinCell(nn.Module):
     def step(self, x_t: torch.Tensor, h: torch.Tensor | None = None):
         """One recurrence step: x_t (B, D), h (B, H) or None -> y_t (B, D), new h (B, H)."""
         pre = _at_least_float32(self.to_gates(x_t))
-        a, b = self._coeffs(pre)
+        a, b = self.coeffs(pre)
         h = b if h is None else torch.addcmul(b, a, h.to(b.dtype))
         y = self.to_out(h.to(x_t.dtype))
         return y, h
@@ -107,12 +118,14 @@ class MinGRU(_MinCell):
 
     n_chunks = 2
 
-    def _log_coeffs(self, pre):
+    @staticmethod
+    def log_coeffs(pre):
         k, h_tilde = pre.chunk(2, dim=-1)
         # log(1 - z) = -softplus(k), log z = -softplus(-k)  (appendix B)
         return -F.softplus(k), -F.softplus(-k) + log_g(h_tilde)
 
-    def _coeffs(self, pre):
+    @staticmethod
+    def coeffs(pre):
         k, h_tilde = pre.chunk(2, dim=-1)
         z = torch.sigmoid(k)
         return torch.sigmoid(-k), z * g(h_tilde)
@@ -130,20 +143,23 @@ class MinLSTM(_MinCell):
     n_chunks = 3
 
     def __init__(self, dim: int, expansion: float = 1.0, proj_out: bool | None = None, scan: str = "auto",
-                 forget_bias: float | None = None, time_chunk: int | None = 128):
-        super().__init__(dim, expansion, proj_out, scan, bias=forget_bias is not None, time_chunk=time_chunk)
+                 forget_bias: float | None = None, time_chunk: int | None = 128, compile_gates: bool = False):
+        super().__init__(dim, expansion, proj_out, scan, bias=forget_bias is not None, time_chunk=time_chunk,
+                         compile_gates=compile_gates)
         if forget_bias is not None:
             with torch.no_grad():
                 self.to_gates.bias.zero_()
                 self.to_gates.bias[: self.hidden_dim].fill_(forget_bias)
 
-    def _log_coeffs(self, pre):
+    @staticmethod
+    def log_coeffs(pre):
         f, i, h_tilde = pre.chunk(3, dim=-1)
         # log f' = log f - log(f + i); with log f = -softplus(-f), log i = -softplus(-i):
         diff = F.softplus(-f) - F.softplus(-i)
         return -F.softplus(diff), -F.softplus(-diff) + log_g(h_tilde)
 
-    def _coeffs(self, pre):
+    @staticmethod
+    def coeffs(pre):
         f, i, h_tilde = pre.chunk(3, dim=-1)
         # f' = f / (f + i) = sigmoid(log f - log i): one stable sigmoid, no division.
         diff = F.softplus(-i) - F.softplus(-f)  # log f - log i
