@@ -20,6 +20,8 @@ def _print_eval(results: list[dict]) -> None:
         if timing:
             print(f"  {r['episodes']} episodes, {r['env_steps']} env steps; time in model {timing['model_seconds']:.2f} s,"
                   f" in MuJoCo {timing['env_seconds']:.2f} s")
+        if r.get("video"):
+            print(f"  video of the first episode: {r['video']}")
 
 
 def cmd_train(args) -> int:
@@ -52,7 +54,7 @@ def cmd_evaluate(args) -> int:
 
     results = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, mode=args.mode,
                                   targets=args.target_return, seed=args.seed, device=args.device,
-                                  env_id=args.env_id, max_steps=args.max_steps)
+                                  env_id=args.env_id, max_steps=args.max_steps, video_dir=args.video)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -83,6 +85,8 @@ def register(sub) -> None:
     ev.add_argument("--max-steps", type=int, default=None)
     ev.add_argument("--env-id", default=None, help="evaluate in another env id (e.g. Hopper-v4)")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--video", metavar="DIR", default=None,
+                    help="also write each target's first episode as an mp4 into DIR (needs the [video] extra)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -9,6 +9,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .envs.evaluate import evaluate_targets
+from .envs.video import check_encoder, prepare_headless_rendering
 from .errors import CheckpointError
 from .train import build_model, eval_mode, eval_targets, policy_context, resolve_device
 
@@ -26,7 +27,10 @@ def model_from_checkpoint(path, device="cpu"):
 
 
 def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None, device="auto", env_id=None,
-                        max_steps=None) -> dict:
+                        max_steps=None, video_dir=None) -> dict:
+    if video_dir is not None:
+        check_encoder()
+        prepare_headless_rendering()
     device = resolve_device(device)
     ckpt, cfg, data, model = model_from_checkpoint(path, device)
     if env_id:
@@ -41,6 +45,6 @@ def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None,
     ctx = policy_context(cfg, data)
     with torch.inference_mode():
         results = evaluate_targets(model, ctx, eval_targets(cfg, data), eval_cfg.episodes, eval_mode(cfg, model),
-                                   eval_cfg.seed, eval_cfg.max_steps, device)
+                                   eval_cfg.seed, eval_cfg.max_steps, device, video_dir)
     return {"checkpoint": str(ckpt.path), "step": ckpt.step, "env_id": ctx.env_id, "backbone": cfg.model.backbone,
             "results": results}

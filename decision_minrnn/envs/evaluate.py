@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -27,16 +28,24 @@ import torch
 from ..data.normalization import ObsNormalizer
 from ..errors import CheckpointError
 from .scores import RefScores
+from .video import render_frame, write_mp4
 
 
 class EpisodeBatch:
-    """N independent Gymnasium envs stepped together; finished ones stop being stepped."""
+    """N independent Gymnasium envs stepped together; finished ones stop being stepped.
 
-    def __init__(self, env_id: str, n: int, max_steps: int = 1000):
+    record_first: env 0 renders an RGB frame after its reset and after each of its steps (`frames`). Render
+    time is kept out of `env_seconds`, so timings compare the model with MuJoCo's physics only.
+    """
+
+    def __init__(self, env_id: str, n: int, max_steps: int = 1000, record_first: bool = False):
         try:
-            self.envs = [gym.make(env_id, max_episode_steps=max_steps) for _ in range(n)]
+            self.envs = [gym.make(env_id, max_episode_steps=max_steps,
+                                  **({"render_mode": "rgb_array"} if record_first and i == 0 else {}))
+                         for i in range(n)]
         except gym.error.Error as exc:
             raise CheckpointError(f"cannot make environment {env_id!r}: {exc}") from None
+        self.frames: list[np.ndarray] | None = [] if record_first else None
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         self.active = np.ones(n, dtype=bool)
@@ -48,12 +57,18 @@ class EpisodeBatch:
         start = time.perf_counter()
         obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, seeds)])
         self.env_seconds += time.perf_counter() - start
+        self._record_first()
         return obs
+
+    def _record_first(self):
+        if self.frames is not None:
+            self.frames.append(render_frame(self.envs[0]))
 
     def step(self, actions: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Step the active envs; returns (next obs, rewards) with zeros / old obs for finished ones."""
         rewards = np.zeros(len(self.envs))
         obs = obs.copy()
+        first_stepped = bool(self.active[0])
         start = time.perf_counter()
         for i in np.flatnonzero(self.active):
             o, r, terminated, truncated, _ = self.envs[i].step(actions[i])
@@ -63,6 +78,8 @@ class EpisodeBatch:
             if terminated or truncated:
                 self.active[i] = False
         self.env_seconds += time.perf_counter() - start
+        if first_stepped:
+            self._record_first()
         return obs, rewards
 
     def close(self):
@@ -105,16 +122,22 @@ def cpu_threads(n: int, device: torch.device):
 
 @torch.no_grad()
 def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10, mode: str = "recurrent",
-            seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu") -> dict:
-    """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings."""
+            seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu",
+            video_path: str | Path | None = None) -> dict:
+    """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings.
+    video_path: also write the first episode (seed `seed`) there as an mp4."""
     device = torch.device(device)
     if mode == "recurrent" and not model.recurrent:
         raise CheckpointError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
     model.eval()
-    batch = EpisodeBatch(ctx.env_id, episodes, max_steps)
+    batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
     try:
         with cpu_threads(1, device):
-            return _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device)
+            result = _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device)
+        if video_path is not None:
+            fps = batch.envs[0].metadata.get("render_fps") or 30
+            result["video"] = str(write_mp4(batch.frames, video_path, fps))
+        return result
     finally:
         batch.close()
 
@@ -187,6 +210,9 @@ def _window_action(model, hist, obs_t, rtg, timestep, K):
 
 
 def evaluate_targets(model, ctx: PolicyContext, targets, episodes: int, mode: str, seed: int, max_steps: int,
-                     device) -> list[dict]:
-    """One rollout batch per target return (DT evaluates each of its two targets separately)."""
-    return [rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device) for target in targets]
+                     device, video_dir: str | Path | None = None) -> list[dict]:
+    """One rollout batch per target return (DT evaluates each of its two targets separately).
+    video_dir: one mp4 per target, of the episode seeded `seed`."""
+    return [rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device,
+                    None if video_dir is None else Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4")
+            for target in targets]

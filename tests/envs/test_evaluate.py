@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from decision_minrnn.config import load_config
 from decision_minrnn.data import ObsNormalizer
 from decision_minrnn.envs.evaluate import PolicyContext, rollout
 from decision_minrnn.envs.scores import D4RL_REF_SCORES, RefScores, d4rl_ref_scores, task_of
+from decision_minrnn.envs.video import VideoError, check_encoder, prepare_headless_rendering
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.train import train
 
@@ -85,3 +87,39 @@ def test_evaluate_bad_input_exits_2(trained_run, tmp_path, capsys, case):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+# ----- evaluate --video -----------------------------------------------------------------------------
+
+def record_or_skip(model, path):
+    prepare_headless_rendering()
+    try:
+        return rollout(model, hopper_context(20), 3600.0, episodes=2, seed=3, max_steps=25, video_path=path)
+    except VideoError as exc:
+        if str(exc).startswith("cannot render"):
+            pytest.skip(f"no OpenGL rendering on this machine: {exc}")
+        raise
+
+
+def test_video_records_the_first_episode_without_changing_it(tmp_path):
+    imageio = pytest.importorskip("imageio.v3")
+    torch.manual_seed(0)
+    model = DecisionModel(11, 3, "mingru", embed_dim=16, n_layers=1).eval()
+    recorded = record_or_skip(model, tmp_path / "videos" / "ep.mp4")
+    plain = rollout(model, hopper_context(20), 3600.0, episodes=2, seed=3, max_steps=25)
+    assert recorded["returns"] == plain["returns"] and recorded["lengths"] == plain["lengths"]
+    frames = imageio.imread(recorded["video"])
+    assert frames.shape[0] == recorded["lengths"][0] + 1  # the reset frame and one per step
+    assert frames.shape[-1] == 3 and frames.std() > 1  # a picture, not a blank frame
+    assert not np.array_equal(frames[0], frames[-1])  # the hopper moved
+
+
+def test_missing_encoder_is_one_line_exit_2(trained_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
+    with pytest.raises(VideoError, match=r"decision-minrnn\[video\]"):
+        check_encoder()
+    assert main(["evaluate", "--checkpoint", str(trained_run), "--episodes", "1",
+                 "--video", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decision-minrnn[video]" in err[0]
+    assert not (tmp_path / "v").exists()  # failed before any episode ran
