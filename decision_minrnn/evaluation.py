@@ -9,7 +9,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .envs.evaluate import evaluate_targets
-from .envs.video import check_encoder, prepare_headless_rendering
+from .envs.video import check_encoder
 from .errors import CheckpointError
 from .train import build_model, eval_mode, eval_targets, policy_context, resolve_device
 
@@ -29,8 +29,7 @@ def model_from_checkpoint(path, device="cpu"):
 def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None, device="auto", env_id=None,
                         max_steps=None, video_dir=None) -> dict:
     if video_dir is not None:
-        check_encoder()
-        prepare_headless_rendering()
+        check_encoder()  # fail before any episode runs
     device = resolve_device(device)
     ckpt, cfg, data, model = model_from_checkpoint(path, device)
     if env_id:

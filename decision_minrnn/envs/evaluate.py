@@ -28,7 +28,7 @@ import torch
 from ..data.normalization import ObsNormalizer
 from ..errors import CheckpointError
 from .scores import RefScores
-from .video import render_frame, write_mp4
+from .video import prepare_headless_rendering, render_frame, write_mp4
 
 
 class EpisodeBatch:
@@ -130,6 +130,8 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
     if mode == "recurrent" and not model.recurrent:
         raise CheckpointError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
     model.eval()
+    if video_path is not None:
+        prepare_headless_rendering()
     batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
     try:
         with cpu_threads(1, device):

@@ -11,7 +11,7 @@ from decision_minrnn.config import load_config
 from decision_minrnn.data import ObsNormalizer
 from decision_minrnn.envs.evaluate import PolicyContext, rollout
 from decision_minrnn.envs.scores import D4RL_REF_SCORES, RefScores, d4rl_ref_scores, task_of
-from decision_minrnn.envs.video import VideoError, check_encoder, prepare_headless_rendering
+from decision_minrnn.envs.video import VideoError, check_encoder
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.train import train
 
@@ -92,7 +92,6 @@ def test_evaluate_bad_input_exits_2(trained_run, tmp_path, capsys, case):
 # ----- evaluate --video -----------------------------------------------------------------------------
 
 def record_or_skip(model, path):
-    prepare_headless_rendering()
     try:
         return rollout(model, hopper_context(20), 3600.0, episodes=2, seed=3, max_steps=25, video_path=path)
     except VideoError as exc:
