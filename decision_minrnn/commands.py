@@ -18,7 +18,8 @@ def _print_eval(results: list[dict]) -> None:
         print(line)
         timing = r.get("timing")
         if timing:
-            print(f"  {r['episodes']} episodes, {r['env_steps']} env steps; time in model {timing['model_seconds']:.2f} s,"
+            episodes = f"{r['episodes']} episode" + ("s" if r["episodes"] != 1 else "")
+            print(f"  {episodes}, {r['env_steps']} env steps; time in model {timing['model_seconds']:.2f} s,"
                   f" in MuJoCo {timing['env_seconds']:.2f} s")
         if r.get("video"):
             print(f"  video of the first episode: {r['video']}")
