@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 
 @dataclass
@@ -96,8 +96,8 @@ CHOICES = {
 }
 
 
-def _first_line(exc: Exception) -> str:
-    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _error_line_with_key(exc: Exception) -> str:
+    line = first_line(exc)
     key = getattr(exc, "full_key", None)  # OmegaConf names the offending key here
     return f"{key}: {line}" if key and key not in line else line
 
@@ -140,7 +140,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     try:
         loaded = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} file {path} is not valid YAML ({_first_line(exc)})") from None
+        raise ConfigError(f"{what} file {path} is not valid YAML ({_error_line_with_key(exc)})") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} file {path} must hold a mapping")
     return loaded
@@ -157,7 +157,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 loaded["name"] = Path(path).stem
             merged = OmegaConf.merge(merged, _source_as_list(loaded))
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad config: {_first_line(exc)}") from None
+        raise ConfigError(f"bad config: {_error_line_with_key(exc)}") from None
     return config_from_dict(OmegaConf.to_container(merged), overrides)
 
 
@@ -175,7 +175,7 @@ def config_from_dict(d: dict, overrides: list[str] | None = None) -> Config:
             merged = OmegaConf.merge(merged, _source_as_list(OmegaConf.to_container(OmegaConf.from_dotlist([item]))))
         return validate(OmegaConf.to_object(merged))
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad config: {_first_line(exc)}") from None
+        raise ConfigError(f"bad config: {_error_line_with_key(exc)}") from None
 
 
 def save_config(cfg: Config, path: Path) -> None:

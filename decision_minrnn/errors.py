@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI turns each into one line on stderr and exit code 2, never a traceback."""
 
+from __future__ import annotations
+
 
 class UserError(Exception):
     """Base class: bad input from the user (path, id, config, checkpoint...)."""
@@ -15,3 +17,11 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or run directory that is missing, not ours, or does not fit the environment."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line
+    errors and warnings built around a library's multi-line exception; cut to `limit` characters if given."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit else line

@@ -31,6 +31,15 @@ def cli_sets(overrides):
     return [x for o in overrides for x in ("--set", o)]
 
 
+def cli_trained_run(tmp_path, dataset_id):
+    """A finished 10-step run made through the CLI: (config path, its --set flags, run dir)."""
+    path, overrides = tiny_config(tmp_path, dataset_id, 10)
+    sets = cli_sets(overrides)
+    run = str(tmp_path / "run")
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
+    return path, sets, run
+
+
 def weights(run_dir):
     ckpts = sorted((Path(run_dir) / "checkpoints").iterdir())
     return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]
@@ -85,10 +94,7 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, tiny_minari):
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path, tiny_minari, capsys):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
-    sets = cli_sets(overrides)
-    run = str(tmp_path / "run")
-    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
+    path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     before, _ = weights(run)
     capsys.readouterr()
     assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 2
@@ -123,10 +129,7 @@ def test_missing_config_and_dataset_errors(tmp_path, minari_root, capsys):
 
 
 def test_force_with_bad_data_keeps_the_earlier_run(tmp_path, tiny_minari, capsys):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
-    sets = cli_sets(overrides)
-    run = str(tmp_path / "run")
-    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
+    path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     before, ckpt = weights(run)
     assert main(["train", "--config", str(path), "--run-dir", run, "--force", *sets,
                  "--set", "data.source=test/hopper/missing-v0"]) == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..envs.scores import RefScores, d4rl_ref_scores, env_id_for, task_of
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -151,9 +151,8 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception as exc:  # download path: missing extra, no network, unknown remote id
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"Minari dataset {dataset_id!r} is not in MINARI_DATASETS_PATH={minari_root()} "
-                            f"and could not be downloaded ({reason})") from None
+                            f"and could not be downloaded ({first_line(exc)})") from None
     except Exception as exc:
         raise DataError(f"Minari dataset {dataset_id!r} could not be read: {exc}") from None
     _flat_box_dim(dataset.observation_space, "observation", dataset_id)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 
 class VideoError(UserError):
@@ -42,9 +42,8 @@ def render_frame(env) -> np.ndarray:
     try:
         frame = env.render()
     except Exception as exc:  # noqa: BLE001 - GL backends fail with many exception types
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise VideoError(f"cannot render {env.spec.id if env.spec else 'the environment'} "
-                         f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): {reason}; "
+                         f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): {first_line(exc, 200)}; "
                          "try MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
     if frame is None:
         raise VideoError("the environment returned no frame (it was not made with render_mode='rgb_array')")

@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import first_line
+
 _compiled: dict[Callable, Callable] = {}
 _unavailable: set[Callable] = set()
 
@@ -34,7 +36,6 @@ def call_compiled(fn: Callable, *args):
         return compiled(*args)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: Inductor raises many kinds
         _unavailable.add(fn)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        warnings.warn(f"compile_gates: torch.compile of {fn.__name__} failed ({reason}); "
+        warnings.warn(f"compile_gates: torch.compile of {fn.__name__} failed ({first_line(exc, 200)}); "
                       "using the eager gate math (same results, slower)", RuntimeWarning, stacklevel=2)
         return fn(*args)
