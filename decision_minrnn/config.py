@@ -55,6 +55,8 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 10_000
+    lr_schedule: str = "constant"  # constant (DT) | cosine | linear: the decay after warmup, down to min_lr
+    min_lr: float = 0.0  # floor of the cosine / linear decay, reached at train.steps
     grad_clip: float = 0.25
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
@@ -92,6 +94,7 @@ CHOICES = {
     ("model", "scan"): ("auto", "sequential", "chunked", "log"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "amp"): ("none", "bf16"),
+    ("train", "lr_schedule"): ("constant", "cosine", "linear"),
     ("eval", "mode"): ("auto", "recurrent", "window"),
 }
 
@@ -117,6 +120,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.dropout must be in [0, 1)")
     if cfg.train.lr <= 0 or cfg.data.rtg_scale <= 0 or cfg.model.expansion <= 0:
         raise ConfigError("train.lr, data.rtg_scale and model.expansion must be > 0")
+    if not 0.0 <= cfg.train.min_lr <= cfg.train.lr:
+        raise ConfigError(f"train.min_lr={cfg.train.min_lr} must be in [0, train.lr={cfg.train.lr}]")
     if cfg.eval.episodes < 0 or cfg.train.eval_every < 0 or cfg.train.warmup_steps < 0:
         raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
     if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:

@@ -19,6 +19,10 @@ class CheckpointError(UserError):
     """A checkpoint or run directory that is missing, not ours, or does not fit the environment."""
 
 
+class MissingExtraError(UserError):
+    """An optional dependency that the requested command needs is not installed; the message names the extra."""
+
+
 def first_line(exc: BaseException, limit: int | None = None) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line
     errors and warnings built around a library's multi-line exception; cut to `limit` characters if given."""

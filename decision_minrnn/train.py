@@ -53,9 +53,28 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def lr_at(step: int, cfg: Config) -> float:
-    """DT's schedule: linear warmup from lr/warmup to lr over warmup_steps, then constant."""
-    warmup = cfg.train.warmup_steps
-    return cfg.train.lr * (min((step + 1) / warmup, 1.0) if warmup > 0 else 1.0)
+    """The learning rate of optimizer step `step` (0-based), a pure function of the step so that a resumed
+    run needs no scheduler state.
+
+    Warmup is DT's: linear from lr/warmup to lr over warmup_steps (kzl/decision-transformer
+    gym/experiment.py, `LambdaLR(lambda steps: min((steps+1)/warmup_steps, 1))`). After it:
+    * constant: lr (DT's schedule, what configs/d4rl/ use);
+    * cosine: lr -> min_lr along half a cosine (the closed form of torch.optim.lr_scheduler.CosineAnnealingLR
+      with T_max = steps - warmup_steps, eta_min = min_lr);
+    * linear: lr -> min_lr in a straight line.
+    Both reach min_lr at step train.steps, one past the last step taken. Resuming with a larger train.steps
+    stretches the rest of the decay.
+    """
+    t = cfg.train
+    if t.warmup_steps > 0 and step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.lr
+    decay_steps = t.steps - t.warmup_steps
+    progress = min((step - t.warmup_steps) / decay_steps, 1.0) if decay_steps > 0 else 1.0
+    if t.lr_schedule == "cosine":
+        return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return t.lr + (t.min_lr - t.lr) * progress
 
 
 def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
@@ -64,7 +83,8 @@ def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
     return {"name": dataset.name, "parts": dataset.parts or [dataset.name], "obs_dim": dataset.obs_dim,
             "act_dim": dataset.act_dim, "env_id": dataset.env_id, "task": dataset.task,
             "episodes": len(dataset.episodes), "steps": dataset.num_steps, "obs_norm": obs_norm.to_dict(),
-            "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source}}
+            "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source},
+            "behaviour_normalized": dataset.describe()["normalized_behaviour_score"]}
 
 
 def policy_context(cfg: Config, data: dict) -> PolicyContext:
@@ -260,7 +280,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
         writer.close()
         return {"step": end_step, "finished": False}
     summary = {"name": cfg.name, "step": cfg.train.steps, "finished": True, "final_loss": loss_value,
-               "backbone": cfg.model.backbone, "dataset": data["name"], "seed": cfg.train.seed}
+               "backbone": cfg.model.backbone, "dataset": data["name"], "seed": cfg.train.seed,
+               "behaviour_normalized": data.get("behaviour_normalized")}
     if cfg.eval.episodes > 0:
         results = evaluate(cfg.train.steps)
         summary["eval"] = summarize_eval(results)

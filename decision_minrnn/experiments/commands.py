@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .stats import DEFAULT_REPS
+
 
 def cmd_sweep(args) -> int:
     from .sweep import sweep
@@ -18,7 +20,7 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from .report import report
 
-    result = report(args.runs_dir, args.out)
+    result = report(args.runs_dir, args.out, reps=args.reps)
     print(result["table"])
     for name, path in result["files"].items():
         print(f"{name}: {path}")
@@ -66,6 +68,7 @@ def register(sub) -> None:
     rp = sub.add_parser("report", help="tables and plots from a sweep's runs")
     rp.add_argument("runs_dir")
     rp.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
+    rp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
     rp.set_defaults(func=cmd_report)
 
     bn = sub.add_parser("bench", help="speed suite: scan, training step, inference (ratios from one run)")

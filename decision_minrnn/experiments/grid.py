@@ -72,8 +72,9 @@ def load_grid(path: str | Path) -> Grid:
         if not config_path.is_absolute() and not config_path.exists():
             config_path = file.parent / config_path
         sources = _absolute_sources(config_path)
-        for backbone in backbones:
-            for seed in seeds:
+        # Seeds outermost, backbones inner: a grid stopped half way has the same seeds for every backbone.
+        for seed in seeds:
+            for backbone in backbones:
                 overrides = [f"data.source=[{','.join(sources)}]", f"model.backbone={backbone}", f"train.seed={int(seed)}",
                              f"name={label}/{backbone}/seed{int(seed)}", *common,
                              *[str(x) for x in per_backbone.get(backbone, [])]]

@@ -1,9 +1,12 @@
-"""Collect a sweep's runs into a Table-3-style report: markdown and CSV tables, learning curves, bar charts.
+"""Collect a sweep's runs into a report a reviewer accepts: per dataset x backbone the mean and IQM with 95%
+stratified-bootstrap intervals, the sample std, n and every seed's score; an aggregate over datasets; the
+probability that each minRNN beats the DT transformer; learning curves and score plots.
 
 Each finished run directory holds final.json (its headline normalized score: the first target return, as
-DT's tables report) and metrics.jsonl (periodic evaluations, for the learning curves). Our numbers are mean
-± std over seeds; the published D4RL columns are printed beside them and labelled as such, since datasets
-that are not D4RL's (e.g. the bench data) are not comparable in absolute terms.
+DT's tables report; the score of the last checkpoint, never the best one) and metrics.jsonl (periodic
+evaluations, for the learning curves). Runs that cannot be used are listed with the reason, never dropped
+silently. The published D4RL columns are printed beside ours and labelled as such, since datasets that are
+not D4RL's (e.g. the bench data) are not comparable in absolute terms.
 """
 
 from __future__ import annotations
@@ -11,96 +14,207 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, MissingExtraError
 from .published import PUBLISHED_COLUMNS, published_cell
+from .stats import DEFAULT_REPS, probability_of_improvement, score_stats
 
 BACKBONE_ORDER = ("mingru", "minlstm", "transformer", "gru", "lstm")
+# One colour per backbone in every figure (matplotlib's tab10), so a reader learns them once.
+BACKBONE_COLORS = {"mingru": "tab:blue", "minlstm": "tab:orange", "transformer": "tab:green", "gru": "tab:red",
+                   "lstm": "tab:purple"}
+PUBLISHED_FOR_BACKBONE = {"transformer": "DT", "mingru": "minGRU", "minlstm": "minLSTM"}
+BASELINE = "transformer"  # what P(X > Y) compares every other backbone against
 
 
-def collect_runs(runs_dir: Path) -> list[dict]:
-    runs = []
-    for final in sorted(Path(runs_dir).rglob("final.json")):
+@dataclass
+class Run:
+    dataset: str
+    backbone: str
+    seed: int | None
+    normalized: float
+    steps: int
+    run_dir: str
+    reference: str | None = None
+    behaviour: float | None = None  # the dataset's behaviour policy, normalized (None for older runs)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    by_target: dict[float, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    run_dir: str
+    reason: str
+
+
+def _read_curve(metrics: Path, target: float, notes: list[Skipped]) -> list[tuple[int, float]]:
+    by_step = {}
+    for number, line in enumerate(metrics.read_text().splitlines(), 1):
         try:
-            summary = json.loads(final.read_text())
-        except json.JSONDecodeError:
-            continue
-        if not summary.get("finished") or not summary.get("eval"):
-            continue
+            record = json.loads(line)
+            if record.get("target_return") == target and record.get("normalized_mean") is not None:
+                by_step[int(record["step"])] = float(record["normalized_mean"])  # last write wins after a resume
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            notes.append(Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest"))
+    return sorted(by_step.items())
+
+
+def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
+    run_dir = str(final.parent)
+    try:
+        summary = json.loads(final.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        skipped.append(Skipped(run_dir, f"final.json unreadable ({type(exc).__name__})"))
+        return None
+    if not isinstance(summary, dict):
+        skipped.append(Skipped(run_dir, "final.json does not hold a run summary"))
+        return None
+    if not summary.get("finished"):
+        skipped.append(Skipped(run_dir, "unfinished (final.json says finished: false)"))
+        return None
+    evaluation = summary.get("eval")
+    if not isinstance(evaluation, dict) or evaluation.get("normalized_mean") is None:
+        skipped.append(Skipped(run_dir, "no normalized evaluation score (eval.episodes=0 or no reference scores)"))
+        return None
+    try:
+        # Grid runs are named <dataset label>/<backbone>/seed<seed> (grid.py); other runs use the data's name.
         name_parts = str(summary.get("name", "")).split("/")
-        dataset = name_parts[0] if len(name_parts) == 3 else summary.get("dataset")
-        curve = []
-        metrics = final.parent / "metrics.jsonl"
-        if metrics.is_file():
-            target = summary["eval"]["target_return"]
-            by_step = {}
-            for line in metrics.read_text().splitlines():
-                record = json.loads(line)
-                if record.get("target_return") == target and record.get("normalized_mean") is not None:
-                    by_step[record["step"]] = record["normalized_mean"]  # last write wins after a resume
-            curve = sorted(by_step.items())
-        runs.append({"dataset": dataset, "backbone": summary["backbone"], "seed": summary.get("seed"),
-                     "normalized": summary["eval"]["normalized_mean"], "return": summary["eval"]["return_mean"],
-                     "steps": summary["step"], "reference": summary["eval"].get("score_reference"),
-                     "curve": curve, "run_dir": str(final.parent),
-                     "by_target": {r["target_return"]: r.get("normalized_mean")
-                                   for r in summary.get("eval_all_targets", [])}})
-    return runs
+        dataset = name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
+        run = Run(dataset=dataset, backbone=str(summary["backbone"]), seed=summary.get("seed"),
+                  normalized=float(evaluation["normalized_mean"]), steps=int(summary["step"]), run_dir=run_dir,
+                  reference=evaluation.get("score_reference"), behaviour=summary.get("behaviour_normalized"),
+                  by_target={float(r["target_return"]): r.get("normalized_mean")
+                             for r in summary.get("eval_all_targets", [])})
+    except (KeyError, TypeError, ValueError) as exc:
+        skipped.append(Skipped(run_dir, f"final.json is missing or mistypes a field ({type(exc).__name__}: {exc})"))
+        return None
+    metrics = final.parent / "metrics.jsonl"
+    if metrics.is_file():
+        run.curve = _read_curve(metrics, float(evaluation["target_return"]), skipped)
+    return run
+
+
+def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
+    """Every run directory under runs_dir (one holding config.yaml or final.json): the usable runs, and the
+    others with the reason they were left out."""
+    runs, skipped = [], []
+    run_dirs = sorted({p.parent for pattern in ("final.json", "config.yaml") for p in Path(runs_dir).rglob(pattern)})
+    for run_dir in run_dirs:
+        final = run_dir / "final.json"
+        if not final.exists():
+            skipped.append(Skipped(str(run_dir), "unfinished (no final.json yet)"))
+            continue
+        run = _run_from_final(final, skipped)
+        if run is not None:
+            runs.append(run)
+    return runs, skipped
 
 
 def _backbones(runs):
-    present = {r["backbone"] for r in runs}
+    present = {r.backbone for r in runs}
     return [b for b in BACKBONE_ORDER if b in present] + sorted(present - set(BACKBONE_ORDER))
 
 
-def aggregate(runs: list[dict]) -> dict:
-    """(dataset, backbone) -> {mean, std, n, seeds}."""
-    groups = defaultdict(list)
-    for r in runs:
-        if r["normalized"] is not None:
-            groups[(r["dataset"], r["backbone"])].append(r["normalized"])
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for k, v in groups.items()}
+def _datasets(runs):
+    return sorted({r.dataset for r in runs})
 
 
-def markdown_table(runs: list[dict], stats: dict) -> str:
-    datasets = sorted({r["dataset"] for r in runs})
-    backbones = _backbones(runs)
-    steps = sorted({r["steps"] for r in runs})
-    header = ["dataset"] + [f"ours: {b}" for b in backbones] + [f"published {c} (D4RL)" for c in PUBLISHED_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _behaviour(runs, dataset):
+    values = [r.behaviour for r in runs if r.dataset == dataset and r.behaviour is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _seed_matrix(runs, backbone, datasets):
+    """(n_seeds, n_datasets) for the seeds that this backbone finished on every one of the datasets."""
+    by_cell = {(r.dataset, r.seed): r.normalized for r in runs if r.backbone == backbone}
+    seeds = sorted({s for (_, s) in by_cell}, key=str)
+    common = [s for s in seeds if all((d, s) in by_cell for d in datasets)]
+    return np.array([[by_cell[(d, s)] for d in datasets] for s in common]).reshape(len(common), len(datasets))
+
+
+def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
+    """All the numbers of the report, as plain data (also written to stats.json)."""
+    datasets, backbones = _datasets(runs), _backbones(runs)
+    cells = []
     for d in datasets:
-        cells = [d]
         for b in backbones:
-            s = stats.get((d, b))
-            cells.append("-" if s is None else f"{s['mean']:.1f} ± {s['std']:.1f} (n={s['n']})")
-        cells += [published_cell(d, c) for c in PUBLISHED_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    means = []
-    for b in backbones:
-        vals = [stats[(d, b)]["mean"] for d in datasets if (d, b) in stats]
-        means.append(f"{np.mean(vals):.1f}" if len(vals) == len(datasets) else "-")
-    lines.append("| average | " + " | ".join(means) + " |" + " |" * len(PUBLISHED_COLUMNS))
-    references = sorted({str(r["reference"]) for r in runs})
-    lines.append("")
-    lines.append(f"Ours: D4RL-normalized return at the first target (reference scores: {', '.join(references)}), "
-                 f"mean ± std over seeds, after {', '.join(map(str, steps))} training steps. Published columns: "
-                 "D4RL v2 datasets, Table 3 of Feng et al. 2024 (5 seeds); they are comparable to ours only when our "
-                 "runs also used the D4RL datasets.")
+            group = sorted((r for r in runs if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
+            if not group:
+                continue
+            s = score_stats([r.normalized for r in group], reps=reps)
+            cells.append({"dataset": d, "backbone": b, **asdict(s), "seeds": {str(r.seed): r.normalized for r in group},
+                          "steps": sorted({r.steps for r in group}), "behaviour": _behaviour(runs, d),
+                          "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, ""))})
+    aggregate = []
+    if len(datasets) > 1:
+        for b in backbones:
+            matrix = _seed_matrix(runs, b, datasets)
+            if len(matrix):
+                aggregate.append({"backbone": b, **asdict(score_stats(matrix, reps=reps)), "datasets": len(datasets)})
+    improvement = []
+    if BASELINE in backbones:
+        y = _seed_matrix(runs, BASELINE, datasets)
+        for b in backbones:
+            x = _seed_matrix(runs, b, datasets)
+            if b == BASELINE or not len(x) or not len(y):
+                continue
+            p, ci = probability_of_improvement(x, y, reps=reps)
+            improvement.append({"x": b, "y": BASELINE, "probability": p, "ci": list(ci), "n_x": len(x), "n_y": len(y),
+                                "datasets": len(datasets)})
+    return {"cells": cells, "aggregate": aggregate, "improvement": improvement, "datasets": datasets,
+            "backbones": backbones, "steps": sorted({r.steps for r in runs}),
+            "references": sorted({str(r.reference) for r in runs})}
+
+
+def _ci(value, interval):
+    return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
+def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
+    lines = ["| dataset | backbone | n | mean [95% CI] | IQM [95% CI] | std | per seed | behaviour | published (D4RL) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in stats["cells"]:
+        seeds = ", ".join(f"{v:.1f}" for v in c["seeds"].values())
+        std = "-" if c["std"] is None else f"{c['std']:.1f}"
+        behaviour = "-" if c["behaviour"] is None else f"{c['behaviour']:.1f}"
+        lines.append(f"| {c['dataset']} | {c['backbone']} | {c['n']} | {_ci(c['mean'], c['mean_ci'])} | "
+                     f"{_ci(c['iqm'], c['iqm_ci'])} | {std} | {seeds} | {behaviour} | {c['published']} |")
+    for a in stats["aggregate"]:
+        std = "-" if a["std"] is None else f"{a['std']:.1f}"
+        lines.append(f"| **all {a['datasets']} datasets** | {a['backbone']} | {a['n']} | {_ci(a['mean'], a['mean_ci'])} | "
+                     f"{_ci(a['iqm'], a['iqm_ci'])} | {std} | | | |")
+    lines += ["", f"D4RL-normalized return at the first target return of the last checkpoint (reference scores: "
+              f"{', '.join(stats['references'])}) after {', '.join(map(str, stats['steps']))} training steps. Intervals: "
+              "95% percentile bootstrap over seeds, stratified by dataset (rliable). std: sample std (ddof=1). "
+              "IQM: mean of the middle 50% of scores. The aggregate rows use the seeds a backbone finished on every "
+              "dataset (n per dataset). Published: Table 3 of Feng et al. 2024 (D4RL v2, 5 seeds) for the same "
+              "backbone; comparable to ours only when our runs used the D4RL datasets."]
+    if stats["improvement"]:
+        lines += ["", "| X | Y | P(X > Y) [95% CI] | runs X / Y per dataset | datasets |", "|---|---|---|---|---|"]
+        for p in stats["improvement"]:
+            lines.append(f"| {p['x']} | {p['y']} | {p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] | "
+                         f"{p['n_x']} / {p['n_y']} | {p['datasets']} |")
+        lines += ["", "P(X > Y): probability that a run of X scores above a run of Y on the same dataset, averaged over "
+                  "datasets (Agarwal et al. 2021). An interval that contains 0.5 does not tell the two apart."]
+    if skipped:
+        lines += ["", f"Skipped or partly used ({len(skipped)}):", ""]
+        lines += [f"- {s.run_dir}: {s.reason}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
-def markdown_targets_table(runs: list[dict]) -> str:
+def markdown_targets_table(runs: list[Run]) -> str:
     """Every evaluated target return, not only the headline one: on datasets whose returns stay far below
     DT's first target (the bench data is 'medium-low'), the two targets can rank models differently."""
     backbones = _backbones(runs)
     groups = defaultdict(list)
     for r in runs:
-        for target, score in r["by_target"].items():
+        for target, score in r.by_target.items():
             if score is not None:
-                groups[(r["dataset"], target, r["backbone"])].append(score)
+                groups[(r.dataset, target, r.backbone)].append(score)
     rows = sorted({(d, t) for d, t, _ in groups})
     if not rows:
         return ""
@@ -109,71 +223,105 @@ def markdown_targets_table(runs: list[dict]) -> str:
         cells = []
         for b in backbones:
             v = groups.get((d, t, b))
-            cells.append("-" if not v else f"{np.mean(v):.1f} ± {np.std(v):.1f}")
+            cells.append("-" if not v else f"{np.mean(v):.1f} (n={len(v)})")
         lines.append(f"| {d} | {t:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, runs: list[dict], stats: dict) -> None:
+def write_csv(path: Path, stats: dict) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "backbone", "mean", "std", "n_seeds"]
-                        + [f"published_{c}" for c in PUBLISHED_COLUMNS])
-        for (d, b), s in sorted(stats.items()):
-            writer.writerow([d, b, f"{s['mean']:.3f}", f"{s['std']:.3f}", s["n"]]
-                            + [published_cell(d, c) for c in PUBLISHED_COLUMNS])
+        writer.writerow(["dataset", "backbone", "n", "mean", "mean_ci_low", "mean_ci_high", "iqm", "iqm_ci_low",
+                         "iqm_ci_high", "std", "per_seed", "behaviour"] + [f"published_{c}" for c in PUBLISHED_COLUMNS])
+        for c in stats["cells"]:
+            writer.writerow([c["dataset"], c["backbone"], c["n"], f"{c['mean']:.3f}", f"{c['mean_ci'][0]:.3f}",
+                             f"{c['mean_ci'][1]:.3f}", f"{c['iqm']:.3f}", f"{c['iqm_ci'][0]:.3f}", f"{c['iqm_ci'][1]:.3f}",
+                             "" if c["std"] is None else f"{c['std']:.3f}",
+                             " ".join(f"{k}:{v:.3f}" for k, v in c["seeds"].items()),
+                             "" if c["behaviour"] is None else f"{c['behaviour']:.3f}"]
+                            + [published_cell(c["dataset"], col) for col in PUBLISHED_COLUMNS])
 
 
-def plot_learning_curves(path: Path, runs: list[dict]) -> bool:
-    import matplotlib
-
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtraError("report's plots need matplotlib: pip install 'decision-minrnn[report]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({r["dataset"] for r in runs})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.5), squeeze=False)
+    return plt
+
+
+def _color(backbone):
+    return BACKBONE_COLORS.get(backbone, "tab:gray")
+
+
+def _title(runs, what):
+    seeds = sorted({r.seed for r in runs}, key=str)
+    return f"{what}: {len(seeds)} seeds, {', '.join(map(str, sorted({r.steps for r in runs})))} training steps"
+
+
+def plot_learning_curves(path: Path, runs: list[Run]) -> bool:
+    """Per dataset: each seed's curve (thin) and their mean (thick) per backbone, the behaviour policy dashed."""
+    plt = _pyplot()
+    datasets = _datasets(runs)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
     drew = False
     for ax, d in zip(axes[0], datasets):
         for b in _backbones(runs):
-            curves = [dict(r["curve"]) for r in runs if r["dataset"] == d and r["backbone"] == b and r["curve"]]
+            curves = [dict(r.curve) for r in runs if r.dataset == d and r.backbone == b and r.curve]
             if not curves:
                 continue
+            for c in curves:
+                ax.plot(list(c), list(c.values()), color=_color(b), alpha=0.3, linewidth=0.8, marker=".", markersize=3)
             steps = sorted(set.intersection(*[set(c) for c in curves]))
-            if not steps:
-                continue
-            values = np.array([[c[s] for s in steps] for c in curves])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=b, marker="o", markersize=3)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-            drew = True
-        ax.set_title(d)
+            if steps:
+                ax.plot(steps, np.mean([[c[s] for s in steps] for c in curves], axis=0), color=_color(b),
+                        linewidth=2, label=f"{b} (n={len(curves)})")
+                drew = True
+        behaviour = _behaviour(runs, d)
+        if behaviour is not None:
+            ax.axhline(behaviour, color="black", linestyle="--", linewidth=1, label="behaviour policy")
+        ax.set_title(d, fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel("normalized score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(runs, "learning curves (thin: seeds, thick: mean)"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return drew
 
 
-def plot_bars(path: Path, runs: list[dict], stats: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = sorted({r["dataset"] for r in runs})
-    backbones = _backbones(runs)
+def plot_scores(path: Path, runs: list[Run], stats: dict) -> None:
+    """Per dataset and backbone: the mean with its 95% interval, every seed as a point, the behaviour policy."""
+    plt = _pyplot()
+    datasets, backbones = stats["datasets"], stats["backbones"]
+    cells = {(c["dataset"], c["backbone"]): c for c in stats["cells"]}
     width = 0.8 / len(backbones)
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(datasets) * len(backbones) / 2), 4))
-    x = np.arange(len(datasets))
-    for i, b in enumerate(backbones):
-        means = [stats.get((d, b), {}).get("mean", np.nan) for d in datasets]
-        stds = [stats.get((d, b), {}).get("std", 0.0) for d in datasets]
-        ax.bar(x + (i - (len(backbones) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=b)
-    ax.set_xticks(x, datasets, rotation=20, ha="right")
-    ax.set_ylabel("normalized score (mean ± std over seeds)")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(datasets) * len(backbones) / 2 + 2), 4))
+    rng = np.random.default_rng(0)  # horizontal jitter of the seed points only
+    for i, d in enumerate(datasets):
+        for j, b in enumerate(backbones):
+            c = cells.get((d, b))
+            if c is None:
+                continue
+            x = i + (j - (len(backbones) - 1) / 2) * width
+            ax.bar(x, c["mean"], width * 0.9, color=_color(b), alpha=0.5, label=b if i == 0 else None)
+            ax.errorbar(x, c["mean"], yerr=[[c["mean"] - c["mean_ci"][0]], [c["mean_ci"][1] - c["mean"]]],
+                        color="black", capsize=3, linewidth=1)
+            seeds = list(c["seeds"].values())
+            ax.scatter(x + rng.uniform(-width / 5, width / 5, len(seeds)), seeds, color=_color(b), edgecolor="black",
+                       linewidth=0.5, s=14, zorder=3)
+        behaviour = _behaviour(runs, d)
+        if behaviour is not None:
+            ax.hlines(behaviour, i - 0.45, i + 0.45, color="black", linestyle="--", linewidth=1,
+                      label="behaviour policy" if i == 0 else None)
+    ax.set_xticks(np.arange(len(datasets)), datasets, rotation=20, ha="right")
+    ax.set_ylabel("normalized score (mean, 95% CI, seeds)")
+    ax.set_title(_title(runs, "last-checkpoint scores"), fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -181,25 +329,27 @@ def plot_bars(path: Path, runs: list[dict], stats: dict) -> None:
     plt.close(fig)
 
 
-def report(runs_dir: str | Path, out: str | Path | None = None) -> dict:
+def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS) -> dict:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise DataError(f"runs directory {runs_dir} does not exist")
-    runs = collect_runs(runs_dir)
+    runs, skipped = collect_runs(runs_dir)
     if not runs:
-        raise DataError(f"no finished runs with an evaluation under {runs_dir}")
+        reasons = f" ({len(skipped)} skipped: {skipped[0].run_dir}: {skipped[0].reason}...)" if skipped else ""
+        raise DataError(f"no finished runs with an evaluation under {runs_dir}{reasons}")
     out = Path(out) if out else runs_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    stats = aggregate(runs)
-    table = markdown_table(runs, stats)
+    stats = analyse(runs, reps=reps)
+    table = markdown_report(stats, skipped)
     by_target = markdown_targets_table(runs)
     if by_target:
-        table += "\nNormalized score at each target return (mean ± std over seeds):\n\n" + by_target
+        table += "\nMean normalized score at each target return:\n\n" + by_target
     (out / "table.md").write_text(table)
-    write_csv(out / "table.csv", runs, stats)
-    files = {"table_md": str(out / "table.md"), "table_csv": str(out / "table.csv"),
-             "bars_png": str(out / "scores.png")}
-    plot_bars(out / "scores.png", runs, stats)
+    write_csv(out / "table.csv", stats)
+    (out / "stats.json").write_text(json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))
+    files = {"table_md": str(out / "table.md"), "table_csv": str(out / "table.csv"), "stats_json": str(out / "stats.json"),
+             "scores_png": str(out / "scores.png")}
+    plot_scores(out / "scores.png", runs, stats)
     if plot_learning_curves(out / "learning_curves.png", runs):
         files["curves_png"] = str(out / "learning_curves.png")
-    return {"table": table, "files": files, "runs": len(runs)}
+    return {"table": table, "files": files, "runs": len(runs), "skipped": skipped, "stats": stats}

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..errors import ConfigError, UserError
+from ..errors import MissingExtraError, UserError
 from .grid import RunSpec, load_grid
 
 
@@ -87,7 +87,7 @@ def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
     try:
         import ray
     except ImportError:
-        raise ConfigError("sweep needs Ray: pip install 'decision-minrnn[ray]' (or run with --no-ray)") from None
+        raise MissingExtraError("sweep needs Ray: pip install 'decision-minrnn[ray]' (or run with --no-ray)") from None
     env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
     # address "local" always starts a fresh local instance instead of joining one found on the machine.
     init_kwargs = {"address": address or "local", "include_dashboard": False, "log_to_driver": False,

@@ -1,11 +1,12 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
 from decision_minrnn.cli import main
-from decision_minrnn.errors import ConfigError
+from decision_minrnn.errors import MissingExtraError
 from decision_minrnn.experiments.grid import load_grid
 from decision_minrnn.experiments.report import report
 from decision_minrnn.experiments.sweep import sweep
@@ -48,16 +49,22 @@ def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_p
     finals = sorted(root.rglob("final.json"))
     assert len(finals) == 8
 
-    result = report(root, tmp_path / "report")
+    result = report(root, tmp_path / "report", reps=500)
     table = (tmp_path / "report" / "table.md").read_text()
-    assert "hopper-medium-replay" in table and "ours: mingru" in table and "ours: transformer" in table
-    assert "published minGRU (D4RL)" in table and "90.5 ± 0.9" in table  # the paper's hopper-medium-replay minGRU
-    assert "(n=2)" in table
+    assert "| hopper-medium-replay | mingru | 2 |" in table and "| hopper-medium | transformer | 2 |" in table
+    assert "90.5 ± 0.9" in table  # the paper's hopper-medium-replay minGRU, in the minGRU row
+    assert "| **all 2 datasets** | mingru | 2 |" in table and "| mingru | transformer |" in table
+    assert "Skipped" not in table
     csv_lines = (tmp_path / "report" / "table.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 4
     for png in ("scores.png", "learning_curves.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     assert result["runs"] == 8
+    cell = next(c for c in result["stats"]["cells"] if c["dataset"] == "hopper-medium" and c["backbone"] == "mingru")
+    seeds = [json.loads((root / "hopper-medium" / "mingru" / f"seed{s}" / "final.json").read_text())["eval"]["normalized_mean"]
+             for s in (0, 1)]
+    assert cell["seeds"] == {"0": seeds[0], "1": seeds[1]} and cell["mean"] == pytest.approx(sum(seeds) / 2)
+    assert cell["behaviour"] is not None  # the dataset's behaviour policy, from final.json
 
     # Interrupt: two runs lose their final result (one mid-way with a checkpoint, one from scratch).
     (root / "hopper-medium" / "mingru" / "seed1" / "final.json").unlink()
@@ -86,7 +93,7 @@ def test_a_failed_run_is_reported_and_the_others_continue(tmp_path, minari_root,
 
 def test_missing_ray_is_a_clear_error(tiny_grid, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ConfigError, match="pip install"):
+    with pytest.raises(MissingExtraError, match="pip install"):
         sweep(str(tiny_grid), runs_root=str(tmp_path / "runs"), log=lambda *_: None)
 
 
@@ -102,3 +109,63 @@ def test_bad_grid_files(tmp_path, capsys, content, message):
 def test_report_without_runs_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def _fake_run(root, label, backbone, seed, score, steps=6, **extra):
+    run = root / label / backbone / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: x\n")
+    summary = {"name": f"{label}/{backbone}/seed{seed}", "step": steps, "finished": True, "backbone": backbone,
+               "seed": seed, "behaviour_normalized": 35.0,
+               "eval": {"target_return": 3600.0, "normalized_mean": score, "return_mean": None if score is None else 10 * score,
+                        "score_reference": "D4RL table"}, **extra}
+    (run / "final.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_report_lists_every_skipped_run_with_its_reason(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed, score in enumerate([40.0, 50.0]):
+        _fake_run(root, "hopper-medium", "mingru", seed, score)
+    unfinished = root / "hopper-medium" / "mingru" / "seed2"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("name: x\n")
+    (_fake_run(root, "hopper-medium", "mingru", 3, 1.0) / "final.json").write_text("{not json")
+    (_fake_run(root, "hopper-medium", "mingru", 4, 1.0) / "final.json").write_text("null")
+    _fake_run(root, "hopper-medium", "mingru", 5, 1.0, finished=False)
+    _fake_run(root, "hopper-medium", "mingru", 6, None)
+    (_fake_run(root, "hopper-medium", "mingru", 7, 60.0) / "metrics.jsonl").write_text(
+        json.dumps({"step": 3, "target_return": 3600.0, "normalized_mean": 20.0}) + "\n{\"step\": 6, \"targ")
+    assert main(["report", str(root), "--reps", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "| hopper-medium | mingru | 3 | 50.0 [" in out  # seeds 0, 1 and 7; the others left out
+    assert "Skipped or partly used (6):" in out
+    for seed, reason in [(2, "unfinished (no final.json yet)"), (3, "final.json unreadable (JSONDecodeError)"),
+                         (4, "final.json does not hold a run summary"), (5, "unfinished (final.json says finished: false)"),
+                         (6, "no normalized evaluation score"), (7, "metrics.jsonl line 2 unreadable; the curve uses the rest")]:
+        assert f"seed{seed}: {reason}" in out, reason
+    stats = json.loads((root / "report" / "stats.json").read_text())
+    assert len(stats["skipped"]) == 6 and stats["cells"][0]["seeds"] == {"0": 40.0, "1": 50.0, "7": 60.0}
+
+
+def test_report_with_only_unusable_runs_says_why(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _fake_run(root, "hopper-medium", "mingru", 0, 1.0, finished=False)
+    assert main(["report", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no finished runs") and "finished: false" in err and len(err.splitlines()) == 1
+
+
+def test_probability_of_improvement_against_the_transformer(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        _fake_run(root, "hopper-medium", "mingru", seed, 50.0 + seed)
+        _fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
+        _fake_run(root, "walker2d-medium", "mingru", seed, 5.0 + seed)
+        _fake_run(root, "walker2d-medium", "transformer", seed, 20.0 + seed)
+    result = report(root, reps=500)
+    (p,) = result["stats"]["improvement"]
+    assert (p["x"], p["y"], p["datasets"]) == ("mingru", "transformer", 2)
+    assert p["probability"] == pytest.approx(0.5)  # wins every pair on hopper, loses every pair on walker2d
+    (agg,) = [a for a in result["stats"]["aggregate"] if a["backbone"] == "mingru"]
+    assert agg["mean"] == pytest.approx(np.mean([50, 51, 52, 5, 6, 7])) and agg["n"] == 3

@@ -1,0 +1,79 @@
+"""Scores over seeds as a reviewer reads them: mean and interquartile mean (IQM) with 95% stratified-bootstrap
+confidence intervals, the sample standard deviation, and the probability that one backbone beats another.
+
+The intervals come from rliable (Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the
+Statistical Precipice"; google-research/rliable), the library CORL reports with. Score matrices are
+(n_runs, n_tasks): one row per seed, one column per dataset. A stratified bootstrap resamples the seeds of
+each dataset separately, so with one dataset it is the plain percentile bootstrap over seeds.
+
+rliable is imported here only, on first use: it is part of the `report` extra, not of the core install.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MissingExtraError
+
+CONFIDENCE = 0.95
+DEFAULT_REPS = 10_000  # bootstrap resamples; rliable's own default is 50k, 10k moves the 95% bounds by < 1%
+
+
+def _rliable():
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        raise MissingExtraError("report needs rliable: pip install 'decision-minrnn[report]'") from None
+    return library, metrics
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Statistics of one score matrix (n_runs, n_tasks); a single dataset is n_tasks = 1."""
+
+    n: int  # runs (seeds) per task
+    mean: float
+    mean_ci: tuple[float, float]
+    iqm: float
+    iqm_ci: tuple[float, float]
+    std: float | None  # sample std (ddof=1) over all scores; None with one score
+
+
+def _interval_estimates(score_dict: dict, func, reps: int, seed: int):
+    library, _ = _rliable()
+    with warnings.catch_warnings():
+        # arch (rliable's bootstrap backend) warns that RandomState is deprecated; rliable still passes one.
+        warnings.simplefilter("ignore", FutureWarning)
+        return library.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=CONFIDENCE,
+                                              random_state=np.random.RandomState(seed))
+
+
+def score_stats(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> ScoreStats:
+    """scores: (n_runs,) for one dataset or (n_runs, n_tasks) for several. Intervals: stratified bootstrap."""
+    _, metrics = _rliable()
+    matrix = np.asarray(scores, dtype=np.float64)
+    if matrix.ndim == 1:
+        matrix = matrix[:, None]
+    if matrix.size == 0:
+        raise ValueError("no scores")
+    point, interval = _interval_estimates(
+        {"x": matrix}, lambda s: np.array([metrics.aggregate_mean(s), metrics.aggregate_iqm(s)]), reps, seed)
+    (mean, iqm), ci = point["x"], interval["x"]  # ci: rows (lower, upper), columns (mean, iqm)
+    return ScoreStats(n=matrix.shape[0], mean=float(mean), mean_ci=(float(ci[0, 0]), float(ci[1, 0])),
+                      iqm=float(iqm), iqm_ci=(float(ci[0, 1]), float(ci[1, 1])),
+                      std=float(np.std(matrix, ddof=1)) if matrix.size > 1 else None)
+
+
+def probability_of_improvement(x, y, reps: int = DEFAULT_REPS, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """P(X > Y): the probability that a run of X scores higher than a run of Y on the same dataset (ties count
+    half; Mann-Whitney U / (n_x n_y)), averaged over datasets, with its 95% stratified-bootstrap interval.
+    x: (n_x, n_tasks), y: (n_y, n_tasks), columns in the same dataset order."""
+    _, metrics = _rliable()
+    x, y = (np.asarray(a, dtype=np.float64) for a in (x, y))
+    x, y = (a[:, None] if a.ndim == 1 else a for a in (x, y))
+    point, interval = _interval_estimates({"xy": [x, y]}, metrics.probability_of_improvement, reps, seed)
+    low, high = np.ravel(interval["xy"])
+    return float(point["xy"]), (float(low), float(high))

@@ -1,0 +1,57 @@
+"""The report's statistics against cases small enough to work out by hand."""
+
+import numpy as np
+import pytest
+
+from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
+
+
+def test_bootstrap_interval_of_a_hand_computed_case():
+    # Resampling [0, 0, 30] with replacement: the mean is 0, 10, 20 or 30 with probability 8/27, 12/27, 6/27,
+    # 1/27. The 2.5% quantile lies in the 0 block (8/27 > 0.025) and the 97.5% one in the 30 block
+    # (26/27 < 0.975), so the 95% percentile interval is exactly [0, 30].
+    s = score_stats([0.0, 0.0, 30.0], reps=20_000)
+    assert s.n == 3 and s.mean == pytest.approx(10.0)
+    assert s.mean_ci == (pytest.approx(0.0), pytest.approx(30.0))
+    assert s.std == pytest.approx(np.sqrt(((0 - 10) ** 2 * 2 + 20 ** 2) / 2))  # sample std, ddof=1: 17.32
+
+
+def test_interval_narrows_to_the_middle_with_more_seeds():
+    # 0 and 10 each with probability 1/2: the bootstrap mean of n draws is 10 * Binomial(n, 1/2) / n. For n = 10
+    # its 2.5% / 97.5% quantiles are 2 and 8 successes (P(X <= 1) = 11/1024 < 0.025 < P(X <= 2) = 56/1024).
+    s = score_stats([0.0] * 5 + [10.0] * 5, reps=20_000)
+    assert s.mean == pytest.approx(5.0)
+    assert s.mean_ci == (pytest.approx(2.0), pytest.approx(8.0))
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    s = score_stats([0.0, 1.0, 2.0, 100.0], reps=2000)
+    assert s.iqm == pytest.approx(1.5) and s.mean == pytest.approx(25.75)
+    assert s.iqm_ci[0] <= s.iqm <= s.iqm_ci[1]
+
+
+def test_constant_scores_have_a_zero_width_interval_and_one_score_no_std():
+    s = score_stats([42.0, 42.0, 42.0], reps=500)
+    assert s.mean_ci == (pytest.approx(42.0), pytest.approx(42.0)) and s.std == pytest.approx(0.0)
+    assert score_stats([7.0], reps=200).std is None
+
+
+def test_aggregate_is_stratified_by_dataset():
+    # Dataset 2's seeds are all 100, dataset 1's all 0: a stratified resample always keeps both datasets, so
+    # every bootstrap mean is exactly 50 (an unstratified one would wander).
+    s = score_stats(np.array([[0.0, 100.0], [0.0, 100.0], [0.0, 100.0]]), reps=2000)
+    assert s.mean == pytest.approx(50.0) and s.mean_ci == (pytest.approx(50.0), pytest.approx(50.0))
+
+
+def test_probability_of_improvement_hand_cases():
+    p, ci = probability_of_improvement([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], reps=500)
+    assert p == pytest.approx(1.0) and ci == (pytest.approx(1.0), pytest.approx(1.0))
+    # pairs (1 vs 2, 1 vs 2, 3 vs 2, 3 vs 2): X wins 2 of 4
+    p, _ = probability_of_improvement([1.0, 3.0], [2.0, 2.0], reps=200)
+    assert p == pytest.approx(0.5)
+    # ties count half: (5 vs 5) = 0.5, (5 vs 4) = 1 -> 0.75
+    p, _ = probability_of_improvement([5.0], [5.0, 4.0], reps=200)
+    assert p == pytest.approx(0.75)
+    # averaged over datasets: 1 on the first, 0 on the second
+    p, _ = probability_of_improvement(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), reps=200)
+    assert p == pytest.approx(0.5)
