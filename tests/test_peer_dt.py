@@ -1,0 +1,65 @@
+"""scripts/bench_peer_dt.py: transformers' DecisionTransformerModel fed by our sampler and scored by our
+evaluator. The comparison is only fair if the peer sees our batches exactly as our model does."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from decision_minrnn.config import load_config  # noqa: E402
+from decision_minrnn.data.episodes import load_source  # noqa: E402
+from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
+from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
+from decision_minrnn.envs.evaluate import evaluate_targets  # noqa: E402
+from decision_minrnn.train import data_state, masked_mse, policy_context  # noqa: E402
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_peer_dt.py"
+spec = importlib.util.spec_from_file_location("bench_peer_dt", SCRIPT)
+peer_dt = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peer_dt)
+
+
+def setup(dataset_id, extra=()):
+    cfg = load_config(None, [f"data.source=[{dataset_id}]", *peer_dt.DT_RECIPE, "model.embed_dim=32",
+                             "model.n_layers=2", "data.context_len=10", "train.batch_size=16", "train.lr=0.001",
+                             "train.warmup_steps=1", *extra])
+    dataset = load_source(cfg.data.source)
+    return cfg, dataset, ObsNormalizer.fit(dataset.episodes)
+
+
+def test_peer_is_causal_under_our_right_padding(tiny_minari):
+    cfg, dataset, obs_norm = setup(tiny_minari[0])
+    sampler = WindowSampler(dataset, obs_norm, 10, 64, seed=0)
+    batch = sampler.sample()
+    assert not batch["mask"].all(), "the batch should contain padded windows"
+    peer = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg).eval()
+    with torch.no_grad():
+        out = peer(batch)
+        assert out.shape == batch["act"].shape
+        poked = {k: v.clone() for k, v in batch.items()}
+        pad = ~batch["mask"]
+        poked["obs"][pad] = 5.0
+        poked["rtg"][pad] = 3.0
+        poked["act"][pad] = 0.7
+        changed = peer(poked)
+    assert torch.equal(out[batch["mask"]], changed[batch["mask"]])
+
+
+def test_peer_trains_on_our_batches_and_our_evaluator_scores_it(tiny_minari):
+    cfg, dataset, obs_norm = setup(tiny_minari[0], ["eval.target_returns=[3600]", "eval.episodes=2"])
+    held_out = WindowSampler(dataset, obs_norm, 10, 256, seed=99).sample()
+    torch.manual_seed(0)
+    untrained = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg).eval()
+    with torch.no_grad():
+        before = masked_mse(untrained(held_out), held_out["act"], held_out["mask"]).item()
+    peer, seconds = peer_dt.train_peer(cfg, dataset, obs_norm, steps=60)
+    peer.eval()
+    with torch.no_grad():
+        after = masked_mse(peer(held_out), held_out["act"], held_out["mask"]).item()
+    assert seconds > 0 and after < 0.5 * before  # the synthetic actions are a smooth function of the state
+    ctx = policy_context(cfg, data_state(dataset, obs_norm))
+    (result,) = evaluate_targets(peer, ctx, [3600.0], 2, "window", 0, 20, torch.device("cpu"))
+    assert result["mode"] == "window" and len(result["returns"]) == 2 and result["normalized_mean"] is not None
