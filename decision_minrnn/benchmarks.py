@@ -179,7 +179,7 @@ def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="min
     """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
     The window is measured at steady state (history already K long). On CPU each thread count is measured
     (rollouts run with 1, see envs/evaluate.py; the window's larger ops may prefer 2)."""
-    from .envs.evaluate import cpu_threads
+    from .policy import cpu_threads
     from .models import DecisionModel
 
     device = torch.device(device)
@@ -232,3 +232,88 @@ def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50) -> dict:
                  "ms_per_batch": round(times["sample"] * 1e3, 3)})
     return {"benchmark": "sampler", "source": source, "steps": dataset.num_steps, "machine": machine_info(),
             "results": rows}
+
+
+def bench_policy_latency(n_envs=(1, 10), steps=200, repeats=5, embed_dim=128, n_layers=3, backbone="mingru",
+                         layout="interleaved", window_K=20, onnx=True, compiled=True) -> dict:
+    """What a controller pays per environment step, raw observation in, clipped action out, 1 CPU thread:
+
+    * torch_model_act: DecisionModel.act alone (the inner call before the Policy existed; no normalization,
+      no bookkeeping), as a reference;
+    * torch_recurrent: Policy.act, recurrent (what `evaluate` runs);
+    * torch_recurrent_compiled: Policy(compile=True).act (its one-off compile is reported apart);
+    * onnxruntime_recurrent: onnx_runner.OnnxPolicy.act on the exported step (numpy + onnxruntime);
+    * torch_window_K20: Policy.act in DT's window mode.
+    The model is DT-size (embed 128, 3 layers) with Hopper's dims and random weights: speed does not depend
+    on what was learned."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .data.normalization import ObsNormalizer
+    from .models import DecisionModel
+    from .policy import Policy, cpu_threads
+
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = DecisionModel(11, 3, backbone, embed_dim, n_layers, 0.1, layout).eval()
+    norm = ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32))
+    low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
+
+    def policy(mode, compile=False):
+        return Policy(model, norm, 1000.0, window_K, 3600.0, mode, device, low, high, "Hopper-v5", compile=compile)
+
+    policies = {"torch_recurrent": policy("recurrent"), "torch_window_K20": policy("window")}
+    compile_s = None
+    if compiled:
+        policies["torch_recurrent_compiled"] = policy("recurrent", compile=True)
+    tmp = tempfile.TemporaryDirectory()
+    if onnx:
+        from .export import write_onnx
+        from .onnx_runner import OnnxPolicy
+
+        path = Path(tmp.name) / "step.onnx"
+        write_onnx(model, path, {"env_id": "Hopper-v5", "obs_mean": norm.mean.tolist(), "obs_std": norm.std.tolist(),
+                                 "rtg_scale": 1000.0, "target_returns": [3600.0], "action_low": low.tolist(),
+                                 "action_high": high.tolist()})
+        policies["onnxruntime_recurrent"] = OnnxPolicy(path, threads=1)
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in n_envs:
+        obs = rng.normal(size=(steps, n, 11)).astype(np.float32)
+        reward = np.ones(n)
+
+        def episode(p):
+            def run():
+                p.reset(n)
+                for t in range(steps):
+                    p.act(obs[t], None if t == 0 else reward)
+            return run
+
+        fns = {name: episode(p) for name, p in policies.items()}
+        if "torch_recurrent_compiled" in fns:
+            start = time.perf_counter()
+            fns["torch_recurrent_compiled"]()  # compiles for this batch size
+            compile_s = round(time.perf_counter() - start, 2)
+        obs_t, rtg, prev = torch.randn(n, 11), torch.randn(n, 1), torch.rand(n, 3)
+
+        def model_act():
+            with torch.inference_mode():
+                state = model.initial_state(n)
+                for t in range(steps):
+                    _, state = model.act(obs_t, rtg, torch.full((n,), t), prev if t else None, state)
+
+        fns = {"torch_model_act": model_act, **fns}
+        with cpu_threads(1, device):
+            times = time_interleaved(fns, repeats, device)
+        ms = {k: v / steps * 1e3 for k, v in times.items()}
+        row = {"n_envs": n, "threads": 1, "ms_per_step": {k: round(v, 4) for k, v in ms.items()},
+               "speedup_vs_torch_recurrent": {k: round(ms["torch_recurrent"] / v, 2) for k, v in ms.items()
+                                              if k != "torch_recurrent"}}
+        if compile_s is not None:
+            row["compile_s"] = compile_s
+        rows.append(row)
+    tmp.cleanup()
+    return {"benchmark": "policy_latency", "backbone": backbone, "layout": layout, "embed_dim": embed_dim,
+            "n_layers": n_layers, "steps": steps, "machine": machine_info(), "results": rows}

@@ -64,6 +64,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    meta = export_onnx(args.checkpoint, args.out)
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')} ({meta['backbone']}, {meta['token_layout']} "
+          f"tokens, step {meta['step']}); run it with: python -m decision_minrnn.onnx_runner {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     train = sub.add_parser("train", help="train a decision model from a config")
     train.add_argument("--config", help="YAML config (only what differs from the defaults)")
@@ -76,6 +85,11 @@ def register(sub) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the final summary as JSON")
     train.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="write the O(1) recurrent step as ONNX (+ JSON) for use without torch")
+    ex.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint directory")
+    ex.add_argument("--out", required=True, help="output .onnx path; the .json goes beside it")
+    ex.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="roll a checkpoint out in its MuJoCo environment")
     ev.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint directory")

@@ -168,7 +168,17 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
           overrides: list[str] | None = None, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests)."""
+    """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
+    train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(cfg, run_dir, resume, force, overrides, progress, stop_after)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, overrides: list[str] | None,
+           progress: bool, stop_after: int | None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 

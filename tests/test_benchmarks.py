@@ -28,3 +28,13 @@ def test_bench_train_step_and_inference_report_ratios():
 def test_bench_sampler(tiny_minari):
     out = bench_sampler(tiny_minari[0], contexts=(5,), batch=4, repeats=2)
     assert out["results"][0]["ms_per_batch"] > 0 and out["results"][-1]["mode"] == "episode"
+
+
+def test_bench_policy_latency_reports_every_path():
+    from decision_minrnn.benchmarks import bench_policy_latency
+
+    out = bench_policy_latency(n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1, window_K=4, compiled=False)
+    assert [r["n_envs"] for r in out["results"]] == [1, 2]
+    row = out["results"][0]
+    assert set(row["ms_per_step"]) == {"torch_model_act", "torch_recurrent", "torch_window_K20", "onnxruntime_recurrent"}
+    assert set(row["speedup_vs_torch_recurrent"]) == set(row["ms_per_step"]) - {"torch_recurrent"}

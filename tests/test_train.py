@@ -61,7 +61,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
 
 
 def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_minari):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 120)
+    # One thread in every process: float reductions split over a different thread count round differently,
+    # and the in-process run would otherwise inherit whatever thread count this pytest worker has.
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 120, ["train.threads=1"])
     sets = cli_sets(overrides)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "decision_minrnn.cli", "train", "--config", str(path), "--no-progress", *sets]

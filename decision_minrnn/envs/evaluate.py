@@ -12,12 +12,12 @@ Modes:
 * recurrent: ``model.act`` once per env step with the backbone state carried from the episode start (O(1)).
 * window: DT's evaluation (kzl/decision-transformer evaluate_episode_rtg): re-run the last K steps from a
   zero state at every env step (O(K)). The transformer has only this mode.
+Both run through `decision_minrnn.policy.Policy`, the object users act with, so there is one rollout path.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import torch
 
 from ..data.normalization import ObsNormalizer
 from ..errors import CheckpointError
+from ..policy import Policy
 from .scores import RefScores
 from .video import prepare_headless_rendering, render_frame, write_mp4
 
@@ -105,21 +106,6 @@ def _check_spaces(batch: EpisodeBatch, model) -> None:
                               f"obs ({model.obs_dim},) / act ({model.act_dim},)")
 
 
-@contextmanager
-def cpu_threads(n: int, device: torch.device):
-    """Rollouts run tiny ops (a batch of N envs, one token): on CPU, intra-op threads cost more in fork/join
-    than they save (a (10, 128) LayerNorm takes 11 us with 2 threads, 4 us with 1, measured here)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10, mode: str = "recurrent",
             seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu",
@@ -134,8 +120,7 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
         prepare_headless_rendering()
     batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
     try:
-        with cpu_threads(1, device):
-            result = _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device)
+        result = _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device)
         if video_path is not None:
             fps = batch.envs[0].metadata.get("render_fps") or 30
             result["video"] = str(write_mp4(batch.frames, video_path, fps))
@@ -146,36 +131,25 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
 
 def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device) -> dict:
     _check_spaces(batch, model)
+    space = batch.action_space
+    policy = Policy(model, ctx.obs_norm, ctx.rtg_scale, ctx.context_len, target_return, mode, device,
+                    space.low, space.high, ctx.env_id)
+    policy.reset(episodes)
     obs = batch.reset([seed + i for i in range(episodes)])
-    n, K = episodes, ctx.context_len
-    mean = torch.as_tensor(ctx.obs_norm.mean, device=device)
-    std = torch.as_tensor(ctx.obs_norm.std, device=device)
-    rtg = torch.full((n, 1), target_return / ctx.rtg_scale, device=device)
-    state = model.initial_state(n, device) if mode == "recurrent" else None
-    prev_action = None
-    hist = {"obs": [], "act": [], "rtg": [], "timesteps": []}
+    rewards = None  # finished episodes get r = 0 from EpisodeBatch and are ignored anyway
     model_seconds = 0.0
-    for t in range(max_steps):
+    for _ in range(max_steps):
         if not batch.active.any():
             break
         start = time.perf_counter()
-        obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
-        timestep = torch.full((n,), t, dtype=torch.long, device=device)
-        if mode == "recurrent":
-            action, state = model.act(obs_t, rtg, timestep, prev_action, state)
-        else:
-            action = _window_action(model, hist, obs_t, rtg, timestep, K)
-        action_np = action.float().cpu().numpy()
+        action = policy.act(obs, rewards)
         model_seconds += time.perf_counter() - start
-        obs, rewards = batch.step(action_np, obs)
-        # RTG_{t+1} = RTG_t - r_t / scale (DT); finished episodes get r = 0 and are ignored anyway.
-        rtg = rtg - torch.as_tensor(rewards, dtype=torch.float32, device=device).unsqueeze(1) / ctx.rtg_scale
-        prev_action = action
+        obs, rewards = batch.step(action, obs)
     returns = batch.returns.copy()
     result = {
         "target_return": float(target_return),
-        "mode": mode,
-        "episodes": n,
+        "mode": policy.mode,
+        "episodes": episodes,
         "returns": returns.tolist(),
         "lengths": batch.lengths.tolist(),
         "return_mean": float(returns.mean()),
@@ -190,25 +164,6 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
         result.update(normalized=normalized.tolist(), normalized_mean=float(normalized.mean()),
                       normalized_std=float(normalized.std()), score_reference=ctx.ref_scores.source)
     return result
-
-
-def _window_action(model, hist, obs_t, rtg, timestep, K):
-    """DT-style: append this step (action unknown: zeros) and re-run the last K steps from a zero state."""
-    hist["obs"].append(obs_t)
-    hist["rtg"].append(rtg)
-    hist["timesteps"].append(timestep.clamp(max=model.max_ep_len - 1))
-    hist["act"].append(torch.zeros(obs_t.shape[0], model.act_dim, device=obs_t.device))
-    window = {k: torch.stack(v[-K:], dim=1) for k, v in hist.items()}
-    # The fused layout needs the action before the window's first step (zeros at the episode start).
-    first = len(hist["act"]) - window["act"].shape[1]
-    before = hist["act"][first - 1] if first > 0 else torch.zeros_like(hist["act"][0])
-    window["prev_act"] = torch.cat([before.unsqueeze(1), window["act"][:, :-1]], dim=1)
-    action = model(window)[:, -1]
-    hist["act"][-1] = action
-    for v in hist.values():  # keep only what the next window needs
-        if len(v) > K + 1:
-            del v[0]
-    return action
 
 
 def evaluate_targets(model, ctx: PolicyContext, targets, episodes: int, mode: str, seed: int, max_steps: int,

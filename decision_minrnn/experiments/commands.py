@@ -28,16 +28,26 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ..benchmarks import bench_inference, bench_scan, bench_train_step, machine_info
+    from ..benchmarks import bench_inference, bench_policy_latency, bench_scan, bench_train_step, machine_info
 
     quick = args.quick
     out = {"machine": machine_info(), "quick": quick}
+    if args.latency:
+        out["latency"] = bench_policy_latency(steps=100 if quick else 300, repeats=3 if quick else 7,
+                                              onnx=_have_onnx())["results"]
+        if args.json:
+            print(json.dumps(out, indent=1))
+        else:
+            _print_latency(out["latency"])
+        return 0
     out["scan"] = bench_scan(lengths=(60, 1000) if quick else (20, 60, 200, 1000, 3000), repeats=1 if quick else 3,
                              device=args.device, loop_max_T=1000)["results"]
     out["train_step"] = bench_train_step(contexts=(20, 200) if quick else (20, 200, 1000), repeats=1 if quick else 3,
                                          device=args.device)["results"]
     out["inference"] = bench_inference(steps=30 if quick else 100, repeats=1 if quick else 3,
                                        device=args.device)["results"]
+    out["latency"] = bench_policy_latency(steps=50 if quick else 300, repeats=1 if quick else 7, onnx=_have_onnx(),
+                                          compiled=not quick)["results"]
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -52,7 +62,21 @@ def cmd_bench(args) -> int:
     print("inference per env step (ms):")
     for row in out["inference"]:
         print(f"  envs={row['n_envs']:<3} threads={row['threads']}  {row['ms_per_step']}  recurrent speed-up {row['recurrent_speedup']}")
+    _print_latency(out["latency"])
     return 0
+
+
+def _have_onnx() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
+
+
+def _print_latency(rows) -> None:
+    print("policy latency per env step, raw obs in, action out, 1 thread (ms):")
+    for row in rows:
+        print(f"  envs={row['n_envs']:<3} {row['ms_per_step']}")
+        print(f"          speed-up vs torch_recurrent {row['speedup_vs_torch_recurrent']}")
 
 
 def register(sub) -> None:
@@ -75,4 +99,6 @@ def register(sub) -> None:
     bn.add_argument("--quick", action="store_true")
     bn.add_argument("--json", action="store_true")
     bn.add_argument("--device", default="cpu")
+    bn.add_argument("--latency", action="store_true",
+                    help="only the policy latency table (torch, compiled torch, onnxruntime, window; batch 1 and 10)")
     bn.set_defaults(func=cmd_bench)

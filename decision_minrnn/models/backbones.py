@@ -25,8 +25,23 @@ from ..nn import MinRNNStack
 BACKBONES = ("mingru", "minlstm", "transformer", "gru", "lstm")
 
 
+def map_state(fn, *states):
+    """Apply fn to the matching tensors of one or more states of the same structure (lists, tuples and
+    NamedTuples of tensors; None leaves stay None)."""
+    first = states[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return fn(*states)
+    parts = [map_state(fn, *items) for items in zip(*states)]
+    if isinstance(first, tuple) and hasattr(first, "_fields"):  # NamedTuple (BlockState)
+        return type(first)(*parts)
+    return type(first)(parts)
+
+
 class MinRNNBackbone(nn.Module):
     recurrent = True
+    state_batch_dim = 0  # BlockState tensors are (B, ...)
 
     def __init__(self, cell: str, dim: int, n_layers: int, dropout: float, expansion: float = 1.0,
                  mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None,
@@ -50,6 +65,7 @@ class TorchRNNBackbone(nn.Module):
     """torch.nn.GRU / LSTM (oneDNN / cuDNN kernels), with a LayerNorm on the output like the other stacks."""
 
     recurrent = True
+    state_batch_dim = 1  # torch's RNN state is (layers, B, H)
 
     def __init__(self, kind: str, dim: int, n_layers: int, dropout: float):
         super().__init__()

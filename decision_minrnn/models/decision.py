@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import build_backbone
+from .backbones import build_backbone, map_state
 
 TOKEN_LAYOUTS = ("interleaved", "fused")
 
@@ -80,6 +80,27 @@ class DecisionModel(nn.Module):
     # ----- recurrent acting ---------------------------------------------------------------------
     def initial_state(self, n: int, device=None):
         return self.backbone.initial_state(n, device)
+
+    # Per-env views of a recurrent state, for policies whose envs start episodes at different times.
+    def select_state(self, state, index: torch.Tensor):
+        """The state of envs `index` (a 1-D long tensor)."""
+        dim = self.backbone.state_batch_dim
+        return map_state(lambda t: t.index_select(dim, index), state)
+
+    def scatter_state(self, state, index: torch.Tensor, sub_state):
+        """state with envs `index` replaced by sub_state (as returned by select_state)."""
+        dim = self.backbone.state_batch_dim
+        return map_state(lambda t, s: t.index_copy(dim, index, s.to(t.dtype)), state, sub_state)
+
+    def merge_state(self, state, fresh, keep: torch.Tensor):
+        """Envs where keep (B,) is True keep `state`, the others take `fresh`."""
+        dim = self.backbone.state_batch_dim
+
+        def pick(old, new):
+            shape = [1] * old.dim()
+            shape[dim] = -1
+            return torch.where(keep.view(shape), old, new)
+        return map_state(pick, state, fresh)
 
     def _token(self, embedding, timestep):
         return self.embed_dropout(self.embed_ln(embedding + self.embed_timestep(timestep)))

@@ -1,0 +1,145 @@
+"""ONNX export of the O(1) recurrent step, for deployment without torch.
+
+`decision-minrnn export --checkpoint RUN --out policy.onnx` writes:
+
+* policy.onnx: one environment step. Inputs: `obs` (N, obs_dim) normalized, `rtg` (N, 1) return-to-go
+  already divided by rtg_scale, `timestep` (N,) int64, `prev_action` (N, act_dim), `first` (N, 1) float
+  (1 at an episode's first step), and the recurrent state as explicit tensors `state_in_<i>`. Outputs:
+  `action` (N, act_dim) and `state_out_<i>`, to feed back as `state_in_<i>` at the next step.
+* policy.json beside it: what the step needs around it (normalizer, rtg_scale, target returns, dims, env id,
+  action bounds, state names and shapes). `decision_minrnn.onnx_runner` drives the pair with numpy and
+  onnxruntime only.
+
+The graph is the same math as `DecisionModel.act`. With interleaved tokens an env step feeds three tokens
+(a_{t-1}, R_t, s_t); at an episode's first step there is no a_{t-1}, so the graph computes that token's step
+and keeps the incoming state where `first` is 1. Transformer runs have no O(1) step and are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, MissingExtraError
+
+EXPORT_FORMAT = "decision-minrnn-onnx-step"
+EXPORT_VERSION = 1
+
+
+def flatten_state(state) -> list[torch.Tensor]:
+    """A backbone state (list of BlockState, or a tensor / (h, c) for torch RNNs) as a flat tensor list."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    out = []
+    for item in state:
+        if item is not None:
+            out.extend(flatten_state(item))
+    return out
+
+
+def unflatten_state(template, flat: list[torch.Tensor]):
+    """The inverse of flatten_state for a state shaped like `template`."""
+    it = iter(flat)
+
+    def build(t):
+        if isinstance(t, torch.Tensor):
+            return next(it)
+        parts = [None if x is None else build(x) for x in t]
+        return type(t)(*parts) if hasattr(t, "_fields") else type(t)(parts)
+    return build(template)
+
+
+class RecurrentStep(nn.Module):
+    """DecisionModel.act with explicit state tensors and a per-env `first` flag, for tracing."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.template = model.initial_state(1)
+
+    def forward(self, obs, rtg, timestep, prev_action, first, *state_flat):
+        m = self.model
+        state = unflatten_state(self.template, list(state_flat))
+        timestep = timestep.clamp(max=m.max_ep_len - 1)
+        if m.token_layout == "fused":
+            prev = prev_action * (1.0 - first)  # a_{-1} = 0
+            y, state = m.backbone.step(m._token(m.embed_return(rtg) + m.embed_state(obs) + m.embed_action(prev),
+                                                timestep), state)
+        else:
+            _, after_action = m.backbone.step(m._token(m.embed_action(prev_action), (timestep - 1).clamp(min=0)), state)
+            keep = first > 0.5
+            state = unflatten_state(self.template, [
+                torch.where(keep.view([-1] + [1] * (new.dim() - 1)) if m.backbone.state_batch_dim == 0
+                            else keep.view([1, -1] + [1] * (new.dim() - 2)), old, new)
+                for old, new in zip(state_flat, flatten_state(after_action))])
+            _, state = m.backbone.step(m._token(m.embed_return(rtg), timestep), state)
+            y, state = m.backbone.step(m._token(m.embed_state(obs), timestep), state)
+        return (m.predict_action(y), *flatten_state(state))
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs both; checked here for a clear message)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("export needs onnx: pip install 'decision-minrnn[export]'") from None
+
+
+def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
+    """Export model's recurrent step to `out` and write its metadata (meta + the state layout) beside it."""
+    _require_onnx()
+    step = RecurrentStep(model.eval()).eval()
+    n = 2  # example batch; the batch axis is exported as dynamic
+    state = flatten_state(model.initial_state(n))
+    example = (torch.zeros(n, model.obs_dim), torch.zeros(n, 1), torch.zeros(n, dtype=torch.long),
+               torch.zeros(n, model.act_dim), torch.ones(n, 1), *state)
+    state_in = [f"state_in_{i}" for i in range(len(state))]
+    state_out = [f"state_out_{i}" for i in range(len(state))]
+    inputs = ["obs", "rtg", "timestep", "prev_action", "first", *state_in]
+    batch_dim = model.backbone.state_batch_dim
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    dynamic = tuple({0: batch} for _ in range(5)) + (tuple({batch_dim: batch} for _ in state),)
+    # torch.export-based exporter with onnxscript's optimizer: 209 nodes and 0.135 ms per batch-1 step for the
+    # DT-size interleaved minGRU, against 237 / 0.147 ms from the TorchScript exporter (measured here).
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's progress lines and warnings are not the user's concern
+        program = torch.onnx.export(step, example, input_names=inputs, output_names=["action", *state_out],
+                                    dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True)
+    program.save(str(out))
+    meta = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "onnx": Path(out).name, **meta,
+            "obs_dim": model.obs_dim, "act_dim": model.act_dim, "max_ep_len": model.max_ep_len,
+            "token_layout": model.token_layout, "backbone": model.backbone_name,
+            "state": [{"input": i, "output": o, "shape": list(t.shape), "batch_dim": batch_dim}
+                      for i, o, t in zip(state_in, state_out, state)]}
+    Path(out).with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def export_onnx(checkpoint, out: str | Path) -> dict:
+    """Write OUT (.onnx) and OUT with .json for a checkpoint; returns the JSON metadata."""
+    _require_onnx()
+    from .evaluation import model_from_checkpoint
+    from .policy import action_bounds
+    from .train import eval_targets, policy_context
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise CheckpointError(f"--out {out} must end in .onnx")
+    if not out.parent.is_dir():
+        raise CheckpointError(f"--out {out}: directory {out.parent} does not exist")
+    ckpt, cfg, data, model = model_from_checkpoint(checkpoint, "cpu")
+    if not model.recurrent:
+        raise CheckpointError(f"the {cfg.model.backbone} backbone has no O(1) recurrent step to export; "
+                              "use load_policy(run, mode='window') in torch")
+    ctx = policy_context(cfg, data)
+    low, high = action_bounds(ctx.env_id)
+    return write_onnx(model, out, {
+        "checkpoint": str(ckpt.path), "step": ckpt.step, "env_id": ctx.env_id, "obs_mean": ctx.obs_norm.mean.tolist(),
+        "obs_std": ctx.obs_norm.std.tolist(), "rtg_scale": ctx.rtg_scale, "target_returns": eval_targets(cfg, data),
+        "action_low": low.tolist(), "action_high": high.tolist(), "ref_scores": data.get("ref_scores")})

@@ -1,0 +1,132 @@
+"""Run an exported policy (decision-minrnn export) with numpy and onnxruntime only: no torch import.
+
+    from decision_minrnn.onnx_runner import OnnxPolicy
+    policy = OnnxPolicy("policy.onnx")                  # reads policy.json beside it
+    policy.reset(n=1)                                   # target: the run's first target return
+    action = policy.act(obs)                            # then policy.act(obs, reward) at every step
+
+    python -m decision_minrnn.onnx_runner policy.onnx --episodes 10 --seed 0   # roll it out in Gymnasium
+
+This file imports nothing from torch or the rest of the package, so it can be copied next to the two
+exported files and used on its own (numpy, onnxruntime; gymnasium for the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class OnnxPolicy:
+    """The same bookkeeping as decision_minrnn.policy.Policy (normalization, return-to-go, timestep,
+    previous action, state), around the exported one-step graph."""
+
+    def __init__(self, onnx_path: str | Path, target_return: float | None = None, threads: int = 1):
+        import onnxruntime as ort
+
+        onnx_path = Path(onnx_path)
+        self.meta = json.loads(onnx_path.with_suffix(".json").read_text())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        m = self.meta
+        self.obs_dim, self.act_dim, self.env_id = m["obs_dim"], m["act_dim"], m["env_id"]
+        self.mean = np.asarray(m["obs_mean"], dtype=np.float32)
+        self.std = np.asarray(m["obs_std"], dtype=np.float32)
+        self.low = np.asarray(m["action_low"], dtype=np.float32)
+        self.high = np.asarray(m["action_high"], dtype=np.float32)
+        self.target_return = float(m["target_returns"][0] if target_return is None else target_return)
+        self.n = 0
+
+    def reset(self, n: int = 1, target_return: float | None = None) -> None:
+        target = self.target_return if target_return is None else float(target_return)
+        self.n = n
+        self.rtg = np.full((n, 1), target / self.meta["rtg_scale"], dtype=np.float32)
+        self.t = np.zeros(n, dtype=np.int64)
+        self.prev_action = np.zeros((n, self.act_dim), dtype=np.float32)
+        self.state = {}
+        for s in self.meta["state"]:
+            shape = list(s["shape"])
+            shape[s["batch_dim"]] = n
+            self.state[s["input"]] = np.zeros(shape, dtype=np.float32)
+
+    def act(self, obs, reward=None) -> np.ndarray:
+        """obs (obs_dim,) or (N, obs_dim) raw; reward (N,) of the previous step or None at the first step."""
+        obs = np.asarray(obs, dtype=np.float32)
+        single = obs.ndim == 1
+        obs = obs.reshape(-1, self.obs_dim) if single else obs
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"observation of shape {obs.shape} does not fit obs_dim {self.obs_dim}")
+        if self.n != obs.shape[0]:
+            self.reset(obs.shape[0])
+        if reward is not None:
+            # RTG_{t+1} = RTG_t - r_t / scale, in float32 as the torch policy computes it
+            r = np.asarray(reward, dtype=np.float64).reshape(-1).astype(np.float32)
+            self.rtg = self.rtg - r[:, None] / np.float32(self.meta["rtg_scale"])
+        feeds = {"obs": (obs - self.mean) / self.std, "rtg": self.rtg,
+                 "timestep": np.minimum(self.t, self.meta["max_ep_len"] - 1), "prev_action": self.prev_action,
+                 "first": (self.t == 0).astype(np.float32)[:, None], **self.state}
+        outputs = self.session.run(None, feeds)
+        action = np.clip(outputs[0], self.low, self.high)
+        for s, value in zip(self.meta["state"], outputs[1:]):
+            self.state[s["input"]] = value
+        self.prev_action, self.t = action, self.t + 1
+        return action[0] if single else action
+
+
+def rollout(policy: OnnxPolicy, episodes: int, seed: int, target_return: float | None, max_steps: int) -> dict:
+    """N episodes in lock-step, episode i seeded seed + i, as `decision-minrnn evaluate` runs them."""
+    import gymnasium as gym
+
+    envs = [gym.make(policy.env_id, max_episode_steps=max_steps) for _ in range(episodes)]
+    try:
+        policy.reset(episodes, target_return)
+        obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+        returns, active, reward = np.zeros(episodes), np.ones(episodes, dtype=bool), None
+        for _ in range(max_steps):
+            if not active.any():
+                break
+            action = policy.act(obs, reward)
+            reward = np.zeros(episodes)
+            for i in np.flatnonzero(active):
+                o, r, terminated, truncated, _ = envs[i].step(action[i])
+                obs[i], reward[i] = o, r
+                returns[i] += r
+                active[i] = not (terminated or truncated)
+    finally:
+        for env in envs:
+            env.close()
+    result = {"target_return": policy.target_return if target_return is None else float(target_return),
+              "returns": returns.tolist(), "return_mean": float(returns.mean())}
+    ref = policy.meta.get("ref_scores")
+    if ref:
+        normalized = 100.0 * (returns - ref["min"]) / (ref["max"] - ref["min"])
+        result.update(normalized=normalized.tolist(), normalized_mean=float(normalized.mean()))
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="roll out an exported decision-minrnn policy (numpy + onnxruntime)")
+    parser.add_argument("onnx")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-return", type=float, default=None)
+    parser.add_argument("--max-steps", type=int, default=1000)
+    args = parser.parse_args(argv)
+    path = Path(args.onnx)
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        print(f"error: {path} and {path.with_suffix('.json')} must both exist", file=sys.stderr)
+        return 2
+    result = rollout(OnnxPolicy(path), args.episodes, args.seed, args.target_return, args.max_steps)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
