@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 
 def _cmd_datasets_info(args) -> int:
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

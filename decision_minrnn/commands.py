@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 
 def _print_eval(results: list[dict]) -> None:
@@ -30,6 +30,9 @@ def cmd_train(args) -> int:
     from .train import train
 
     config_path = args.config
+    if args.resume and config_path is not None and args.run_dir and (Path(args.run_dir) / "checkpoints").is_dir():
+        raise ConfigError("--resume continues the run with its own config.yaml; --config would be ignored, so it "
+                          "is refused (change settings with --set, e.g. --set train.steps=20000)")
     if config_path is None:
         if not (args.resume and args.run_dir):
             raise CheckpointError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")

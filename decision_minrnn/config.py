@@ -10,6 +10,7 @@ live with the checkpoint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -116,6 +117,26 @@ def validate(cfg: Config) -> Config:
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
             raise ConfigError(f"{section}.{key} must be > 0")
+    for section, key in [("train", "lr"), ("train", "min_lr"), ("train", "weight_decay"), ("train", "grad_clip"),
+                         ("data", "rtg_scale"), ("model", "dropout"), ("model", "expansion"), ("model", "mlp_ratio")]:
+        value = getattr(getattr(cfg, section), key)
+        if not math.isfinite(value):
+            raise ConfigError(f"{section}.{key}={value} is not a finite number")
+    if cfg.model.forget_bias is not None and not math.isfinite(cfg.model.forget_bias):
+        raise ConfigError(f"model.forget_bias={cfg.model.forget_bias} is not a finite number")
+    if cfg.train.grad_clip <= 0:
+        raise ConfigError(f"train.grad_clip={cfg.train.grad_clip} must be > 0 (it is the gradient-norm bound)")
+    nonnegative = [("train", "weight_decay"), ("train", "threads"), ("train", "seed"), ("eval", "seed"),
+                   ("model", "mlp_ratio"), ("model", "conv_kernel")]
+    for section, key in nonnegative:
+        if getattr(getattr(cfg, section), key) < 0:
+            raise ConfigError(f"{section}.{key}={getattr(getattr(cfg, section), key)} must be >= 0")
+    for target in cfg.eval.target_returns or []:
+        if not math.isfinite(target):
+            raise ConfigError(f"eval.target_returns holds {target}; target returns must be finite")
+    if cfg.data.context_len > cfg.data.max_ep_len:
+        raise ConfigError(f"data.context_len={cfg.data.context_len} is longer than any episode can be "
+                          f"(data.max_ep_len={cfg.data.max_ep_len}); use data.sampler_mode=episode for whole episodes")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError("model.dropout must be in [0, 1)")
     if cfg.train.lr <= 0 or cfg.data.rtg_scale <= 0 or cfg.model.expansion <= 0:

@@ -19,6 +19,18 @@ class CheckpointError(UserError):
     """A checkpoint or run directory that is missing, not ours, or does not fit the environment."""
 
 
+class DivergedError(UserError):
+    """Training produced a non-finite loss (or evaluation a non-finite return)."""
+
+
+class Interrupted(UserError):
+    """SIGINT / SIGTERM stopped training after writing a checkpoint; exit_code is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class MissingExtraError(UserError):
     """An optional dependency that the requested command needs is not installed; the message names the extra."""
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from .checkpoint import load_checkpoint
-from .config import config_from_dict
+from .config import config_from_dict, validate
 from .envs.evaluate import evaluate_targets
 from .envs.video import check_encoder
 from .errors import CheckpointError
@@ -40,7 +40,7 @@ def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None,
                        max_steps=max_steps if max_steps is not None else cfg.eval.max_steps)
     if eval_cfg.episodes <= 0:
         raise CheckpointError("--episodes must be > 0")
-    cfg = replace(cfg, eval=eval_cfg)
+    cfg = validate(replace(cfg, eval=eval_cfg))  # --max-steps 0, --seed -1, --target-return inf: one line each
     ctx = policy_context(cfg, data)
     with torch.inference_mode():
         results = evaluate_targets(model, ctx, eval_targets(cfg, data), eval_cfg.episodes, eval_mode(cfg, model),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler
 from .envs.evaluate import PolicyContext, evaluate_targets
 from .envs.scores import RefScores, default_targets
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError, DivergedError, Interrupted, first_line
+from .memory import check_training_memory
 from .models import DecisionModel
+from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,20 +143,6 @@ class RunPaths:
         return self.root / "tb"
 
 
-def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """An existing run directory is only touched with --resume (continue) or --force (replace)."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
-        raise CheckpointError(f"run directory {run_dir} already exists; pass --resume to continue it "
-                              "or --force to replace it")
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    check_run_dir(run_dir, resume, force)
-    if force and not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _rng_state(sampler: WindowSampler, device: torch.device) -> dict:
     rng = {"torch": torch.get_rng_state(), "sampler": sampler.get_state()}
     if device.type == "cuda":
@@ -177,12 +166,50 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = 
         torch.set_num_threads(threads_before)
 
 
+class _StopSignals:
+    """SIGINT / SIGTERM during training: finish the current step, write a checkpoint, then stop."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
+    """The data must fit the environment it will be evaluated in: checked before any training step."""
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(f"cannot make environment {env_id!r}: {first_line(exc)}") from None
+    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    env.close()
+    if obs_shape != (obs_dim,) or act_shape != (act_dim,):
+        raise DataError(f"the data's obs/act dims {obs_dim}/{act_dim} do not match {env_id}'s spaces "
+                        f"{obs_shape}/{act_shape}; set data.env_id to the environment the data came from")
+
+
 def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, overrides: list[str] | None,
            progress: bool, stop_after: int | None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
     paths = RunPaths(Path(run_dir))
+    # Everything that can be refused is checked before the run directory is touched.
+    probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
     check_run_dir(paths.root, resume, force)
     ckpt = None
     if resume and list_checkpoints(paths.root):
@@ -196,7 +223,6 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
         raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    # Everything the user can get wrong in the data is found before the run directory is touched.
     dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
     if ckpt is not None:
         obs_norm = ObsNormalizer.from_dict(ckpt.state["data"]["obs_norm"])
@@ -207,11 +233,14 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
         obs_norm = ObsNormalizer.fit(dataset.episodes)
     data = data_state(dataset, obs_norm)
     device = resolve_device(cfg.train.device)
+    longest = max(len(e) for e in dataset.episodes)
+    check_training_memory(cfg, dataset.obs_dim, dataset.act_dim,
+                          longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len)
+    if dataset.env_id:
+        _check_env_spaces(dataset.env_id, dataset.obs_dim, dataset.act_dim)
     ctx, targets = None, None
     if cfg.eval.episodes > 0:  # training alone needs no env
         ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)
-    prepare_run_dir(paths.root, resume, force)
-    save_config(cfg, paths.config)
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dataset.obs_dim, dataset.act_dim).to(device)
@@ -220,19 +249,47 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     start_step = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt.model)
-        restore_optimizer(optimizer, ckpt)
+        try:
+            model.load_state_dict(ckpt.model)
+            restore_optimizer(optimizer, ckpt)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"the overrides do not fit the checkpoint in {paths.root} "
+                                  f"({first_line(exc, 160)}); resume with the run's own model settings") from None
         torch.set_rng_state(ckpt.train["rng.torch"])
         sampler.set_state(ckpt.train["rng.sampler"])
         if device.type == "cuda" and "rng.cuda" in ckpt.train:
             torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
         start_step = ckpt.step
+
+    replace = ForceReplace(paths.root) if force and not resume else None
+    if replace is not None:
+        replace.begin()
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock = RunDirLock(paths.root).acquire()
+    try:
+        save_config(cfg, paths.config)
+        return _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace,
+                     progress, stop_after, SummaryWriter, tqdm)
+    except BaseException:
+        if replace is not None:
+            replace.rollback()  # the new run never checkpointed: the old one comes back
+        raise
+    finally:
+        lock.release()
+
+
+def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace, progress,
+          stop_after, SummaryWriter, tqdm) -> dict:
     forward = torch.compile(model) if cfg.train.compile else model
     state = {"config": config_to_dict(cfg), "data": data}
+    loss_value = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
 
     def checkpoint(step):
+        state["loss"] = loss_value
         save_checkpoint(paths.root, step, model, optimizer, state, _rng_state(sampler, device),
                         keep=cfg.train.keep_checkpoints)
+        if replace is not None:
+            replace.commit()  # the new run has started for real: the replaced one can go
 
     def evaluate(step):
         results = evaluate_targets(model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model),
@@ -252,43 +309,51 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
     end_step = min(cfg.train.steps, stop_after) if stop_after is not None else cfg.train.steps
     bar = tqdm(total=cfg.train.steps, initial=start_step, disable=not progress, desc=cfg.name, dynamic_ncols=True, mininterval=1.0)
     window_start, window_samples = time.perf_counter(), 0
-    loss_value = float("nan")
-    try:
-        for step in range(start_step, end_step):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample().items()}
-            with amp:
-                pred = forward(batch)
-            loss = masked_mse(pred, batch["act"], batch["mask"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            window_samples += cfg.train.batch_size
-            done = step + 1
-            if done % cfg.train.log_every == 0 or done == end_step:
+    with _StopSignals() as signals:
+        try:
+            for step in range(start_step, end_step):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample().items()}
+                with amp:
+                    pred = forward(batch)
+                loss = masked_mse(pred, batch["act"], batch["mask"])
+                done = step + 1
+                if not torch.isfinite(loss):  # stop before this step touches the weights or a checkpoint
+                    raise DivergedError(f"loss became {loss.item()} at step {done}; no checkpoint was written for "
+                                        "it. Lower train.lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                window_samples += cfg.train.batch_size
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise ConfigError(f"loss became {loss_value} at step {done}; lower train.lr or check the data")
-                elapsed = time.perf_counter() - window_start
-                writer.add_scalar("train/loss", loss_value, done)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], done)
-                writer.add_scalar("train/grad_norm", float(grad_norm), done)
-                writer.add_scalar("train/samples_per_s", window_samples / max(elapsed, 1e-9), done)
-                window_start, window_samples = time.perf_counter(), 0
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-            bar.update(1)
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps \
-                    and cfg.eval.episodes > 0:
-                evaluate(done)
-            if done % cfg.train.checkpoint_every == 0 or done == end_step:
-                checkpoint(done)
-    finally:
-        bar.close()
+                if done % cfg.train.log_every == 0 or done == end_step:
+                    elapsed = time.perf_counter() - window_start
+                    writer.add_scalar("train/loss", loss_value, done)
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], done)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), done)
+                    writer.add_scalar("train/samples_per_s", window_samples / max(elapsed, 1e-9), done)
+                    window_start, window_samples = time.perf_counter(), 0
+                    bar.set_postfix(loss=f"{loss_value:.4f}")
+                bar.update(1)
+                if signals.received is not None:
+                    checkpoint(done)
+                    name = signal.Signals(signals.received).name
+                    raise Interrupted(f"{name}: stopped at step {done} with a checkpoint; continue with "
+                                      f"--resume --run-dir {paths.root}", exit_code=128 + signals.received)
+                if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps \
+                        and cfg.eval.episodes > 0:
+                    evaluate(done)
+                if done % cfg.train.checkpoint_every == 0 or done == end_step:
+                    checkpoint(done)
+        finally:
+            bar.close()
     if end_step < cfg.train.steps:  # stopped early on purpose (tests): no final evaluation
         writer.close()
         return {"step": end_step, "finished": False}
+    if replace is not None:
+        replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started
     summary = {"name": cfg.name, "step": cfg.train.steps, "finished": True, "final_loss": loss_value,
                "backbone": cfg.model.backbone, "dataset": data["name"], "seed": cfg.train.seed,
                "behaviour_normalized": data.get("behaviour_normalized")}
@@ -299,4 +364,3 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
     writer.close()
     paths.final.write_text(json.dumps(summary, indent=1))
     return summary
-

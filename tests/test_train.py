@@ -75,7 +75,8 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_minari):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "final.json").exists(), "the run finished before it could be killed"
-    subprocess.run(cmd + ["--run-dir", str(tmp_path / "killed"), "--resume"], env=env, check=True)
+    resume = [sys.executable, "-m", "decision_minrnn.cli", "train", "--resume", "--no-progress"]
+    subprocess.run(resume + ["--run-dir", str(tmp_path / "killed")], env=env, check=True)
     train(load_config(path, overrides), tmp_path / "straight", progress=False)
     a, _ = weights(tmp_path / "straight")
     b, _ = weights(tmp_path / "killed")

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..data.normalization import ObsNormalizer
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DivergedError
+from ..memory import check_evaluation_memory
 from ..policy import Policy
 from .scores import RefScores
 from .video import prepare_headless_rendering, render_frame, write_mp4
@@ -116,6 +117,7 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
     if mode == "recurrent" and not model.recurrent:
         raise CheckpointError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
     model.eval()
+    check_evaluation_memory(episodes)
     if video_path is not None:
         prepare_headless_rendering()
     batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
@@ -146,6 +148,9 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
         model_seconds += time.perf_counter() - start
         obs, rewards = batch.step(action, obs)
     returns = batch.returns.copy()
+    if not np.isfinite(returns).all():
+        raise DivergedError(f"evaluation in {ctx.env_id} produced a non-finite return (NaN or inf weights, "
+                            "normalizer or target?); no score was recorded")
     result = {
         "target_return": float(target_return),
         "mode": policy.mode,

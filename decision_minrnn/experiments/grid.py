@@ -53,6 +53,12 @@ def _absolute_sources(config_path: Path) -> list[str]:
     return [str(Path(s).resolve()) if Path(s).is_file() else s for s in cfg.data.source]
 
 
+def _check_path_component(path, what: str, value: str) -> None:
+    """Grid names and dataset labels become directories under the runs root: one plain component each."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or Path(value).is_absolute():
+        raise ConfigError(f"grid file {path}: {what} {value!r} must be a plain directory name (no '/', '..')")
+
+
 def load_grid(path: str | Path) -> Grid:
     file = Path(path)
     spec = read_yaml_mapping(file, "grid")
@@ -64,8 +70,18 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"grid file {path}: 'datasets' must map labels to config files")
     if not isinstance(backbones, list) or not backbones or not isinstance(seeds, list) or not seeds:
         raise ConfigError(f"grid file {path}: 'backbones' and 'seeds' must be non-empty lists")
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"grid file {path}: 'seeds' must be integers, got {seeds}") from None
+    name = str(spec.get("name") or file.stem)
+    for what, value in [("name", name), *[("dataset label", str(label)) for label in datasets]]:
+        _check_path_component(path, what, value)
     common = [str(x) for x in spec.get("set") or []]
     per_backbone = spec.get("backbone_set") or {}
+    if not isinstance(per_backbone, dict) or set(per_backbone) - set(backbones):
+        extra = sorted(set(per_backbone) - set(backbones)) if isinstance(per_backbone, dict) else per_backbone
+        raise ConfigError(f"grid file {path}: backbone_set names {extra}, which is not among backbones {backbones}")
     runs = []
     for label, config_path in datasets.items():
         config_path = Path(config_path)
@@ -81,4 +97,4 @@ def load_grid(path: str | Path) -> Grid:
                 run = RunSpec(str(label), str(backbone), int(seed), str(config_path.resolve()), overrides)
                 run.config()  # fail now, not inside a worker, when a combination is invalid
                 runs.append(run)
-    return Grid(str(spec.get("name") or file.stem), runs)
+    return Grid(name, runs)

@@ -169,3 +169,18 @@ def test_probability_of_improvement_against_the_transformer(tmp_path):
     assert p["probability"] == pytest.approx(0.5)  # wins every pair on hopper, loses every pair on walker2d
     (agg,) = [a for a in result["stats"]["aggregate"] if a["backbone"] == "mingru"]
     assert agg["mean"] == pytest.approx(np.mean([50, 51, 52, 5, 6, 7])) and agg["n"] == 3
+
+
+@pytest.mark.parametrize("content,message", [
+    ("name: ../../escape\ndatasets: {a: x.yaml}\nbackbones: [mingru]\n", "name '../../escape' must be a plain"),
+    ("datasets: {../up: x.yaml}\nbackbones: [mingru]\n", "dataset label '../up'"),
+    ("datasets: {a: x.yaml}\nbackbones: [mingru]\nseeds: [zero]\n", "'seeds' must be integers"),
+    ("datasets: {a: x.yaml}\nbackbones: [mingru]\nbackbone_set: {mingur: [model.dropout=0.0]}\n", "['mingur']"),
+])
+def test_grid_files_that_would_escape_or_be_ignored_are_refused(tmp_path, capsys, content, message):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(content)
+    assert main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--no-ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()

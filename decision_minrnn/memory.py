@@ -1,0 +1,62 @@
+"""A memory estimate before allocating: a setting that cannot fit is refused with one line naming what to
+lower, instead of growing past the machine's memory for tens of seconds or ending in an allocation traceback.
+
+The estimates are rough upper bounds (float32 everywhere): parameters with their gradients and AdamW's two
+moments (16 bytes each), plus the activations that a training step keeps for its backward pass, about 140 MB
+for DT's default recipe. A setting is refused when its estimate exceeds 90% of the memory available now.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ConfigError
+
+FLOAT = 4
+ACTIVATIONS_PER_TOKEN_LAYER = 24  # floats x width kept per token per layer: norms, gates, scan, 4x MLP, residuals
+ENV_BYTES = 8 * 2**20  # one MuJoCo env with its Gymnasium wrappers, generously
+SAFETY = 0.9  # of the memory available now
+
+
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory; None if neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def training_bytes(cfg, obs_dim: int, act_dim: int, tokens_per_step: int, context_len: int) -> int:
+    m = cfg.model
+    width = max(m.embed_dim, int(m.embed_dim * m.expansion))
+    per_layer_params = 12 * width * width  # gates (up to 3 x H x D) + MLP (2 x mlp_ratio x D^2) + norms, rounded up
+    params = m.n_layers * per_layer_params + cfg.data.max_ep_len * m.embed_dim + (obs_dim + act_dim + 1) * m.embed_dim
+    tokens = cfg.train.batch_size * context_len * tokens_per_step
+    activations = tokens * m.n_layers * ACTIVATIONS_PER_TOKEN_LAYER * m.embed_dim
+    if m.backbone == "transformer":  # attention scores and probabilities, per head and layer
+        length = context_len * tokens_per_step
+        activations += 2 * cfg.train.batch_size * m.n_heads * m.n_layers * length * length
+    return FLOAT * (4 * params + activations)
+
+
+def check_training_memory(cfg, obs_dim: int, act_dim: int, context_len: int) -> None:
+    tokens_per_step = 3 if cfg.model.token_layout == "interleaved" else 1
+    need, have = training_bytes(cfg, obs_dim, act_dim, tokens_per_step, context_len), available_bytes()
+    if have is not None and need > SAFETY * have:
+        raise ConfigError(f"a training step would need about {need / 2**30:.1f} GiB, more than the "
+                          f"{have / 2**30:.1f} GiB available; lower train.batch_size, data.context_len or "
+                          f"model.embed_dim (now {cfg.train.batch_size}, {context_len}, {cfg.model.embed_dim})")
+
+
+def check_evaluation_memory(episodes: int) -> None:
+    need, have = episodes * ENV_BYTES, available_bytes()
+    if have is not None and need > SAFETY * have:
+        raise ConfigError(f"{episodes} episodes at once would need about {need / 2**30:.1f} GiB of environments, "
+                          f"more than the {have / 2**30:.1f} GiB available; lower --episodes / eval.episodes")

@@ -1,0 +1,192 @@
+"""Never lose a user's files: --force replaces only run directories and only once the new run has started,
+one process per run directory, non-finite values stop with one line, signals leave a checkpoint. Every case
+checks the exit code, a single line without a traceback, and that the files that existed are unchanged."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from decision_minrnn.cli import main
+from test_train import cli_sets, cli_trained_run, tiny_config
+
+
+def snapshot(root: Path) -> dict:
+    """Path -> sha256 of every file under root (the lock file's holder text excluded)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_force_refuses_a_directory_that_is_not_a_run(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "thesis.txt").write_text("x")
+    before = snapshot(precious)
+    assert main(["train", "--config", str(path), "--run-dir", str(precious), "--force", *cli_sets(overrides)]) == 2
+    one_line_error(capsys, "--force refused", "not a decision-minrnn run directory", "nothing was deleted")
+    assert snapshot(precious) == before and (precious / "sub").is_dir()
+
+
+def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(tmp_path, tiny_minari, capsys,
+                                                                               monkeypatch):
+    path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
+    (Path(run) / "notes.txt").write_text("mine")
+    before = snapshot(Path(run))
+    assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets]) == 2
+    one_line_error(capsys, "--force refused")
+    (Path(run) / "notes.txt").unlink()
+    monkeypatch.chdir(run)
+    assert main(["train", "--config", str(path), "--run-dir", ".", "--force", "--no-progress", *sets]) == 2
+    one_line_error(capsys, "contains the current directory")
+    assert snapshot(Path(run)) == {k: v for k, v in before.items() if k != "notes.txt"}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=nan", "train.lr=nan is not a finite number"),
+    ("train.weight_decay=-5", "train.weight_decay=-5.0 must be >= 0"),
+    ("train.threads=-1", "train.threads=-1 must be >= 0"),
+    ("train.grad_clip=0", "train.grad_clip=0.0 must be > 0"),
+    ("train.grad_clip=-1", "must be > 0"),
+    ("data.rtg_scale=nan", "data.rtg_scale=nan is not a finite number"),
+    ("eval.target_returns=[inf]", "target returns must be finite"),
+    ("train.seed=-1", "train.seed=-1 must be >= 0"),
+    ("data.env_id=Walker2d-v5", "do not match Walker2d-v5's spaces"),
+])
+def test_force_with_a_bad_new_run_leaves_the_old_one_byte_identical(tmp_path, tiny_minari, capsys, override, message):
+    path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
+    before = snapshot(Path(run))
+    capsys.readouterr()
+    assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets,
+                 "--set", override]) == 2
+    one_line_error(capsys, message)
+    assert snapshot(Path(run)) == before
+
+
+def test_force_whose_new_run_diverges_puts_the_old_run_back(tmp_path, tiny_minari, capsys):
+    path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
+    before = snapshot(Path(run))
+    capsys.readouterr()
+    # An infinite learning rate is finite-checked away, so diverge through a huge one: the first update
+    # overflows the weights and the next loss is not finite.
+    assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets,
+                 "--set", "train.lr=1e20", "--set", "train.warmup_steps=0", "--set", "train.grad_clip=1e10"]) == 2
+    one_line_error(capsys, "loss became", "at step", "no checkpoint was written")
+    assert snapshot(Path(run)) == before
+    assert not [p for p in Path(run).parent.iterdir() if ".replaced-" in p.name]
+
+
+def test_non_finite_loss_stops_at_its_step_before_any_checkpoint(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.lr=1e20", "train.warmup_steps=0",
+                                                                 "train.grad_clip=1e10"])
+    run = tmp_path / "r"
+    assert main(["train", "--config", str(path), "--run-dir", str(run), "--no-progress", *cli_sets(overrides)]) == 2
+    err = one_line_error(capsys, "loss became")
+    assert "at step 2" in err or "at step 3" in err
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+
+
+def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_minari, capsys):
+    path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
+    before = snapshot(Path(run))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--run-dir", run, "--no-progress", "--set", "model.backbone=transformer",
+                 "--set", "train.steps=20"]) == 2
+    one_line_error(capsys, "do not fit the checkpoint")
+    assert main(["train", "--resume", "--run-dir", run, "--config", str(path), "--no-progress"]) == 2
+    one_line_error(capsys, "--config would be ignored")
+    assert snapshot(Path(run)) == before
+
+
+@pytest.mark.parametrize("args,message", [(["--max-steps", "0"], "eval.max_steps must be > 0"),
+                                          (["--seed", "-1"], "eval.seed=-1 must be >= 0"),
+                                          (["--target-return", "inf"], "must be finite")])
+def test_evaluate_refuses_bad_numbers(tmp_path, tiny_minari, capsys, args, message):
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", run, "--episodes", "1", *args]) == 2
+    one_line_error(capsys, message)
+
+
+def _start_training(tmp_path, dataset_id, run, steps=100000):
+    path, overrides = tiny_config(tmp_path, dataset_id, steps, ["train.threads=1"])
+    cmd = [sys.executable, "-m", "decision_minrnn.cli", "train", "--config", str(path), "--no-progress",
+           "--run-dir", str(run), *cli_sets(overrides)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
+    ckpts = run / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
+    return proc, path, overrides
+
+
+@pytest.mark.slow
+def test_a_second_process_is_refused_while_a_run_is_live(tmp_path, tiny_minari, capsys):
+    run = tmp_path / "live"
+    proc, path, overrides = _start_training(tmp_path, tiny_minari[0], run)
+    try:
+        for extra in (["--resume"], ["--force", "--config", str(path)], ["--config", str(path)]):
+            assert main(["train", "--run-dir", str(run), "--no-progress", *extra, *cli_sets(overrides)]) == 2
+            one_line_error(capsys, f"is in use by pid {proc.pid}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # The lock died with its holder: the run resumes.
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=10"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_writes_a_checkpoint_and_exits_with_one_line(tmp_path, tiny_minari, sig, code):
+    run = tmp_path / "sig"
+    proc, _, _ = _start_training(tmp_path, tiny_minari[0], run)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted: {signal.Signals(sig).name}: stopped at step"), err
+    step = int(lines[0].split("stopped at step ")[1].split()[0])
+    assert (run / "checkpoints" / f"step-{step:08d}").is_dir()  # the current step, not the last periodic one
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", f"train.steps={step + 5}"]) == 0
+
+
+@pytest.mark.parametrize("override,setting", [("train.batch_size=10000000", "train.batch_size"),
+                                              ("data.context_len=100000", "longer than any episode can be"),
+                                              ("model.embed_dim=100000", "model.embed_dim")])
+def test_a_setting_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path, tiny_minari, capsys, override,
+                                                                          setting):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    start = time.perf_counter()
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r"), *cli_sets(overrides),
+                 "--set", override]) == 2
+    one_line_error(capsys, setting)
+    assert time.perf_counter() - start < 30 and not (tmp_path / "r").exists()
+
+
+def test_too_many_evaluation_episodes_are_refused(tmp_path, tiny_minari, capsys):
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", run, "--episodes", "10000000"]) == 2
+    one_line_error(capsys, "lower --episodes")
+
+
+def test_the_default_recipe_fits():
+    from decision_minrnn.config import load_config
+    from decision_minrnn.memory import training_bytes
+
+    need = training_bytes(load_config(None, []), 11, 3, tokens_per_step=3, context_len=20)
+    assert 50 * 2**20 < need < 500 * 2**20
