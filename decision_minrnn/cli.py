@@ -51,8 +51,30 @@ def _cmd_datasets_list(args) -> int:
     return 0
 
 
+def _cmd_configs(args) -> int:
+    from .resources import configs_dir, packaged_configs
+
+    listing = packaged_configs()
+    if args.json:
+        print(json.dumps({"root": str(configs_dir()), **listing}, indent=1))
+        return 0
+    print(f"packaged configs (decision-minrnn train --config NAME), in {configs_dir()}:")
+    for name in listing["configs"]:
+        print(f"  {name}")
+    print("packaged grids (decision-minrnn sweep --grid NAME):")
+    for name in listing["grids"]:
+        print(f"  {name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="decision-minrnn", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="decision-minrnn",
+        description="Decision-Transformer-style offline RL with minGRU / minLSTM backbones: train on D4RL-style "
+                    "datasets, evaluate in Gymnasium MuJoCo, export, sweep and report.")
+    parser.add_argument("--version", action="version", version=f"decision-minrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     datasets = sub.add_parser("datasets", help="inspect offline datasets")
@@ -66,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = dsub.add_parser("list", help="list local Minari datasets (MINARI_DATASETS_PATH)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_cmd_datasets_list)
+
+    configs = sub.add_parser("configs", help="list the configs and grids shipped in the package")
+    configs.add_argument("--json", action="store_true")
+    configs.set_defaults(func=_cmd_configs)
 
     from . import commands
 

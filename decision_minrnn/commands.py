@@ -58,7 +58,8 @@ def cmd_evaluate(args) -> int:
 
     results = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, mode=args.mode,
                                   targets=args.target_return, seed=args.seed, device=args.device,
-                                  env_id=args.env_id, max_steps=args.max_steps, video_dir=args.video)
+                                  env_id=args.env_id, max_steps=args.max_steps, video_dir=args.video,
+                                  compile=args.compile)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -78,7 +79,8 @@ def cmd_export(args) -> int:
 
 def register(sub) -> None:
     train = sub.add_parser("train", help="train a decision model from a config")
-    train.add_argument("--config", help="YAML config (only what differs from the defaults)")
+    train.add_argument("--config", help="YAML config (only what differs from the defaults), or a packaged config "
+                                        "name such as quickstart (see `decision-minrnn configs`)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="dotted override, e.g. --set model.backbone=minlstm (repeatable)")
     train.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<config name>)")
@@ -105,6 +107,8 @@ def register(sub) -> None:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--video", metavar="DIR", default=None,
                     help="also write each target's first episode as an mp4 into DIR (needs the [video] extra)")
+    ev.add_argument("--compile", action="store_true",
+                    help="act through a torch.compile'd recurrent step (faster per step, equal to float32 rounding)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, first_line
+from .resources import find_config, resolve_data_path
 
 
 @dataclass
@@ -175,6 +176,8 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML file <- dotted overrides (`a.b=value`), checked for unknown keys and types."""
     schema = OmegaConf.structured(Config)
+    if path is not None:
+        path = find_config(path)  # a file, or a packaged config by name (`decision-minrnn configs`)
     try:
         merged = schema
         if path is not None:
@@ -184,7 +187,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             merged = OmegaConf.merge(merged, _source_as_list(loaded))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad config: {_error_line_with_key(exc)}") from None
-    return config_from_dict(OmegaConf.to_container(merged), overrides)
+    cfg = config_from_dict(OmegaConf.to_container(merged), overrides)
+    # pkg: names and hdf5 paths relative to the config file become real paths (resources.py).
+    # 'a+b' becomes [a, b]: the same concatenation (data/episodes.py load_source).
+    cfg.data.source = [resolve_data_path(part.strip(), path) for item in cfg.data.source
+                       for part in str(item).split("+") if part.strip()]
+    return cfg
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -27,7 +27,7 @@ def model_from_checkpoint(path, device="cpu"):
 
 
 def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None, device="auto", env_id=None,
-                        max_steps=None, video_dir=None) -> dict:
+                        max_steps=None, video_dir=None, compile=False) -> dict:
     if video_dir is not None:
         check_encoder()  # fail before any episode runs
     device = resolve_device(device)
@@ -44,6 +44,6 @@ def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None,
     ctx = policy_context(cfg, data)
     with torch.inference_mode():
         results = evaluate_targets(model, ctx, eval_targets(cfg, data), eval_cfg.episodes, eval_mode(cfg, model),
-                                   eval_cfg.seed, eval_cfg.max_steps, device, video_dir)
+                                   eval_cfg.seed, eval_cfg.max_steps, device, video_dir, compile)
     return {"checkpoint": str(ckpt.path), "step": ckpt.step, "env_id": ctx.env_id, "backbone": cfg.model.backbone,
             "results": results}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -107,10 +108,16 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
     dynamic = tuple({0: batch} for _ in range(5)) + (tuple({batch_dim: batch} for _ in state),)
     # torch.export-based exporter with onnxscript's optimizer: 209 nodes and 0.135 ms per batch-1 step for the
     # DT-size interleaved minGRU, against 237 / 0.147 ms from the TorchScript exporter (measured here).
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # the exporter's progress lines and warnings are not the user's concern
-        program = torch.onnx.export(step, example, input_names=inputs, output_names=["action", *state_out],
-                                    dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # the exporter's progress lines and warnings are not the user's concern
+            program = torch.onnx.export(step, example, input_names=inputs, output_names=["action", *state_out],
+                                        dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True)
+    finally:
+        onnx_logger.setLevel(level)
     program.save(str(out))
     meta = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "onnx": Path(out).name, **meta,
             "obs_dim": model.obs_dim, "act_dim": model.act_dim, "max_ep_len": model.max_ep_len,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def rollout(policy: OnnxPolicy, episodes: int, seed: int, target_return: float |
     import gymnasium as gym
 
     envs = [gym.make(policy.env_id, max_episode_steps=max_steps) for _ in range(episodes)]
+    model_s = env_s = 0.0
     try:
         policy.reset(episodes, target_return)
         obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
@@ -92,18 +94,23 @@ def rollout(policy: OnnxPolicy, episodes: int, seed: int, target_return: float |
         for _ in range(max_steps):
             if not active.any():
                 break
+            start = time.perf_counter()
             action = policy.act(obs, reward)
+            model_s += time.perf_counter() - start
             reward = np.zeros(episodes)
+            start = time.perf_counter()
             for i in np.flatnonzero(active):
                 o, r, terminated, truncated, _ = envs[i].step(action[i])
                 obs[i], reward[i] = o, r
                 returns[i] += r
                 active[i] = not (terminated or truncated)
+            env_s += time.perf_counter() - start
     finally:
         for env in envs:
             env.close()
     result = {"target_return": policy.target_return if target_return is None else float(target_return),
-              "returns": returns.tolist(), "return_mean": float(returns.mean())}
+              "returns": returns.tolist(), "return_mean": float(returns.mean()),
+              "timing": {"model_seconds": model_s, "env_seconds": env_s}}
     ref = policy.meta.get("ref_scores")
     if ref:
         normalized = 100.0 * (returns - ref["min"]) / (ref["max"] - ref["min"])

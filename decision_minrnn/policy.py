@@ -90,7 +90,7 @@ class Policy:
         # compile: the recurrent step (export.RecurrentStep: the same math token by token, with the state as
         # flat tensors) through torch.compile, which fuses the small ops that dominate a batch-1 step
         # (BENCHMARKS.md section 4). Actions agree with the eager path to float32 rounding, not bit for bit.
-        self._compiled = None
+        self._compiled, self._compiled_sizes = None, set()
         if compile and mode == "recurrent":
             from .export import RecurrentStep
 
@@ -103,6 +103,12 @@ class Policy:
             raise ConfigError(f"reset(n={n}): n must be >= 1")
         target = self.target_return if target_return is None else check_target(target_return)
         self.state = self.initial_state(n, target)
+        if self._compiled is not None and n not in self._compiled_sizes:
+            # Compile now, for this batch size, with a throwaway step: reset() pays it, not the first act().
+            with torch.inference_mode(), cpu_threads(self.threads, self.device):
+                self._recurrent_action(torch.zeros(n, self.obs_dim, device=self.device), self.state.rtg,
+                                       self.state.t, self.state)
+            self._compiled_sizes.add(n)
 
     @torch.inference_mode()
     def act(self, obs, reward=None) -> np.ndarray:

@@ -30,6 +30,7 @@ from .envs.scores import RefScores, default_targets
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, Interrupted, first_line
 from .memory import check_training_memory
 from .models import DecisionModel
+from .nn.scan import opaque_to_compile
 from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
 
 
@@ -280,6 +281,8 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
 
 def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace, progress,
           stop_after, SummaryWriter, tqdm) -> dict:
+    if cfg.train.compile:
+        opaque_to_compile()
     forward = torch.compile(model) if cfg.train.compile else model
     state = {"config": config_to_dict(cfg), "data": data}
     loss_value = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")

@@ -168,3 +168,21 @@ def test_compile_gates_trains_to_the_same_loss_as_eager(tmp_path, tiny_minari):
         summary = train(load_config(path, overrides), tmp_path / f"run-{compile_gates}", progress=False)
         losses[compile_gates] = summary["final_loss"]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_commands_do_not_import_dynamo_unless_compiling(tmp_path):
+    """torch.compiler.disable at import pulled in torch._dynamo for every command, doubling start-up."""
+    code = ("import sys; import decision_minrnn.train, decision_minrnn.policy; from decision_minrnn.cli import main; "
+            "main(['datasets', 'list']); assert 'torch._dynamo' not in sys.modules, 'dynamo imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MINARI_DATASETS_PATH": str(tmp_path)},
+                   stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_train_compile_hides_the_scans_and_trains(tmp_path, tiny_minari):
+    from decision_minrnn.nn import scan
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 3, ["train.compile=true", "train.log_every=1"])
+    summary = train(load_config(path, overrides), tmp_path / "c", progress=False)
+    assert summary["finished"] and math.isfinite(summary["final_loss"])
+    assert scan.scan_sequential._opaque and scan.scan_chunked._opaque

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..envs.scores import RefScores, d4rl_ref_scores, env_id_for, task_of
 from ..errors import DataError, first_line
+from ..resources import resolve_data_path
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -266,7 +267,7 @@ def compose(datasets: list[OfflineDataset]) -> OfflineDataset:
 def load_source(source: str | list[str], env_id: str | None = None, env_version: str = "v5") -> OfflineDataset:
     """One source or several: a Minari id, a D4RL hdf5 path, a list of them, or 'a+b' (concatenation)."""
     items = list(source) if isinstance(source, (list, tuple)) else [source]
-    sources = [part.strip() for item in items for part in str(item).split("+") if part.strip()]
+    sources = [resolve_data_path(part.strip(), None) for item in items for part in str(item).split("+") if part.strip()]
     if not sources:
         raise DataError("no dataset source given")
     loaded = []

@@ -110,9 +110,9 @@ def _check_spaces(batch: EpisodeBatch, model) -> None:
 @torch.no_grad()
 def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10, mode: str = "recurrent",
             seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu",
-            video_path: str | Path | None = None) -> dict:
+            video_path: str | Path | None = None, compile: bool = False) -> dict:
     """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings.
-    video_path: also write the first episode (seed `seed`) there as an mp4."""
+    video_path: also write the first episode (seed `seed`) there as an mp4. compile: Policy(compile=True)."""
     device = torch.device(device)
     if mode == "recurrent" and not model.recurrent:
         raise CheckpointError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
@@ -122,7 +122,7 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
         prepare_headless_rendering()
     batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
     try:
-        result = _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device)
+        result = _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device, compile)
         if video_path is not None:
             fps = batch.envs[0].metadata.get("render_fps") or 30
             result["video"] = str(write_mp4(batch.frames, video_path, fps))
@@ -131,11 +131,11 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
         batch.close()
 
 
-def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device) -> dict:
+def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device, compile=False) -> dict:
     _check_spaces(batch, model)
     space = batch.action_space
     policy = Policy(model, ctx.obs_norm, ctx.rtg_scale, ctx.context_len, target_return, mode, device,
-                    space.low, space.high, ctx.env_id)
+                    space.low, space.high, ctx.env_id, compile=compile)
     policy.reset(episodes)
     obs = batch.reset([seed + i for i in range(episodes)])
     rewards = None  # finished episodes get r = 0 from EpisodeBatch and are ignored anyway
@@ -172,9 +172,10 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
 
 
 def evaluate_targets(model, ctx: PolicyContext, targets, episodes: int, mode: str, seed: int, max_steps: int,
-                     device, video_dir: str | Path | None = None) -> list[dict]:
+                     device, video_dir: str | Path | None = None, compile: bool = False) -> list[dict]:
     """One rollout batch per target return (DT evaluates each of its two targets separately).
     video_dir: one mp4 per target, of the episode seeded `seed`."""
     return [rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device,
-                    None if video_dir is None else Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4")
+                    None if video_dir is None else Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4",
+                    compile)
             for target in targets]

@@ -81,7 +81,8 @@ def _print_latency(rows) -> None:
 
 def register(sub) -> None:
     sw = sub.add_parser("sweep", help="run a grid of datasets x backbones x seeds on Ray")
-    sw.add_argument("--grid", required=True, help="grid YAML (configs/grids/NAME.yaml)")
+    sw.add_argument("--grid", required=True, help="grid YAML, or a packaged grid name such as bench-cpu "
+                                                  "(see `decision-minrnn configs`)")
     sw.add_argument("--runs-root", default="runs/sweeps")
     sw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     sw.add_argument("--max-parallel", type=int, default=None, help="runs at once on a local Ray (default: one per CPU)")

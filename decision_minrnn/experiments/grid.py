@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import Config, load_config, read_yaml_mapping
 from ..errors import ConfigError
+from ..resources import find_config
 
 GRID_KEYS = {"name", "datasets", "backbones", "seeds", "set", "backbone_set"}
 
@@ -60,7 +61,7 @@ def _check_path_component(path, what: str, value: str) -> None:
 
 
 def load_grid(path: str | Path) -> Grid:
-    file = Path(path)
+    file = find_config(path, "grid")  # a file, or a packaged grid by name
     spec = read_yaml_mapping(file, "grid")
     unknown = set(spec) - GRID_KEYS
     if unknown:

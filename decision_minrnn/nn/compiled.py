@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import first_line
+from .scan import opaque_to_compile
 
 _compiled: dict[Callable, Callable] = {}
 _unavailable: set[Callable] = set()
@@ -29,6 +30,7 @@ def call_compiled(fn: Callable, *args):
         return fn(*args)
     compiled = _compiled.get(fn)
     if compiled is None:
+        opaque_to_compile()
         # dynamic=None: the first shape is compiled static; a second shape (the last, shorter time chunk,
         # another batch size) triggers one dynamic-shape recompile instead of one per shape.
         compiled = _compiled[fn] = torch.compile(fn, dynamic=None)

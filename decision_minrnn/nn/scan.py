@@ -26,6 +26,7 @@ what scripts/bench_scan.py measured. All scans run in float32 even under autocas
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -161,9 +162,6 @@ class _ChunkedScan(torch.autograd.Function):
         return grad_a, grad_b, grad_h0, None
 
 
-# torch.compile must not trace these: the time loop would be unrolled T times. With the scans kept opaque,
-# compiling a model still fuses the elementwise gate math around them (train.compile=true).
-@torch.compiler.disable
 def scan_sequential(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """Exact scan as a loop over T, vectorized over (B, H), with an O(T) reverse-scan backward."""
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (a, b, h0)):
@@ -173,12 +171,24 @@ def scan_sequential(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = 
     return _SequentialScan.apply(a, b, h0)
 
 
-@torch.compiler.disable
 def scan_chunked(
     a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int | None = None
 ) -> torch.Tensor:
     """Exact chunked linear-space scan; chunk defaults to sqrt(T)."""
     return _ChunkedScan.apply(a, b, h0, chunk or _default_chunk(a.shape[1]))
+
+
+def opaque_to_compile() -> None:
+    """Hide the scans from torch.compile: its tracer would unroll their time loop T times. With the scans
+    opaque, compiling a model still fuses the elementwise gate math around them. Called by every path of
+    this package that compiles (train.compile, compile_gates, Policy(compile=True)); call it yourself before
+    torch.compile-ing one of our modules. Not done at import, because torch.compiler.disable imports
+    torch._dynamo, which doubles the start-up of every command (BENCHMARKS.md section 8)."""
+    global scan_sequential, scan_chunked
+    if not getattr(scan_sequential, "_opaque", False):
+        scan_sequential = torch.compiler.disable(scan_sequential)
+        scan_chunked = torch.compiler.disable(scan_chunked)
+        scan_sequential._opaque = scan_chunked._opaque = True
 
 
 def resolve_method(method: str, device: torch.device) -> str:
@@ -209,3 +219,7 @@ def linear_scan(
         if method == "chunked":
             return scan_chunked(a, b, h0)
         return scan_sequential(a, b, h0)
+
+
+if "torch._dynamo" in sys.modules:  # dynamo is loaded already (someone compiles): hide the scans now
+    opaque_to_compile()
