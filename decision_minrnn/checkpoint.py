@@ -67,12 +67,16 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> Non
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+BEST = "best"
+
+
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: dict, rng: dict[str, torch.Tensor], keep: int = 2) -> Path:
-    """Write RUN/checkpoints/step-XXXXXXXX atomically; keep the newest `keep` checkpoints."""
+                    state: dict, rng: dict[str, torch.Tensor], keep: int = 2, name: str | None = None) -> Path:
+    """Write RUN/checkpoints/step-XXXXXXXX (or RUN/checkpoints/NAME, e.g. `best`) atomically; keep the newest
+    `keep` step checkpoints. A named checkpoint is never pruned and never taken as the newest."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
+    final = root / (name or f"step-{step:08d}")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -59,7 +59,7 @@ def cmd_evaluate(args) -> int:
     results = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, mode=args.mode,
                                   targets=args.target_return, seed=args.seed, device=args.device,
                                   env_id=args.env_id, max_steps=args.max_steps, video_dir=args.video,
-                                  compile=args.compile)
+                                  compile=args.compile, best=args.best)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -107,6 +107,8 @@ def register(sub) -> None:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--video", metavar="DIR", default=None,
                     help="also write each target's first episode as an mp4 into DIR (needs the [video] extra)")
+    ev.add_argument("--best", action="store_true",
+                    help="the run's best checkpoint (train.keep_best) instead of its newest")
     ev.add_argument("--compile", action="store_true",
                     help="act through a torch.compile'd recurrent step (faster per step, equal to float32 rounding)")
     ev.add_argument("--json", action="store_true")

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, first_line
+from .loggers import LOGGERS
 from .resources import find_config, resolve_data_path
 
 
@@ -69,6 +70,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     eval_every: int = 0  # 0: evaluate once, at the end
     keep_checkpoints: int = 2
+    keep_best: bool = False  # also keep RUN/checkpoints/best: the evaluation with the best headline score
+    loggers: List[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # tensorboard | csv | wandb
+    wandb_project: str = "decision-minrnn"
 
 
 @dataclass
@@ -135,6 +139,9 @@ def validate(cfg: Config) -> Config:
     for target in cfg.eval.target_returns or []:
         if not math.isfinite(target):
             raise ConfigError(f"eval.target_returns holds {target}; target returns must be finite")
+    unknown = sorted(set(cfg.train.loggers) - set(LOGGERS))
+    if unknown:
+        raise ConfigError(f"train.loggers has {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
     if cfg.data.context_len > cfg.data.max_ep_len:
         raise ConfigError(f"data.context_len={cfg.data.context_len} is longer than any episode can be "
                           f"(data.max_ep_len={cfg.data.max_ep_len}); use data.sampler_mode=episode for whole episodes")

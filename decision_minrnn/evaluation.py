@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import BEST, load_checkpoint
 from .config import config_from_dict, validate
 from .envs.evaluate import evaluate_targets
 from .envs.video import check_encoder
@@ -26,12 +27,20 @@ def model_from_checkpoint(path, device="cpu"):
     return ckpt, cfg, data, model.to(device).eval()
 
 
+def best_checkpoint(run_dir) -> Path:
+    """RUN/checkpoints/best, written by train.keep_best."""
+    path = Path(run_dir) / "checkpoints" / BEST
+    if not (path / "state.json").is_file():
+        raise CheckpointError(f"{run_dir} has no best checkpoint (it is written when train.keep_best=true)")
+    return path
+
+
 def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None, device="auto", env_id=None,
-                        max_steps=None, video_dir=None, compile=False) -> dict:
+                        max_steps=None, video_dir=None, compile=False, best=False) -> dict:
     if video_dir is not None:
         check_encoder()  # fail before any episode runs
     device = resolve_device(device)
-    ckpt, cfg, data, model = model_from_checkpoint(path, device)
+    ckpt, cfg, data, model = model_from_checkpoint(best_checkpoint(path) if best else path, device)
     if env_id:
         data = {**data, "env_id": env_id}
     eval_cfg = replace(cfg.eval, episodes=episodes if episodes is not None else cfg.eval.episodes,

@@ -1,7 +1,7 @@
 """Run directories: what counts as one, one process per directory, and a --force that cannot lose files.
 
 * A run directory is one this package wrote: config.yaml and nothing but checkpoints/, metrics.jsonl,
-  final.json, tb/ and the lock. `--force` replaces only such a directory or an empty one; anything else
+  final.json, the loggers' tb/, scalars.csv, wandb/ and wandb_id, and the lock. `--force` replaces only such a directory or an empty one; anything else
   (a directory with one file of the user's in it) is refused.
 * The old run is not deleted when --force starts. It is moved aside (a hidden sibling) and deleted once the
   new run has written its first checkpoint. If the new run fails before that, the old one is put back.
@@ -20,7 +20,8 @@ from pathlib import Path
 from .errors import CheckpointError
 
 LOCK_NAME = ".lock"
-RUN_FILES = {"config.yaml", "checkpoints", "metrics.jsonl", "final.json", "tb", LOCK_NAME}
+RUN_FILES = {"config.yaml", "checkpoints", "metrics.jsonl", "final.json", "tb", "scalars.csv", "wandb", "wandb_id",
+             LOCK_NAME}
 
 
 def is_run_dir(path: Path) -> bool:

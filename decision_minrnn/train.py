@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import BEST, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, save_config
 from .data.episodes import OfflineDataset, load_source
 from .data.normalization import ObsNormalizer
@@ -28,6 +28,7 @@ from .data.sampler import WindowSampler
 from .envs.evaluate import PolicyContext, evaluate_targets
 from .envs.scores import RefScores, default_targets
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, Interrupted, first_line
+from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel
 from .nn.scan import opaque_to_compile
@@ -157,12 +158,15 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
-          overrides: list[str] | None = None, progress: bool = True, stop_after: int | None = None) -> dict:
+          overrides: list[str] | None = None, progress: bool = True, stop_after: int | None = None,
+          callbacks: list | None = None) -> dict:
     """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
+    callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
+    return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
     train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
     threads_before = torch.get_num_threads()
     try:
-        return _train(cfg, run_dir, resume, force, overrides, progress, stop_after)
+        return _train(cfg, run_dir, resume, force, overrides, progress, stop_after, callbacks or [])
     finally:
         torch.set_num_threads(threads_before)
 
@@ -204,9 +208,7 @@ def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
 
 
 def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, overrides: list[str] | None,
-           progress: bool, stop_after: int | None) -> dict:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
+           progress: bool, stop_after: int | None, callbacks: list) -> dict:
 
     paths = RunPaths(Path(run_dir))
     # Everything that can be refused is checked before the run directory is touched.
@@ -270,7 +272,7 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
     try:
         save_config(cfg, paths.config)
         return _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace,
-                     progress, stop_after, SummaryWriter, tqdm)
+                     progress, stop_after, callbacks)
     except BaseException:
         if replace is not None:
             replace.rollback()  # the new run never checkpointed: the old one comes back
@@ -279,13 +281,22 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
         lock.release()
 
 
+def _headline(results: list[dict]) -> float:
+    """The score keep_best ranks by: the first target's normalized return (its raw return without references)."""
+    first = results[0]
+    return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
+
+
 def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace, progress,
-          stop_after, SummaryWriter, tqdm) -> dict:
+          stop_after, callbacks) -> dict:
+    from tqdm import tqdm
+
     if cfg.train.compile:
         opaque_to_compile()
     forward = torch.compile(model) if cfg.train.compile else model
     state = {"config": config_to_dict(cfg), "data": data}
     loss_value = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
+    state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of checkpoints/best
 
     def checkpoint(step):
         state["loss"] = loss_value
@@ -299,14 +310,18 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
                                    cfg.eval.seed, cfg.eval.max_steps, device)
         model.train()
         for r in results:
-            tag = f"eval/target_{int(r['target_return'])}"
-            writer.add_scalar(f"{tag}/return_mean", r["return_mean"], step)
-            if r.get("normalized_mean") is not None:
-                writer.add_scalar(f"{tag}/normalized_mean", r["normalized_mean"], step)
             _append_jsonl(paths.metrics, {"step": step, **{k: v for k, v in r.items() if k != "timing"}})
+        loggers.evaluation(results, step)
+        score = _headline(results)
+        if cfg.train.keep_best and (state["best"] is None or score > state["best"]["score"]):
+            state["best"] = {"step": step, "score": score}
+            save_checkpoint(paths.root, step, model, optimizer, state, _rng_state(sampler, device), name=BEST)
+        for callback in callbacks:
+            callback(step, results)
         return results
 
-    writer = SummaryWriter(str(paths.tensorboard), purge_step=start_step if start_step else None)
+    loggers = RunLoggers(cfg.train.loggers, paths.root, config_to_dict(cfg), cfg.name, start_step,
+                         cfg.train.wandb_project)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
     model.train()
     end_step = min(cfg.train.steps, stop_after) if stop_after is not None else cfg.train.steps
@@ -333,10 +348,9 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
                 loss_value = loss.item()
                 if done % cfg.train.log_every == 0 or done == end_step:
                     elapsed = time.perf_counter() - window_start
-                    writer.add_scalar("train/loss", loss_value, done)
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], done)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), done)
-                    writer.add_scalar("train/samples_per_s", window_samples / max(elapsed, 1e-9), done)
+                    loggers.scalars({"train/loss": loss_value, "train/lr": optimizer.param_groups[0]["lr"],
+                                     "train/grad_norm": float(grad_norm),
+                                     "train/samples_per_s": window_samples / max(elapsed, 1e-9)}, done)
                     window_start, window_samples = time.perf_counter(), 0
                     bar.set_postfix(loss=f"{loss_value:.4f}")
                 bar.update(1)
@@ -350,20 +364,29 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
                     evaluate(done)
                 if done % cfg.train.checkpoint_every == 0 or done == end_step:
                     checkpoint(done)
+        except BaseException:
+            loggers.finish(None)
+            raise
         finally:
             bar.close()
     if end_step < cfg.train.steps:  # stopped early on purpose (tests): no final evaluation
-        writer.close()
+        loggers.finish(None)
         return {"step": end_step, "finished": False}
     if replace is not None:
         replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started
     summary = {"name": cfg.name, "step": cfg.train.steps, "finished": True, "final_loss": loss_value,
                "backbone": cfg.model.backbone, "dataset": data["name"], "seed": cfg.train.seed,
                "behaviour_normalized": data.get("behaviour_normalized")}
-    if cfg.eval.episodes > 0:
-        results = evaluate(cfg.train.steps)
-        summary["eval"] = summarize_eval(results)
-        summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
-    writer.close()
+    try:
+        if cfg.eval.episodes > 0:
+            results = evaluate(cfg.train.steps)
+            summary["eval"] = summarize_eval(results)
+            summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
+            if state["best"] is not None:
+                summary["best"] = state["best"]
+    except BaseException:
+        loggers.finish(None)
+        raise
+    loggers.finish(summary)
     paths.final.write_text(json.dumps(summary, indent=1))
     return summary
