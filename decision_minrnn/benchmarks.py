@@ -51,8 +51,17 @@ def _step_loop(cell, inputs):
     torch.stack(ys, 1).sum().backward()
 
 
-def bench_scan(lengths=(20, 60, 200, 1000, 3000), batch=64, dim=128, repeats=3, device="cpu",
-               loop_max_T=3000, sliced_loop_max_T=1000, cells=("mingru", "minlstm"), compiled=True) -> dict:
+def bench_scan(
+    lengths=(20, 60, 200, 1000, 3000),
+    batch=64,
+    dim=128,
+    repeats=3,
+    device="cpu",
+    loop_max_T=3000,
+    sliced_loop_max_T=1000,
+    cells=("mingru", "minlstm"),
+    compiled=True,
+) -> dict:
     """Forward+backward of one layer: minGRU/minLSTM by each scan method and by a loop of step(),
     against torch.nn.GRU of the same width (oneDNN/cuDNN fused).
 
@@ -91,11 +100,11 @@ def bench_scan(lengths=(20, 60, 200, 1000, 3000), batch=64, dim=128, repeats=3, 
             if T <= loop_max_T:
                 fns[f"{cell_name}_step_loop"] = (lambda c: lambda: _step_loop(c, x.unbind(1)))(loop_cell)
             if T <= sliced_loop_max_T:
-                fns[f"{cell_name}_step_loop_sliced"] = (
-                    lambda c: lambda: _step_loop(c, [x[:, t] for t in range(T)]))(loop_cell)
+                fns[f"{cell_name}_step_loop_sliced"] = (lambda c: lambda: _step_loop(c, [x[:, t] for t in range(T)]))(
+                    loop_cell
+                )
         times = time_interleaved(fns, repeats, device)
-        row = {"T": T, "ms": {k: round(v * 1e3, 2) for k, v in times.items()}, "ratios": {},
-               "auto_method": auto}
+        row = {"T": T, "ms": {k: round(v * 1e3, 2) for k, v in times.items()}, "ratios": {}, "auto_method": auto}
         if compiled:
             row["first_compiled_call_s"] = compile_s
         for cell_name in cells:
@@ -112,24 +121,42 @@ def bench_scan(lengths=(20, 60, 200, 1000, 3000), batch=64, dim=128, repeats=3, 
                 # No exact path can beat the fair loop by more than this without cutting the projection's
                 # multiply-adds: both pay for them.
                 row["ratios"][f"{cell_name}_step_loop_vs_projection_ceiling"] = round(
-                    times[f"{cell_name}_step_loop"] / times[f"{cell_name}_projection"], 2)
+                    times[f"{cell_name}_step_loop"] / times[f"{cell_name}_projection"], 2
+                )
         results.append(row)
-    return {"benchmark": "scan", "batch": batch, "dim": dim, "device": str(device), "repeats": repeats,
-            "machine": machine_info(), "results": results}
+    return {
+        "benchmark": "scan",
+        "batch": batch,
+        "dim": dim,
+        "device": str(device),
+        "repeats": repeats,
+        "machine": machine_info(),
+        "results": results,
+    }
 
 
 def _random_batch(batch, K, obs_dim, act_dim, device):
-    return {"obs": torch.randn(batch, K, obs_dim, device=device),
-            "act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
-            "prev_act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
-            "rtg": torch.randn(batch, K, 1, device=device),
-            "timesteps": torch.arange(K, device=device).repeat(batch, 1).clamp(max=999),
-            "mask": torch.ones(batch, K, dtype=torch.bool, device=device)}
+    return {
+        "obs": torch.randn(batch, K, obs_dim, device=device),
+        "act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
+        "prev_act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
+        "rtg": torch.randn(batch, K, 1, device=device),
+        "timesteps": torch.arange(K, device=device).repeat(batch, 1).clamp(max=999),
+        "mask": torch.ones(batch, K, dtype=torch.bool, device=device),
+    }
 
 
-def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm"), contexts=(20, 200, 1000),
-                     layouts=("interleaved", "fused"), batch_for_context=None, repeats=3, device="cpu",
-                     embed_dim=128, n_layers=3, compiled_gates=True) -> dict:
+def bench_train_step(
+    backbones=("mingru", "minlstm", "transformer", "gru", "lstm"),
+    contexts=(20, 200, 1000),
+    layouts=("interleaved", "fused"),
+    batch_for_context=None,
+    repeats=3,
+    device="cpu",
+    embed_dim=128,
+    n_layers=3,
+    compiled_gates=True,
+) -> dict:
     """One optimizer step (forward, masked MSE, backward, AdamW) of a DecisionModel, per backbone x K x layout.
     Hopper's dims (11 / 3). Batch 64 by default, 16 at K >= 1000 (a transformer over 3000 tokens at 64 does
     not fit a laptop's budget); the batch used is printed with every row.
@@ -152,8 +179,11 @@ def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm
                 variants += [(f"{name}_compiled", name, True) for name in backbones if name in ("mingru", "minlstm")]
             for label, name, compile_gates in variants:
                 torch.manual_seed(0)
-                model = DecisionModel(11, 3, name, embed_dim, n_layers, 0.1, layout,
-                                      compile_gates=compile_gates).to(device).train()
+                model = (
+                    DecisionModel(11, 3, name, embed_dim, n_layers, 0.1, layout, compile_gates=compile_gates)
+                    .to(device)
+                    .train()
+                )
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
                 def step(model=model, opt=opt):
@@ -165,22 +195,47 @@ def bench_train_step(backbones=("mingru", "minlstm", "transformer", "gru", "lstm
                 fns[label] = step
             times = time_interleaved(fns, repeats, device)
             ref = times.get("transformer")
-            rows.append({"K": K, "tokens": K * (3 if layout == "interleaved" else 1), "layout": layout, "batch": B,
-                         "ms": {k: round(v * 1e3, 1) for k, v in times.items()},
-                         "speedup_vs_transformer": None if ref is None else
-                         {k: round(ref / v, 2) for k, v in times.items() if k != "transformer"}})
-    return {"benchmark": "train_step", "embed_dim": embed_dim, "n_layers": n_layers, "device": str(device),
-            "repeats": repeats, "machine": machine_info(), "results": rows}
+            rows.append(
+                {
+                    "K": K,
+                    "tokens": K * (3 if layout == "interleaved" else 1),
+                    "layout": layout,
+                    "batch": B,
+                    "ms": {k: round(v * 1e3, 1) for k, v in times.items()},
+                    "speedup_vs_transformer": None
+                    if ref is None
+                    else {k: round(ref / v, 2) for k, v in times.items() if k != "transformer"},
+                }
+            )
+    return {
+        "benchmark": "train_step",
+        "embed_dim": embed_dim,
+        "n_layers": n_layers,
+        "device": str(device),
+        "repeats": repeats,
+        "machine": machine_info(),
+        "results": rows,
+    }
 
 
 @torch.no_grad()
-def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="mingru", layout="interleaved",
-                    repeats=3, device="cpu", embed_dim=128, n_layers=3, threads=(1, 2)) -> dict:
+def bench_inference(
+    contexts=(20, 100),
+    n_envs=(1, 10),
+    steps=100,
+    backbone="mingru",
+    layout="interleaved",
+    repeats=3,
+    device="cpu",
+    embed_dim=128,
+    n_layers=3,
+    threads=(1, 2),
+) -> dict:
     """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
     The window is measured at steady state (history already K long). On CPU each thread count is measured
     (rollouts run with 1, see envs/evaluate.py; the window's larger ops may prefer 2)."""
-    from .policy import cpu_threads
     from .models import DecisionModel
+    from .policy import cpu_threads
 
     device = torch.device(device)
     torch.manual_seed(0)
@@ -208,11 +263,26 @@ def bench_inference(contexts=(20, 100), n_envs=(1, 10), steps=100, backbone="min
         with cpu_threads(n_threads or 1, device):
             times = time_interleaved(fns, repeats, device)
         per_step = {k: v / steps * 1e3 for k, v in times.items()}
-        rows.append({"n_envs": n, "threads": n_threads, "ms_per_step": {k: round(v, 3) for k, v in per_step.items()},
-                     "recurrent_speedup": {k: round(v / per_step["recurrent"], 1) for k, v in per_step.items()
-                                           if k != "recurrent"}})
-    return {"benchmark": "inference", "backbone": backbone, "layout": layout, "embed_dim": embed_dim,
-            "n_layers": n_layers, "device": str(device), "machine": machine_info(), "results": rows}
+        rows.append(
+            {
+                "n_envs": n,
+                "threads": n_threads,
+                "ms_per_step": {k: round(v, 3) for k, v in per_step.items()},
+                "recurrent_speedup": {
+                    k: round(v / per_step["recurrent"], 1) for k, v in per_step.items() if k != "recurrent"
+                },
+            }
+        )
+    return {
+        "benchmark": "inference",
+        "backbone": backbone,
+        "layout": layout,
+        "embed_dim": embed_dim,
+        "n_layers": n_layers,
+        "device": str(device),
+        "machine": machine_info(),
+        "results": rows,
+    }
 
 
 def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50) -> dict:
@@ -228,14 +298,30 @@ def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50) -> dict:
         rows.append({"K": K, "batch": batch, "ms_per_batch": round(times["sample"] * 1e3, 3)})
     episode = WindowSampler(dataset, norm, 0, batch, mode="episode", seed=0)
     times = time_interleaved({"sample": episode.sample}, max(3, repeats // 10), torch.device("cpu"))
-    rows.append({"K": episode.context_len, "mode": "episode", "batch": batch,
-                 "ms_per_batch": round(times["sample"] * 1e3, 3)})
-    return {"benchmark": "sampler", "source": source, "steps": dataset.num_steps, "machine": machine_info(),
-            "results": rows}
+    rows.append(
+        {"K": episode.context_len, "mode": "episode", "batch": batch, "ms_per_batch": round(times["sample"] * 1e3, 3)}
+    )
+    return {
+        "benchmark": "sampler",
+        "source": source,
+        "steps": dataset.num_steps,
+        "machine": machine_info(),
+        "results": rows,
+    }
 
 
-def bench_policy_latency(n_envs=(1, 10), steps=200, repeats=5, embed_dim=128, n_layers=3, backbone="mingru",
-                         layout="interleaved", window_K=20, onnx=True, compiled=True) -> dict:
+def bench_policy_latency(
+    n_envs=(1, 10),
+    steps=200,
+    repeats=5,
+    embed_dim=128,
+    n_layers=3,
+    backbone="mingru",
+    layout="interleaved",
+    window_K=20,
+    onnx=True,
+    compiled=True,
+) -> dict:
     """What a controller pays per environment step, raw observation in, clipped action out, 1 CPU thread:
 
     * torch_model_act: DecisionModel.act alone (the inner call before the Policy existed; no normalization,
@@ -274,9 +360,19 @@ def bench_policy_latency(n_envs=(1, 10), steps=200, repeats=5, embed_dim=128, n_
         from .onnx_runner import OnnxPolicy
 
         path = Path(tmp.name) / "step.onnx"
-        write_onnx(model, path, {"env_id": "Hopper-v5", "obs_mean": norm.mean.tolist(), "obs_std": norm.std.tolist(),
-                                 "rtg_scale": 1000.0, "target_returns": [3600.0], "action_low": low.tolist(),
-                                 "action_high": high.tolist()})
+        write_onnx(
+            model,
+            path,
+            {
+                "env_id": "Hopper-v5",
+                "obs_mean": norm.mean.tolist(),
+                "obs_std": norm.std.tolist(),
+                "rtg_scale": 1000.0,
+                "target_returns": [3600.0],
+                "action_low": low.tolist(),
+                "action_high": high.tolist(),
+            },
+        )
         policies["onnxruntime_recurrent"] = OnnxPolicy(path, threads=1)
     rows = []
     rng = np.random.default_rng(0)
@@ -289,6 +385,7 @@ def bench_policy_latency(n_envs=(1, 10), steps=200, repeats=5, embed_dim=128, n_
                 p.reset(n)
                 for t in range(steps):
                     p.act(obs[t], None if t == 0 else reward)
+
             return run
 
         fns = {name: episode(p) for name, p in policies.items()}
@@ -308,12 +405,25 @@ def bench_policy_latency(n_envs=(1, 10), steps=200, repeats=5, embed_dim=128, n_
         with cpu_threads(1, device):
             times = time_interleaved(fns, repeats, device)
         ms = {k: v / steps * 1e3 for k, v in times.items()}
-        row = {"n_envs": n, "threads": 1, "ms_per_step": {k: round(v, 4) for k, v in ms.items()},
-               "speedup_vs_torch_recurrent": {k: round(ms["torch_recurrent"] / v, 2) for k, v in ms.items()
-                                              if k != "torch_recurrent"}}
+        row = {
+            "n_envs": n,
+            "threads": 1,
+            "ms_per_step": {k: round(v, 4) for k, v in ms.items()},
+            "speedup_vs_torch_recurrent": {
+                k: round(ms["torch_recurrent"] / v, 2) for k, v in ms.items() if k != "torch_recurrent"
+            },
+        }
         if compile_s is not None:
             row["compile_s"] = compile_s
         rows.append(row)
     tmp.cleanup()
-    return {"benchmark": "policy_latency", "backbone": backbone, "layout": layout, "embed_dim": embed_dim,
-            "n_layers": n_layers, "steps": steps, "machine": machine_info(), "results": rows}
+    return {
+        "benchmark": "policy_latency",
+        "backbone": backbone,
+        "layout": layout,
+        "embed_dim": embed_dim,
+        "n_layers": n_layers,
+        "steps": steps,
+        "machine": machine_info(),
+        "results": rows,
+    }

@@ -70,8 +70,16 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> Non
 BEST = "best"
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: dict, rng: dict[str, torch.Tensor], keep: int = 2, name: str | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict,
+    rng: dict[str, torch.Tensor],
+    keep: int = 2,
+    name: str | None = None,
+) -> Path:
     """Write RUN/checkpoints/step-XXXXXXXX (or RUN/checkpoints/NAME, e.g. `best`) atomically; keep the newest
     `keep` step checkpoints. A named checkpoint is never pruned and never taken as the newest."""
     root = Path(run_dir) / "checkpoints"

@@ -28,8 +28,10 @@ def _cmd_datasets_info(args) -> int:
     print(f"env          {info['env_id']}")
     if info["normalized_behaviour_score"] is not None:
         ref = info["reference_scores"]
-        print(f"normalized   {info['normalized_behaviour_score']:.1f}  "
-              f"(refs {ref['min']:.1f} / {ref['max']:.1f}, from {ref['source']})")
+        print(
+            f"normalized   {info['normalized_behaviour_score']:.1f}  "
+            f"(refs {ref['min']:.1f} / {ref['max']:.1f}, from {ref['source']})"
+        )
     return 0
 
 
@@ -40,8 +42,18 @@ def _cmd_datasets_list(args) -> int:
 
     local = minari.list_local_datasets()
     if args.json:
-        print(json.dumps({"root": minari_root(), "datasets": {k: {"episodes": v.get("total_episodes"),
-                          "steps": v.get("total_steps")} for k, v in local.items()}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "root": minari_root(),
+                    "datasets": {
+                        k: {"episodes": v.get("total_episodes"), "steps": v.get("total_steps")}
+                        for k, v in local.items()
+                    },
+                },
+                indent=1,
+            )
+        )
         return 0
     print(f"Minari datasets under {minari_root()}:")
     for name, meta in sorted(local.items()):
@@ -73,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decision-minrnn",
         description="Decision-Transformer-style offline RL with minGRU / minLSTM backbones: train on D4RL-style "
-                    "datasets, evaluate in Gymnasium MuJoCo, export, sweep and report.")
+        "datasets, evaluate in Gymnasium MuJoCo, export, sweep and report.",
+    )
     parser.add_argument("--version", action="version", version=f"decision-minrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -10,17 +10,23 @@ from .errors import CheckpointError, ConfigError
 
 def _print_eval(results: list[dict]) -> None:
     for r in results:
-        line = (f"target {r['target_return']:>8.0f}  mode {r['mode']:9s}  return {r['return_mean']:8.1f} "
-                f"+/- {r['return_std']:6.1f}")
+        line = (
+            f"target {r['target_return']:>8.0f}  mode {r['mode']:9s}  return {r['return_mean']:8.1f} "
+            f"+/- {r['return_std']:6.1f}"
+        )
         if r.get("normalized_mean") is not None:
-            line += (f"  normalized {r['normalized_mean']:6.1f} +/- {r['normalized_std']:5.1f}"
-                     f"  (reference scores: {r['score_reference']})")
+            line += (
+                f"  normalized {r['normalized_mean']:6.1f} +/- {r['normalized_std']:5.1f}"
+                f"  (reference scores: {r['score_reference']})"
+            )
         print(line)
         timing = r.get("timing")
         if timing:
             episodes = f"{r['episodes']} episode" + ("s" if r["episodes"] != 1 else "")
-            print(f"  {episodes}, {r['env_steps']} env steps; time in model {timing['model_seconds']:.2f} s,"
-                  f" in MuJoCo {timing['env_seconds']:.2f} s")
+            print(
+                f"  {episodes}, {r['env_steps']} env steps; time in model {timing['model_seconds']:.2f} s,"
+                f" in MuJoCo {timing['env_seconds']:.2f} s"
+            )
         if r.get("video"):
             print(f"  video of the first episode: {r['video']}")
 
@@ -31,16 +37,19 @@ def cmd_train(args) -> int:
 
     config_path = args.config
     if args.resume and config_path is not None and args.run_dir and (Path(args.run_dir) / "checkpoints").is_dir():
-        raise ConfigError("--resume continues the run with its own config.yaml; --config would be ignored, so it "
-                          "is refused (change settings with --set, e.g. --set train.steps=20000)")
+        raise ConfigError(
+            "--resume continues the run with its own config.yaml; --config would be ignored, so it "
+            "is refused (change settings with --set, e.g. --set train.steps=20000)"
+        )
     if config_path is None:
         if not (args.resume and args.run_dir):
             raise CheckpointError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
         config_path = Path(args.run_dir) / "config.yaml"
     cfg = load_config(config_path, args.set)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
-    summary = train(cfg, run_dir, resume=args.resume, force=args.force, overrides=args.set,
-                    progress=not args.no_progress)
+    summary = train(
+        cfg, run_dir, resume=args.resume, force=args.force, overrides=args.set, progress=not args.no_progress
+    )
     if args.json:
         print(json.dumps(summary, indent=1))
     elif "eval" in summary:
@@ -48,18 +57,29 @@ def cmd_train(args) -> int:
         _print_eval(summary["eval_all_targets"])
         score = summary["eval"]["normalized_mean"]
         if score is not None:
-            print(f"normalized score: {score:.1f} (target {summary['eval']['target_return']:.0f}, "
-                  f"{summary['eval']['score_reference']})")
+            print(
+                f"normalized score: {score:.1f} (target {summary['eval']['target_return']:.0f}, "
+                f"{summary['eval']['score_reference']})"
+            )
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, mode=args.mode,
-                                  targets=args.target_return, seed=args.seed, device=args.device,
-                                  env_id=args.env_id, max_steps=args.max_steps, video_dir=args.video,
-                                  compile=args.compile, best=args.best)
+    results = evaluate_checkpoint(
+        args.checkpoint,
+        episodes=args.episodes,
+        mode=args.mode,
+        targets=args.target_return,
+        seed=args.seed,
+        device=args.device,
+        env_id=args.env_id,
+        max_steps=args.max_steps,
+        video_dir=args.video,
+        compile=args.compile,
+        best=args.best,
+    )
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -72,17 +92,27 @@ def cmd_export(args) -> int:
     from .export import export_onnx
 
     meta = export_onnx(args.checkpoint, args.out)
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')} ({meta['backbone']}, {meta['token_layout']} "
-          f"tokens, step {meta['step']}); run it with: python -m decision_minrnn.onnx_runner {args.out}")
+    print(
+        f"wrote {args.out} and {Path(args.out).with_suffix('.json')} ({meta['backbone']}, {meta['token_layout']} "
+        f"tokens, step {meta['step']}); run it with: python -m decision_minrnn.onnx_runner {args.out}"
+    )
     return 0
 
 
 def register(sub) -> None:
     train = sub.add_parser("train", help="train a decision model from a config")
-    train.add_argument("--config", help="YAML config (only what differs from the defaults), or a packaged config "
-                                        "name such as quickstart (see `decision-minrnn configs`)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="dotted override, e.g. --set model.backbone=minlstm (repeatable)")
+    train.add_argument(
+        "--config",
+        help="YAML config (only what differs from the defaults), or a packaged config "
+        "name such as quickstart (see `decision-minrnn configs`)",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set model.backbone=minlstm (repeatable)",
+    )
     train.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<config name>)")
     train.add_argument("--runs-root", default="runs")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
@@ -105,12 +135,20 @@ def register(sub) -> None:
     ev.add_argument("--max-steps", type=int, default=None)
     ev.add_argument("--env-id", default=None, help="evaluate in another env id (e.g. Hopper-v4)")
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--video", metavar="DIR", default=None,
-                    help="also write each target's first episode as an mp4 into DIR (needs the [video] extra)")
-    ev.add_argument("--best", action="store_true",
-                    help="the run's best checkpoint (train.keep_best) instead of its newest")
-    ev.add_argument("--compile", action="store_true",
-                    help="act through a torch.compile'd recurrent step (faster per step, equal to float32 rounding)")
+    ev.add_argument(
+        "--video",
+        metavar="DIR",
+        default=None,
+        help="also write each target's first episode as an mp4 into DIR (needs the [video] extra)",
+    )
+    ev.add_argument(
+        "--best", action="store_true", help="the run's best checkpoint (train.keep_best) instead of its newest"
+    )
+    ev.add_argument(
+        "--compile",
+        action="store_true",
+        help="act through a torch.compile'd recurrent step (faster per step, equal to float32 rounding)",
+    )
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 import yaml
 from omegaconf import OmegaConf
@@ -26,8 +25,8 @@ from .resources import find_config, resolve_data_path
 
 @dataclass
 class DataConfig:
-    source: List[str] = field(default_factory=list)  # Minari ids / D4RL hdf5 paths, concatenated
-    env_id: Optional[str] = None  # evaluation env; default from the data (Minari spec or D4RL file name)
+    source: list[str] = field(default_factory=list)  # Minari ids / D4RL hdf5 paths, concatenated
+    env_id: str | None = None  # evaluation env; default from the data (Minari spec or D4RL file name)
     env_version: str = "v5"  # MuJoCo env version for D4RL files (v5 or v4)
     rtg_scale: float = 1000.0
     max_ep_len: int = 1000
@@ -46,7 +45,7 @@ class ModelConfig:
     expansion: float = 1.0  # minRNN hidden width / embed_dim
     mlp_ratio: float = 4.0  # minRNN blocks: MLP width / embed_dim (0 = no MLP)
     conv_kernel: int = 0  # minRNN blocks: causal depthwise conv kernel (0 = off)
-    forget_bias: Optional[float] = None  # minLSTM forget-gate bias at init
+    forget_bias: float | None = None  # minLSTM forget-gate bias at init
     scan: str = "auto"  # auto | sequential | chunked | log
     compile_gates: bool = False  # minRNN: torch.compile the gate math of the training forward (see nn/compiled.py)
 
@@ -71,7 +70,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate once, at the end
     keep_checkpoints: int = 2
     keep_best: bool = False  # also keep RUN/checkpoints/best: the evaluation with the best headline score
-    loggers: List[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # tensorboard | csv | wandb
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # tensorboard | csv | wandb
     wandb_project: str = "decision-minrnn"
 
 
@@ -79,7 +78,7 @@ class TrainConfig:
 class EvalConfig:
     episodes: int = 10
     mode: str = "auto"  # auto (recurrent if the backbone can step, else window) | recurrent | window
-    target_returns: Optional[List[float]] = None  # raw returns; default: DT's per-task targets
+    target_returns: list[float] | None = None  # raw returns; default: DT's per-task targets
     seed: int = 0  # episode i uses seed + i
     max_steps: int = 1000
 
@@ -116,14 +115,32 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(choices)}")
-    positive = [("data", "context_len"), ("data", "max_ep_len"), ("model", "embed_dim"), ("model", "n_layers"),
-                ("train", "batch_size"), ("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
-                ("eval", "max_steps"), ("model", "n_heads"), ("train", "keep_checkpoints")]
+    positive = [
+        ("data", "context_len"),
+        ("data", "max_ep_len"),
+        ("model", "embed_dim"),
+        ("model", "n_layers"),
+        ("train", "batch_size"),
+        ("train", "steps"),
+        ("train", "log_every"),
+        ("train", "checkpoint_every"),
+        ("eval", "max_steps"),
+        ("model", "n_heads"),
+        ("train", "keep_checkpoints"),
+    ]
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
             raise ConfigError(f"{section}.{key} must be > 0")
-    for section, key in [("train", "lr"), ("train", "min_lr"), ("train", "weight_decay"), ("train", "grad_clip"),
-                         ("data", "rtg_scale"), ("model", "dropout"), ("model", "expansion"), ("model", "mlp_ratio")]:
+    for section, key in [
+        ("train", "lr"),
+        ("train", "min_lr"),
+        ("train", "weight_decay"),
+        ("train", "grad_clip"),
+        ("data", "rtg_scale"),
+        ("model", "dropout"),
+        ("model", "expansion"),
+        ("model", "mlp_ratio"),
+    ]:
         value = getattr(getattr(cfg, section), key)
         if not math.isfinite(value):
             raise ConfigError(f"{section}.{key}={value} is not a finite number")
@@ -131,8 +148,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.forget_bias={cfg.model.forget_bias} is not a finite number")
     if cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip={cfg.train.grad_clip} must be > 0 (it is the gradient-norm bound)")
-    nonnegative = [("train", "weight_decay"), ("train", "threads"), ("train", "seed"), ("eval", "seed"),
-                   ("model", "mlp_ratio"), ("model", "conv_kernel")]
+    nonnegative = [
+        ("train", "weight_decay"),
+        ("train", "threads"),
+        ("train", "seed"),
+        ("eval", "seed"),
+        ("model", "mlp_ratio"),
+        ("model", "conv_kernel"),
+    ]
     for section, key in nonnegative:
         if getattr(getattr(cfg, section), key) < 0:
             raise ConfigError(f"{section}.{key}={getattr(getattr(cfg, section), key)} must be >= 0")
@@ -143,8 +166,10 @@ def validate(cfg: Config) -> Config:
     if unknown:
         raise ConfigError(f"train.loggers has {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
     if cfg.data.context_len > cfg.data.max_ep_len:
-        raise ConfigError(f"data.context_len={cfg.data.context_len} is longer than any episode can be "
-                          f"(data.max_ep_len={cfg.data.max_ep_len}); use data.sampler_mode=episode for whole episodes")
+        raise ConfigError(
+            f"data.context_len={cfg.data.context_len} is longer than any episode can be "
+            f"(data.max_ep_len={cfg.data.max_ep_len}); use data.sampler_mode=episode for whole episodes"
+        )
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError("model.dropout must be in [0, 1)")
     if cfg.train.lr <= 0 or cfg.data.rtg_scale <= 0 or cfg.model.expansion <= 0:
@@ -154,7 +179,9 @@ def validate(cfg: Config) -> Config:
     if cfg.eval.episodes < 0 or cfg.train.eval_every < 0 or cfg.train.warmup_steps < 0:
         raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
     if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:
-        raise ConfigError(f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}")
+        raise ConfigError(
+            f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}"
+        )
     return cfg
 
 
@@ -197,8 +224,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = config_from_dict(OmegaConf.to_container(merged), overrides)
     # pkg: names and hdf5 paths relative to the config file become real paths (resources.py).
     # 'a+b' becomes [a, b]: the same concatenation (data/episodes.py load_source).
-    cfg.data.source = [resolve_data_path(part.strip(), path) for item in cfg.data.source
-                       for part in str(item).split("+") if part.strip()]
+    cfg.data.source = [
+        resolve_data_path(part.strip(), path)
+        for item in cfg.data.source
+        for part in str(item).split("+")
+        if part.strip()
+    ]
     return cfg
 
 

@@ -35,24 +35,54 @@ def best_checkpoint(run_dir) -> Path:
     return path
 
 
-def evaluate_checkpoint(path, episodes=None, mode=None, targets=None, seed=None, device="auto", env_id=None,
-                        max_steps=None, video_dir=None, compile=False, best=False) -> dict:
+def evaluate_checkpoint(
+    path,
+    episodes=None,
+    mode=None,
+    targets=None,
+    seed=None,
+    device="auto",
+    env_id=None,
+    max_steps=None,
+    video_dir=None,
+    compile=False,
+    best=False,
+) -> dict:
     if video_dir is not None:
         check_encoder()  # fail before any episode runs
     device = resolve_device(device)
     ckpt, cfg, data, model = model_from_checkpoint(best_checkpoint(path) if best else path, device)
     if env_id:
         data = {**data, "env_id": env_id}
-    eval_cfg = replace(cfg.eval, episodes=episodes if episodes is not None else cfg.eval.episodes,
-                       mode=mode or cfg.eval.mode, target_returns=targets or cfg.eval.target_returns,
-                       seed=seed if seed is not None else cfg.eval.seed,
-                       max_steps=max_steps if max_steps is not None else cfg.eval.max_steps)
+    eval_cfg = replace(
+        cfg.eval,
+        episodes=episodes if episodes is not None else cfg.eval.episodes,
+        mode=mode or cfg.eval.mode,
+        target_returns=targets or cfg.eval.target_returns,
+        seed=seed if seed is not None else cfg.eval.seed,
+        max_steps=max_steps if max_steps is not None else cfg.eval.max_steps,
+    )
     if eval_cfg.episodes <= 0:
         raise CheckpointError("--episodes must be > 0")
     cfg = validate(replace(cfg, eval=eval_cfg))  # --max-steps 0, --seed -1, --target-return inf: one line each
     ctx = policy_context(cfg, data)
     with torch.inference_mode():
-        results = evaluate_targets(model, ctx, eval_targets(cfg, data), eval_cfg.episodes, eval_mode(cfg, model),
-                                   eval_cfg.seed, eval_cfg.max_steps, device, video_dir, compile)
-    return {"checkpoint": str(ckpt.path), "step": ckpt.step, "env_id": ctx.env_id, "backbone": cfg.model.backbone,
-            "results": results}
+        results = evaluate_targets(
+            model,
+            ctx,
+            eval_targets(cfg, data),
+            eval_cfg.episodes,
+            eval_mode(cfg, model),
+            eval_cfg.seed,
+            eval_cfg.max_steps,
+            device,
+            video_dir,
+            compile,
+        )
+    return {
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "env_id": ctx.env_id,
+        "backbone": cfg.model.backbone,
+        "results": results,
+    }

@@ -53,6 +53,7 @@ def unflatten_state(template, flat: list[torch.Tensor]):
             return next(it)
         parts = [None if x is None else build(x) for x in t]
         return type(t)(*parts) if hasattr(t, "_fields") else type(t)(parts)
+
     return build(template)
 
 
@@ -70,15 +71,25 @@ class RecurrentStep(nn.Module):
         timestep = timestep.clamp(max=m.max_ep_len - 1)
         if m.token_layout == "fused":
             prev = prev_action * (1.0 - first)  # a_{-1} = 0
-            y, state = m.backbone.step(m._token(m.embed_return(rtg) + m.embed_state(obs) + m.embed_action(prev),
-                                                timestep), state)
+            y, state = m.backbone.step(
+                m._token(m.embed_return(rtg) + m.embed_state(obs) + m.embed_action(prev), timestep), state
+            )
         else:
             _, after_action = m.backbone.step(m._token(m.embed_action(prev_action), (timestep - 1).clamp(min=0)), state)
             keep = first > 0.5
-            state = unflatten_state(self.template, [
-                torch.where(keep.view([-1] + [1] * (new.dim() - 1)) if m.backbone.state_batch_dim == 0
-                            else keep.view([1, -1] + [1] * (new.dim() - 2)), old, new)
-                for old, new in zip(state_flat, flatten_state(after_action))])
+            state = unflatten_state(
+                self.template,
+                [
+                    torch.where(
+                        keep.view([-1] + [1] * (new.dim() - 1))
+                        if m.backbone.state_batch_dim == 0
+                        else keep.view([1, -1] + [1] * (new.dim() - 2)),
+                        old,
+                        new,
+                    )
+                    for old, new in zip(state_flat, flatten_state(after_action))
+                ],
+            )
             _, state = m.backbone.step(m._token(m.embed_return(rtg), timestep), state)
             y, state = m.backbone.step(m._token(m.embed_state(obs), timestep), state)
         return (m.predict_action(y), *flatten_state(state))
@@ -98,8 +109,14 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
     step = RecurrentStep(model.eval()).eval()
     n = 2  # example batch; the batch axis is exported as dynamic
     state = flatten_state(model.initial_state(n))
-    example = (torch.zeros(n, model.obs_dim), torch.zeros(n, 1), torch.zeros(n, dtype=torch.long),
-               torch.zeros(n, model.act_dim), torch.ones(n, 1), *state)
+    example = (
+        torch.zeros(n, model.obs_dim),
+        torch.zeros(n, 1),
+        torch.zeros(n, dtype=torch.long),
+        torch.zeros(n, model.act_dim),
+        torch.ones(n, 1),
+        *state,
+    )
     state_in = [f"state_in_{i}" for i in range(len(state))]
     state_out = [f"state_out_{i}" for i in range(len(state))]
     inputs = ["obs", "rtg", "timestep", "prev_action", "first", *state_in]
@@ -114,16 +131,34 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
     try:
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # the exporter's progress lines and warnings are not the user's concern
-            program = torch.onnx.export(step, example, input_names=inputs, output_names=["action", *state_out],
-                                        dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True)
+            program = torch.onnx.export(
+                step,
+                example,
+                input_names=inputs,
+                output_names=["action", *state_out],
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                dynamo=True,
+                optimize=True,
+            )
     finally:
         onnx_logger.setLevel(level)
     program.save(str(out))
-    meta = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "onnx": Path(out).name, **meta,
-            "obs_dim": model.obs_dim, "act_dim": model.act_dim, "max_ep_len": model.max_ep_len,
-            "token_layout": model.token_layout, "backbone": model.backbone_name,
-            "state": [{"input": i, "output": o, "shape": list(t.shape), "batch_dim": batch_dim}
-                      for i, o, t in zip(state_in, state_out, state)]}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "onnx": Path(out).name,
+        **meta,
+        "obs_dim": model.obs_dim,
+        "act_dim": model.act_dim,
+        "max_ep_len": model.max_ep_len,
+        "token_layout": model.token_layout,
+        "backbone": model.backbone_name,
+        "state": [
+            {"input": i, "output": o, "shape": list(t.shape), "batch_dim": batch_dim}
+            for i, o, t in zip(state_in, state_out, state)
+        ],
+    }
     Path(out).with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -142,11 +177,25 @@ def export_onnx(checkpoint, out: str | Path) -> dict:
         raise CheckpointError(f"--out {out}: directory {out.parent} does not exist")
     ckpt, cfg, data, model = model_from_checkpoint(checkpoint, "cpu")
     if not model.recurrent:
-        raise CheckpointError(f"the {cfg.model.backbone} backbone has no O(1) recurrent step to export; "
-                              "use load_policy(run, mode='window') in torch")
+        raise CheckpointError(
+            f"the {cfg.model.backbone} backbone has no O(1) recurrent step to export; "
+            "use load_policy(run, mode='window') in torch"
+        )
     ctx = policy_context(cfg, data)
     low, high = action_bounds(ctx.env_id)
-    return write_onnx(model, out, {
-        "checkpoint": str(ckpt.path), "step": ckpt.step, "env_id": ctx.env_id, "obs_mean": ctx.obs_norm.mean.tolist(),
-        "obs_std": ctx.obs_norm.std.tolist(), "rtg_scale": ctx.rtg_scale, "target_returns": eval_targets(cfg, data),
-        "action_low": low.tolist(), "action_high": high.tolist(), "ref_scores": data.get("ref_scores")})
+    return write_onnx(
+        model,
+        out,
+        {
+            "checkpoint": str(ckpt.path),
+            "step": ckpt.step,
+            "env_id": ctx.env_id,
+            "obs_mean": ctx.obs_norm.mean.tolist(),
+            "obs_std": ctx.obs_norm.std.tolist(),
+            "rtg_scale": ctx.rtg_scale,
+            "target_returns": eval_targets(cfg, data),
+            "action_low": low.tolist(),
+            "action_high": high.tolist(),
+            "ref_scores": data.get("ref_scores"),
+        },
+    )

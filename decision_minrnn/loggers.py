@@ -74,8 +74,9 @@ class RunLoggers:
             id_file = run_dir / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
             id_file.write_text(run_id)
-            self.wandb = wandb.init(project=wandb_project, name=name, id=run_id, resume="allow", config=config,
-                                    dir=str(run_dir))
+            self.wandb = wandb.init(
+                project=wandb_project, name=name, id=run_id, resume="allow", config=config, dir=str(run_dir)
+            )
 
     def scalars(self, values: dict, step: int) -> None:
         values = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}

@@ -50,13 +50,17 @@ def check_training_memory(cfg, obs_dim: int, act_dim: int, context_len: int) -> 
     tokens_per_step = 3 if cfg.model.token_layout == "interleaved" else 1
     need, have = training_bytes(cfg, obs_dim, act_dim, tokens_per_step, context_len), available_bytes()
     if have is not None and need > SAFETY * have:
-        raise ConfigError(f"a training step would need about {need / 2**30:.1f} GiB, more than the "
-                          f"{have / 2**30:.1f} GiB available; lower train.batch_size, data.context_len or "
-                          f"model.embed_dim (now {cfg.train.batch_size}, {context_len}, {cfg.model.embed_dim})")
+        raise ConfigError(
+            f"a training step would need about {need / 2**30:.1f} GiB, more than the "
+            f"{have / 2**30:.1f} GiB available; lower train.batch_size, data.context_len or "
+            f"model.embed_dim (now {cfg.train.batch_size}, {context_len}, {cfg.model.embed_dim})"
+        )
 
 
 def check_evaluation_memory(episodes: int) -> None:
     need, have = episodes * ENV_BYTES, available_bytes()
     if have is not None and need > SAFETY * have:
-        raise ConfigError(f"{episodes} episodes at once would need about {need / 2**30:.1f} GiB of environments, "
-                          f"more than the {have / 2**30:.1f} GiB available; lower --episodes / eval.episodes")
+        raise ConfigError(
+            f"{episodes} episodes at once would need about {need / 2**30:.1f} GiB of environments, "
+            f"more than the {have / 2**30:.1f} GiB available; lower --episodes / eval.episodes"
+        )

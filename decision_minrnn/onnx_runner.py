@@ -70,9 +70,14 @@ class OnnxPolicy:
             # RTG_{t+1} = RTG_t - r_t / scale, in float32 as the torch policy computes it
             r = np.asarray(reward, dtype=np.float64).reshape(-1).astype(np.float32)
             self.rtg = self.rtg - r[:, None] / np.float32(self.meta["rtg_scale"])
-        feeds = {"obs": (obs - self.mean) / self.std, "rtg": self.rtg,
-                 "timestep": np.minimum(self.t, self.meta["max_ep_len"] - 1), "prev_action": self.prev_action,
-                 "first": (self.t == 0).astype(np.float32)[:, None], **self.state}
+        feeds = {
+            "obs": (obs - self.mean) / self.std,
+            "rtg": self.rtg,
+            "timestep": np.minimum(self.t, self.meta["max_ep_len"] - 1),
+            "prev_action": self.prev_action,
+            "first": (self.t == 0).astype(np.float32)[:, None],
+            **self.state,
+        }
         outputs = self.session.run(None, feeds)
         action = np.clip(outputs[0], self.low, self.high)
         for s, value in zip(self.meta["state"], outputs[1:]):
@@ -108,9 +113,12 @@ def rollout(policy: OnnxPolicy, episodes: int, seed: int, target_return: float |
     finally:
         for env in envs:
             env.close()
-    result = {"target_return": policy.target_return if target_return is None else float(target_return),
-              "returns": returns.tolist(), "return_mean": float(returns.mean()),
-              "timing": {"model_seconds": model_s, "env_seconds": env_s}}
+    result = {
+        "target_return": policy.target_return if target_return is None else float(target_return),
+        "returns": returns.tolist(),
+        "return_mean": float(returns.mean()),
+        "timing": {"model_seconds": model_s, "env_seconds": env_s},
+    }
     ref = policy.meta.get("ref_scores")
     if ref:
         normalized = 100.0 * (returns - ref["min"]) / (ref["max"] - ref["min"])

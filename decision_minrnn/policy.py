@@ -64,10 +64,22 @@ class PolicyState:
 class Policy:
     """A DecisionModel with its normalizer and return-to-go bookkeeping, acting on raw observations."""
 
-    def __init__(self, model, obs_norm: ObsNormalizer, rtg_scale: float, context_len: int, target_return: float,
-                 mode: str = "auto", device: torch.device | str = "cpu", action_low=None, action_high=None,
-                 env_id: str | None = None, targets: list[float] | None = None, threads: int = 1,
-                 compile: bool = False):
+    def __init__(
+        self,
+        model,
+        obs_norm: ObsNormalizer,
+        rtg_scale: float,
+        context_len: int,
+        target_return: float,
+        mode: str = "auto",
+        device: torch.device | str = "cpu",
+        action_low=None,
+        action_high=None,
+        env_id: str | None = None,
+        targets: list[float] | None = None,
+        threads: int = 1,
+        compile: bool = False,
+    ):
         if mode not in POLICY_MODES:
             raise ConfigError(f"mode={mode!r} is not one of {', '.join(POLICY_MODES)}")
         if mode == "auto":
@@ -85,7 +97,9 @@ class Policy:
         self._mean = torch.as_tensor(obs_norm.mean, device=self.device)
         self._std = torch.as_tensor(obs_norm.std, device=self.device)
         self._low = None if action_low is None else torch.as_tensor(action_low, dtype=torch.float32, device=self.device)
-        self._high = None if action_high is None else torch.as_tensor(action_high, dtype=torch.float32, device=self.device)
+        self._high = (
+            None if action_high is None else torch.as_tensor(action_high, dtype=torch.float32, device=self.device)
+        )
         self.state: PolicyState | None = None
         # compile: the recurrent step (export.RecurrentStep: the same math token by token, with the state as
         # flat tensors) through torch.compile, which fuses the small ops that dominate a batch-1 step
@@ -106,8 +120,9 @@ class Policy:
         if self._compiled is not None and n not in self._compiled_sizes:
             # Compile now, for this batch size, with a throwaway step: reset() pays it, not the first act().
             with torch.inference_mode(), cpu_threads(self.threads, self.device):
-                self._recurrent_action(torch.zeros(n, self.obs_dim, device=self.device), self.state.rtg,
-                                       self.state.t, self.state)
+                self._recurrent_action(
+                    torch.zeros(n, self.obs_dim, device=self.device), self.state.rtg, self.state.t, self.state
+                )
             self._compiled_sizes.add(n)
 
     @torch.inference_mode()
@@ -119,16 +134,18 @@ class Policy:
         obs = self._check_obs(obs)
         if self.state is None or self.state.rtg.shape[0] != obs.shape[0]:
             if self.state is not None and reward is not None:
-                raise ConfigError(f"act() got {obs.shape[0]} observations but reset() started "
-                                  f"{self.state.rtg.shape[0]} episodes")
+                raise ConfigError(
+                    f"act() got {obs.shape[0]} observations but reset() started {self.state.rtg.shape[0]} episodes"
+                )
             self.reset(obs.shape[0])
         with cpu_threads(self.threads, self.device):
             action, self.state = self.step(obs, reward, self.state)
         action = action.float().cpu().numpy()
         return action[0] if single else action
 
-    def predict(self, obs, state: PolicyState | None = None, episode_start=None, deterministic: bool = True,
-                reward=None):
+    def predict(
+        self, obs, state: PolicyState | None = None, episode_start=None, deterministic: bool = True, reward=None
+    ):
         """Stable-Baselines3's signature: returns (action, state). state None starts new episodes;
         episode_start (N,) bool restarts those envs (return-to-go, timestep, history, backbone state).
         Stable-Baselines3 passes no rewards; give `reward` to lower the return-to-go as DT does, or the
@@ -160,10 +177,14 @@ class Policy:
             backbone = self.model.initial_state(n, d)
         else:
             K = self.context_len
-            backbone = {"obs": torch.zeros(n, K, self.obs_dim, device=d), "act": torch.zeros(n, K, self.act_dim, device=d),
-                        "prev_act": torch.zeros(n, K, self.act_dim, device=d), "rtg": torch.zeros(n, K, 1, device=d),
-                        "timesteps": torch.zeros(n, K, dtype=torch.long, device=d),
-                        "filled": torch.zeros(n, dtype=torch.long, device=d)}
+            backbone = {
+                "obs": torch.zeros(n, K, self.obs_dim, device=d),
+                "act": torch.zeros(n, K, self.act_dim, device=d),
+                "prev_act": torch.zeros(n, K, self.act_dim, device=d),
+                "rtg": torch.zeros(n, K, 1, device=d),
+                "timesteps": torch.zeros(n, K, dtype=torch.long, device=d),
+                "filled": torch.zeros(n, dtype=torch.long, device=d),
+            }
         return PolicyState(rtg, torch.zeros(n, dtype=torch.long, device=d), prev, backbone)
 
     def step(self, obs: torch.Tensor, reward, state: PolicyState) -> tuple[torch.Tensor, PolicyState]:
@@ -171,8 +192,9 @@ class Policy:
         obs_t = (obs - self._mean) / self._std
         rtg = state.rtg
         if reward is not None:
-            reward = torch.as_tensor(np.asarray(reward, dtype=np.float64).reshape(-1), dtype=torch.float32,
-                                     device=self.device)
+            reward = torch.as_tensor(
+                np.asarray(reward, dtype=np.float64).reshape(-1), dtype=torch.float32, device=self.device
+            )
             if reward.shape[0] != rtg.shape[0] or not torch.isfinite(reward).all():
                 raise ConfigError(f"reward must hold {rtg.shape[0]} finite values")
             # RTG_{t+1} = RTG_t - r_t / scale (DT)
@@ -212,12 +234,17 @@ class Policy:
         from .export import flatten_state, unflatten_state
 
         try:
-            out = self._compiled(obs_t, rtg, timestep, state.prev_action, first.float().unsqueeze(1),
-                                 *flatten_state(state.backbone))
+            out = self._compiled(
+                obs_t, rtg, timestep, state.prev_action, first.float().unsqueeze(1), *flatten_state(state.backbone)
+            )
         except Exception as exc:  # noqa: BLE001 - any compiler failure (no C++ compiler...): Inductor raises many kinds
             self._compiled = None
-            warnings.warn(f"Policy(compile=True): torch.compile failed ({first_line(exc, 200)}); acting eagerly "
-                          "(same policy, slower)", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"Policy(compile=True): torch.compile failed ({first_line(exc, 200)}); acting eagerly "
+                "(same policy, slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return None
         return out[0], unflatten_state(state.backbone, list(out[1:]))
 
@@ -258,16 +285,19 @@ class Policy:
             backbone = self.model.merge_state(state.backbone, fresh.backbone, keep)
         else:
             backbone = {k: pick(v, fresh.backbone[k]) for k, v in state.backbone.items()}
-        return PolicyState(pick(state.rtg, fresh.rtg), pick(state.t, fresh.t), pick(state.prev_action, fresh.prev_action),
-                           backbone)
+        return PolicyState(
+            pick(state.rtg, fresh.rtg), pick(state.t, fresh.t), pick(state.prev_action, fresh.prev_action), backbone
+        )
 
     def _check_obs(self, obs) -> torch.Tensor:
         array = np.asarray(obs, dtype=np.float32)
         if array.ndim == 1:
             array = array[None]
         if array.ndim != 2 or array.shape[1] != self.obs_dim:
-            raise ConfigError(f"observation of shape {np.shape(obs)} does not fit the policy's obs_dim "
-                              f"{self.obs_dim}: pass (obs_dim,) or (N, obs_dim)")
+            raise ConfigError(
+                f"observation of shape {np.shape(obs)} does not fit the policy's obs_dim "
+                f"{self.obs_dim}: pass (obs_dim,) or (N, obs_dim)"
+            )
         if not np.isfinite(array).all():
             raise ConfigError("observation contains NaN or inf")
         return torch.as_tensor(array, device=self.device)
@@ -294,9 +324,15 @@ def action_bounds(env_id: str):
         env.close()
 
 
-def load_policy(run_dir: str | Path, target_return: float | None = None, mode: str = "auto",
-                device: torch.device | str = "cpu", clip_to_env: bool = True, compile: bool = False,
-                threads: int = 1) -> Policy:
+def load_policy(
+    run_dir: str | Path,
+    target_return: float | None = None,
+    mode: str = "auto",
+    device: torch.device | str = "cpu",
+    clip_to_env: bool = True,
+    compile: bool = False,
+    threads: int = 1,
+) -> Policy:
     """The policy of a run directory's newest checkpoint (or of a checkpoint directory).
 
     target_return: raw return to condition on; default the run's first evaluation target (DT's higher one).
@@ -311,6 +347,18 @@ def load_policy(run_dir: str | Path, target_return: float | None = None, mode: s
     ctx = policy_context(cfg, data)
     targets = eval_targets(cfg, data)
     low, high = action_bounds(ctx.env_id) if clip_to_env else (None, None)
-    return Policy(model, ctx.obs_norm, ctx.rtg_scale, ctx.context_len,
-                  targets[0] if target_return is None else target_return, mode, device, low, high, ctx.env_id, targets,
-                  threads=threads, compile=compile)
+    return Policy(
+        model,
+        ctx.obs_norm,
+        ctx.rtg_scale,
+        ctx.context_len,
+        targets[0] if target_return is None else target_return,
+        mode,
+        device,
+        low,
+        high,
+        ctx.env_id,
+        targets,
+        threads=threads,
+        compile=compile,
+    )

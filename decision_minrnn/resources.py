@@ -33,8 +33,10 @@ def packaged_configs() -> dict[str, list[str]]:
     """{"configs": [...], "grids": [...]}: names usable with --config and --grid."""
     root = configs_dir()
     names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-    return {"configs": [n for n in names if not n.startswith("grids/")],
-            "grids": [n.removeprefix("grids/") for n in names if n.startswith("grids/")]}
+    return {
+        "configs": [n for n in names if not n.startswith("grids/")],
+        "grids": [n.removeprefix("grids/") for n in names if n.startswith("grids/")],
+    }
 
 
 def find_config(name: str | Path, what: str = "config") -> Path:
@@ -56,7 +58,7 @@ def find_config(name: str | Path, what: str = "config") -> Path:
 def resolve_data_path(source: str, config_file: Path | None) -> str:
     """pkg:REL -> the installed package's file; a relative hdf5 path next to the config file -> that file."""
     if source.startswith(PKG_PREFIX):
-        return str(package_dir() / source[len(PKG_PREFIX):])
+        return str(package_dir() / source[len(PKG_PREFIX) :])
     path = Path(source)
     if config_file is not None and not path.is_absolute() and path.suffix in (".hdf5", ".h5"):
         beside = Path(config_file).parent / path

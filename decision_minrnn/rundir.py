@@ -1,8 +1,8 @@
 """Run directories: what counts as one, one process per directory, and a --force that cannot lose files.
 
 * A run directory is one this package wrote: config.yaml and nothing but checkpoints/, metrics.jsonl,
-  final.json, the loggers' tb/, scalars.csv, wandb/ and wandb_id, and the lock. `--force` replaces only such a directory or an empty one; anything else
-  (a directory with one file of the user's in it) is refused.
+  final.json, the loggers' tb/, scalars.csv, wandb/ and wandb_id, and the lock. `--force` replaces only
+  such a directory or an empty one; anything else (a directory with one file of the user's in it) is refused.
 * The old run is not deleted when --force starts. It is moved aside (a hidden sibling) and deleted once the
   new run has written its first checkpoint. If the new run fails before that, the old one is put back.
 * An exclusive lock (fcntl.flock on RUN/.lock, released by the OS when the process dies) keeps a second
@@ -20,8 +20,17 @@ from pathlib import Path
 from .errors import CheckpointError
 
 LOCK_NAME = ".lock"
-RUN_FILES = {"config.yaml", "checkpoints", "metrics.jsonl", "final.json", "tb", "scalars.csv", "wandb", "wandb_id",
-             LOCK_NAME}
+RUN_FILES = {
+    "config.yaml",
+    "checkpoints",
+    "metrics.jsonl",
+    "final.json",
+    "tb",
+    "scalars.csv",
+    "wandb",
+    "wandb_id",
+    LOCK_NAME,
+}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -46,11 +55,14 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     if resume:
         return
     if not force:
-        raise CheckpointError(f"run directory {run_dir} already exists; pass --resume to continue it "
-                              "or --force to replace it")
+        raise CheckpointError(
+            f"run directory {run_dir} already exists; pass --resume to continue it or --force to replace it"
+        )
     if not is_run_dir(run_dir):
-        raise CheckpointError(f"--force refused: {run_dir} is not a decision-minrnn run directory (it holds files "
-                              f"train does not write, or no config.yaml); nothing was deleted")
+        raise CheckpointError(
+            f"--force refused: {run_dir} is not a decision-minrnn run directory (it holds files "
+            f"train does not write, or no config.yaml); nothing was deleted"
+        )
     cwd = Path.cwd().resolve()
     if cwd == run_dir.resolve() or run_dir.resolve() in cwd.parents:
         raise CheckpointError(f"--force refused: {run_dir} contains the current directory; nothing was deleted")
@@ -63,7 +75,7 @@ class RunDirLock:
         self.path = run_dir / LOCK_NAME
         self.file = None
 
-    def acquire(self) -> "RunDirLock":
+    def acquire(self) -> RunDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a+")
         try:
@@ -73,8 +85,9 @@ class RunDirLock:
             holder = self.file.read().strip() or "another process"
             self.file.close()
             self.file = None
-            raise CheckpointError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish "
-                                  "or stop it first") from None
+            raise CheckpointError(
+                f"run directory {self.path.parent} is in use by {holder}; wait for it to finish or stop it first"
+            ) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"pid {os.getpid()}")

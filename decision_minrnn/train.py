@@ -45,10 +45,23 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
     m = cfg.model
-    return DecisionModel(obs_dim, act_dim, backbone=m.backbone, embed_dim=m.embed_dim, n_layers=m.n_layers,
-                         dropout=m.dropout, token_layout=m.token_layout, max_ep_len=cfg.data.max_ep_len,
-                         n_heads=m.n_heads, expansion=m.expansion, mlp_ratio=m.mlp_ratio, conv_kernel=m.conv_kernel,
-                         scan=m.scan, forget_bias=m.forget_bias, compile_gates=m.compile_gates)
+    return DecisionModel(
+        obs_dim,
+        act_dim,
+        backbone=m.backbone,
+        embed_dim=m.embed_dim,
+        n_layers=m.n_layers,
+        dropout=m.dropout,
+        token_layout=m.token_layout,
+        max_ep_len=cfg.data.max_ep_len,
+        n_heads=m.n_heads,
+        expansion=m.expansion,
+        mlp_ratio=m.mlp_ratio,
+        conv_kernel=m.conv_kernel,
+        scan=m.scan,
+        forget_bias=m.forget_bias,
+        compile_gates=m.compile_gates,
+    )
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -85,20 +98,32 @@ def lr_at(step: int, cfg: Config) -> float:
 def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
     """Everything derived from the data that evaluation needs; stored in the checkpoint, not the config."""
     ref = dataset.ref_scores
-    return {"name": dataset.name, "parts": dataset.parts or [dataset.name], "obs_dim": dataset.obs_dim,
-            "act_dim": dataset.act_dim, "env_id": dataset.env_id, "task": dataset.task,
-            "episodes": len(dataset.episodes), "steps": dataset.num_steps, "obs_norm": obs_norm.to_dict(),
-            "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source},
-            "behaviour_normalized": dataset.describe()["normalized_behaviour_score"]}
+    return {
+        "name": dataset.name,
+        "parts": dataset.parts or [dataset.name],
+        "obs_dim": dataset.obs_dim,
+        "act_dim": dataset.act_dim,
+        "env_id": dataset.env_id,
+        "task": dataset.task,
+        "episodes": len(dataset.episodes),
+        "steps": dataset.num_steps,
+        "obs_norm": obs_norm.to_dict(),
+        "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source},
+        "behaviour_normalized": dataset.describe()["normalized_behaviour_score"],
+    }
 
 
 def policy_context(cfg: Config, data: dict) -> PolicyContext:
     ref = data.get("ref_scores")
     if not data.get("env_id"):
         raise CheckpointError("the checkpoint's dataset names no environment; set data.env_id")
-    return PolicyContext(env_id=data["env_id"], obs_norm=ObsNormalizer.from_dict(data["obs_norm"]),
-                         rtg_scale=cfg.data.rtg_scale, context_len=cfg.data.context_len,
-                         ref_scores=None if ref is None else RefScores(ref["min"], ref["max"], ref["source"]))
+    return PolicyContext(
+        env_id=data["env_id"],
+        obs_norm=ObsNormalizer.from_dict(data["obs_norm"]),
+        rtg_scale=cfg.data.rtg_scale,
+        context_len=cfg.data.context_len,
+        ref_scores=None if ref is None else RefScores(ref["min"], ref["max"], ref["source"]),
+    )
 
 
 def eval_targets(cfg: Config, data: dict) -> list[float]:
@@ -119,9 +144,13 @@ def eval_mode(cfg: Config, model: DecisionModel) -> str:
 def summarize_eval(results: list[dict]) -> dict:
     """The headline score is the first target's (DT's higher target), as DT's tables report."""
     first = results[0]
-    return {"target_return": first["target_return"], "return_mean": first["return_mean"],
-            "normalized_mean": first.get("normalized_mean"), "normalized_std": first.get("normalized_std"),
-            "score_reference": first.get("score_reference")}
+    return {
+        "target_return": first["target_return"],
+        "return_mean": first["return_mean"],
+        "normalized_mean": first.get("normalized_mean"),
+        "normalized_std": first.get("normalized_std"),
+        "score_reference": first.get("score_reference"),
+    }
 
 
 @dataclass
@@ -157,9 +186,16 @@ def _append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
-          overrides: list[str] | None = None, progress: bool = True, stop_after: int | None = None,
-          callbacks: list | None = None) -> dict:
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    callbacks: list | None = None,
+) -> dict:
     """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
@@ -203,12 +239,22 @@ def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
     obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
     env.close()
     if obs_shape != (obs_dim,) or act_shape != (act_dim,):
-        raise DataError(f"the data's obs/act dims {obs_dim}/{act_dim} do not match {env_id}'s spaces "
-                        f"{obs_shape}/{act_shape}; set data.env_id to the environment the data came from")
+        raise DataError(
+            f"the data's obs/act dims {obs_dim}/{act_dim} do not match {env_id}'s spaces "
+            f"{obs_shape}/{act_shape}; set data.env_id to the environment the data came from"
+        )
 
 
-def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, overrides: list[str] | None,
-           progress: bool, stop_after: int | None, callbacks: list) -> dict:
+def _train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool,
+    force: bool,
+    overrides: list[str] | None,
+    progress: bool,
+    stop_after: int | None,
+    callbacks: list,
+) -> dict:
 
     paths = RunPaths(Path(run_dir))
     # Everything that can be refused is checked before the run directory is touched.
@@ -237,8 +283,9 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
     data = data_state(dataset, obs_norm)
     device = resolve_device(cfg.train.device)
     longest = max(len(e) for e in dataset.episodes)
-    check_training_memory(cfg, dataset.obs_dim, dataset.act_dim,
-                          longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len)
+    check_training_memory(
+        cfg, dataset.obs_dim, dataset.act_dim, longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
+    )
     if dataset.env_id:
         _check_env_spaces(dataset.env_id, dataset.obs_dim, dataset.act_dim)
     ctx, targets = None, None
@@ -247,8 +294,16 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dataset.obs_dim, dataset.act_dim).to(device)
-    sampler = WindowSampler(dataset, obs_norm, cfg.data.context_len, cfg.train.batch_size, cfg.data.rtg_scale,
-                            cfg.data.max_ep_len, cfg.data.sampler_mode, seed=cfg.train.seed)
+    sampler = WindowSampler(
+        dataset,
+        obs_norm,
+        cfg.data.context_len,
+        cfg.train.batch_size,
+        cfg.data.rtg_scale,
+        cfg.data.max_ep_len,
+        cfg.data.sampler_mode,
+        seed=cfg.train.seed,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     start_step = 0
     if ckpt is not None:
@@ -256,8 +311,10 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
             model.load_state_dict(ckpt.model)
             restore_optimizer(optimizer, ckpt)
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"the overrides do not fit the checkpoint in {paths.root} "
-                                  f"({first_line(exc, 160)}); resume with the run's own model settings") from None
+            raise CheckpointError(
+                f"the overrides do not fit the checkpoint in {paths.root} "
+                f"({first_line(exc, 160)}); resume with the run's own model settings"
+            ) from None
         torch.set_rng_state(ckpt.train["rng.torch"])
         sampler.set_state(ckpt.train["rng.sampler"])
         if device.type == "cuda" and "rng.cuda" in ckpt.train:
@@ -271,8 +328,23 @@ def _train(cfg: Config, run_dir: str | Path, resume: bool, force: bool, override
     lock = RunDirLock(paths.root).acquire()
     try:
         save_config(cfg, paths.config)
-        return _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace,
-                     progress, stop_after, callbacks)
+        return _loop(
+            cfg,
+            paths,
+            model,
+            sampler,
+            optimizer,
+            device,
+            data,
+            ctx,
+            targets,
+            start_step,
+            ckpt,
+            replace,
+            progress,
+            stop_after,
+            callbacks,
+        )
     except BaseException:
         if replace is not None:
             replace.rollback()  # the new run never checkpointed: the old one comes back
@@ -287,8 +359,23 @@ def _headline(results: list[dict]) -> float:
     return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
 
 
-def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace, progress,
-          stop_after, callbacks) -> dict:
+def _loop(
+    cfg,
+    paths,
+    model,
+    sampler,
+    optimizer,
+    device,
+    data,
+    ctx,
+    targets,
+    start_step,
+    ckpt,
+    replace,
+    progress,
+    stop_after,
+    callbacks,
+) -> dict:
     from tqdm import tqdm
 
     if cfg.train.compile:
@@ -300,14 +387,16 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
 
     def checkpoint(step):
         state["loss"] = loss_value
-        save_checkpoint(paths.root, step, model, optimizer, state, _rng_state(sampler, device),
-                        keep=cfg.train.keep_checkpoints)
+        save_checkpoint(
+            paths.root, step, model, optimizer, state, _rng_state(sampler, device), keep=cfg.train.keep_checkpoints
+        )
         if replace is not None:
             replace.commit()  # the new run has started for real: the replaced one can go
 
     def evaluate(step):
-        results = evaluate_targets(model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model),
-                                   cfg.eval.seed, cfg.eval.max_steps, device)
+        results = evaluate_targets(
+            model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model), cfg.eval.seed, cfg.eval.max_steps, device
+        )
         model.train()
         for r in results:
             _append_jsonl(paths.metrics, {"step": step, **{k: v for k, v in r.items() if k != "timing"}})
@@ -320,12 +409,20 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
             callback(step, results)
         return results
 
-    loggers = RunLoggers(cfg.train.loggers, paths.root, config_to_dict(cfg), cfg.name, start_step,
-                         cfg.train.wandb_project)
+    loggers = RunLoggers(
+        cfg.train.loggers, paths.root, config_to_dict(cfg), cfg.name, start_step, cfg.train.wandb_project
+    )
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
     model.train()
     end_step = min(cfg.train.steps, stop_after) if stop_after is not None else cfg.train.steps
-    bar = tqdm(total=cfg.train.steps, initial=start_step, disable=not progress, desc=cfg.name, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=start_step,
+        disable=not progress,
+        desc=cfg.name,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     window_start, window_samples = time.perf_counter(), 0
     with _StopSignals() as signals:
         try:
@@ -338,8 +435,10 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
                 loss = masked_mse(pred, batch["act"], batch["mask"])
                 done = step + 1
                 if not torch.isfinite(loss):  # stop before this step touches the weights or a checkpoint
-                    raise DivergedError(f"loss became {loss.item()} at step {done}; no checkpoint was written for "
-                                        "it. Lower train.lr or check the data")
+                    raise DivergedError(
+                        f"loss became {loss.item()} at step {done}; no checkpoint was written for "
+                        "it. Lower train.lr or check the data"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -348,19 +447,32 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
                 loss_value = loss.item()
                 if done % cfg.train.log_every == 0 or done == end_step:
                     elapsed = time.perf_counter() - window_start
-                    loggers.scalars({"train/loss": loss_value, "train/lr": optimizer.param_groups[0]["lr"],
-                                     "train/grad_norm": float(grad_norm),
-                                     "train/samples_per_s": window_samples / max(elapsed, 1e-9)}, done)
+                    loggers.scalars(
+                        {
+                            "train/loss": loss_value,
+                            "train/lr": optimizer.param_groups[0]["lr"],
+                            "train/grad_norm": float(grad_norm),
+                            "train/samples_per_s": window_samples / max(elapsed, 1e-9),
+                        },
+                        done,
+                    )
                     window_start, window_samples = time.perf_counter(), 0
                     bar.set_postfix(loss=f"{loss_value:.4f}")
                 bar.update(1)
                 if signals.received is not None:
                     checkpoint(done)
                     name = signal.Signals(signals.received).name
-                    raise Interrupted(f"{name}: stopped at step {done} with a checkpoint; continue with "
-                                      f"--resume --run-dir {paths.root}", exit_code=128 + signals.received)
-                if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.steps \
-                        and cfg.eval.episodes > 0:
+                    raise Interrupted(
+                        f"{name}: stopped at step {done} with a checkpoint; continue with "
+                        f"--resume --run-dir {paths.root}",
+                        exit_code=128 + signals.received,
+                    )
+                if (
+                    cfg.train.eval_every
+                    and done % cfg.train.eval_every == 0
+                    and done < cfg.train.steps
+                    and cfg.eval.episodes > 0
+                ):
                     evaluate(done)
                 if done % cfg.train.checkpoint_every == 0 or done == end_step:
                     checkpoint(done)
@@ -374,9 +486,16 @@ def _loop(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, sta
         return {"step": end_step, "finished": False}
     if replace is not None:
         replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started
-    summary = {"name": cfg.name, "step": cfg.train.steps, "finished": True, "final_loss": loss_value,
-               "backbone": cfg.model.backbone, "dataset": data["name"], "seed": cfg.train.seed,
-               "behaviour_normalized": data.get("behaviour_normalized")}
+    summary = {
+        "name": cfg.name,
+        "step": cfg.train.steps,
+        "finished": True,
+        "final_loss": loss_value,
+        "backbone": cfg.model.backbone,
+        "dataset": data["name"],
+        "seed": cfg.train.seed,
+        "behaviour_normalized": data.get("behaviour_normalized"),
+    }
     try:
         if cfg.eval.episodes > 0:
             results = evaluate(cfg.train.steps)

@@ -19,5 +19,9 @@ parser.add_argument("--steps", type=int, default=100)
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--device", default="cpu")
 args = parser.parse_args()
-print(json.dumps(bench_inference(args.contexts, args.n_envs, args.steps, args.backbone, args.layout, args.repeats,
-                                 args.device), indent=1))
+print(
+    json.dumps(
+        bench_inference(args.contexts, args.n_envs, args.steps, args.backbone, args.layout, args.repeats, args.device),
+        indent=1,
+    )
+)

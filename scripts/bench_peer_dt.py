@@ -37,10 +37,21 @@ from decision_minrnn.data.sampler import WindowSampler
 from decision_minrnn.envs.evaluate import evaluate_targets
 from decision_minrnn.train import build_model, data_state, eval_targets, lr_at, masked_mse, policy_context, train
 
-DT_RECIPE = ["data.context_len=20", "model.backbone=transformer", "model.embed_dim=128", "model.n_layers=3",
-             "model.n_heads=1", "model.dropout=0.1", "model.token_layout=interleaved", "train.lr=0.0001",
-             "train.weight_decay=0.0001", "train.warmup_steps=10000", "train.lr_schedule=constant",
-             "train.grad_clip=0.25", "train.batch_size=64"]
+DT_RECIPE = [
+    "data.context_len=20",
+    "model.backbone=transformer",
+    "model.embed_dim=128",
+    "model.n_layers=3",
+    "model.n_heads=1",
+    "model.dropout=0.1",
+    "model.token_layout=interleaved",
+    "train.lr=0.0001",
+    "train.weight_decay=0.0001",
+    "train.warmup_steps=10000",
+    "train.lr_schedule=constant",
+    "train.grad_clip=0.25",
+    "train.batch_size=64",
+]
 
 
 class PeerDT(nn.Module):
@@ -55,11 +66,25 @@ class PeerDT(nn.Module):
         super().__init__()
         m = cfg.model
         self.obs_dim, self.act_dim, self.max_ep_len = obs_dim, act_dim, cfg.data.max_ep_len
-        self.hf = DecisionTransformerModel(DecisionTransformerConfig(
-            state_dim=obs_dim, act_dim=act_dim, hidden_size=m.embed_dim, max_ep_len=cfg.data.max_ep_len,
-            n_layer=m.n_layers, n_head=m.n_heads, n_inner=4 * m.embed_dim, activation_function="relu",
-            n_positions=1024, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout, action_tanh=True,
-            bos_token_id=None, eos_token_id=None))  # GPT-2 text-token ids mean nothing here (vocab_size 1)
+        self.hf = DecisionTransformerModel(
+            DecisionTransformerConfig(
+                state_dim=obs_dim,
+                act_dim=act_dim,
+                hidden_size=m.embed_dim,
+                max_ep_len=cfg.data.max_ep_len,
+                n_layer=m.n_layers,
+                n_head=m.n_heads,
+                n_inner=4 * m.embed_dim,
+                activation_function="relu",
+                n_positions=1024,
+                resid_pdrop=m.dropout,
+                embd_pdrop=m.dropout,
+                attn_pdrop=m.dropout,
+                action_tanh=True,
+                bos_token_id=None,
+                eos_token_id=None,
+            )
+        )  # GPT-2 text-token ids mean nothing here (vocab_size 1)
 
     def initial_state(self, n, device=None):
         return None
@@ -69,8 +94,15 @@ class PeerDT(nn.Module):
         mask = batch.get("mask")
         if mask is None:
             mask = torch.ones_like(batch["timesteps"], dtype=torch.bool)
-        out = self.hf(states=batch["obs"], actions=batch["act"], rewards=None, returns_to_go=batch["rtg"],
-                      timesteps=batch["timesteps"], attention_mask=mask.long(), return_dict=True)
+        out = self.hf(
+            states=batch["obs"],
+            actions=batch["act"],
+            rewards=None,
+            returns_to_go=batch["rtg"],
+            timesteps=batch["timesteps"],
+            attention_mask=mask.long(),
+            return_dict=True,
+        )
         return out.action_preds
 
 
@@ -78,8 +110,15 @@ def train_peer(cfg, dataset, obs_norm, steps: int) -> tuple[PeerDT, float]:
     """Our trainer's loop (same sampler stream, schedule, clip, loss), the peer model in place of ours."""
     torch.manual_seed(cfg.train.seed)
     model = PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
-    sampler = WindowSampler(dataset, obs_norm, cfg.data.context_len, cfg.train.batch_size, cfg.data.rtg_scale,
-                            cfg.data.max_ep_len, seed=cfg.train.seed)
+    sampler = WindowSampler(
+        dataset,
+        obs_norm,
+        cfg.data.context_len,
+        cfg.train.batch_size,
+        cfg.data.rtg_scale,
+        cfg.data.max_ep_len,
+        seed=cfg.train.seed,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     model.train()
     start = time.perf_counter()
@@ -101,8 +140,9 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
     """One training step (sample, forward, backward, clip, AdamW) of each model, timed round-robin."""
     ours = build_model(cfg, dataset.obs_dim, dataset.act_dim)
     peer = PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
-    sampler = WindowSampler(dataset, obs_norm, cfg.data.context_len, cfg.train.batch_size, cfg.data.rtg_scale,
-                            cfg.data.max_ep_len, seed=0)
+    sampler = WindowSampler(
+        dataset, obs_norm, cfg.data.context_len, cfg.train.batch_size, cfg.data.rtg_scale, cfg.data.max_ep_len, seed=0
+    )
 
     def stepper(model):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -115,13 +155,18 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
             opt.step()
+
         return step
 
     times = time_interleaved({"ours": stepper(ours), "peer": stepper(peer)}, repeats, torch.device("cpu"), warmup=3)
-    return {"ms": {k: round(v * 1e3, 2) for k, v in times.items()},
-            "peer_over_ours": round(times["peer"] / times["ours"], 3),
-            "params": {"ours": sum(p.numel() for p in ours.parameters()),
-                       "peer": sum(p.numel() for p in peer.parameters())}}
+    return {
+        "ms": {k: round(v * 1e3, 2) for k, v in times.items()},
+        "peer_over_ours": round(times["peer"] / times["ours"], 3),
+        "params": {
+            "ours": sum(p.numel() for p in ours.parameters()),
+            "peer": sum(p.numel() for p in peer.parameters()),
+        },
+    }
 
 
 def score(results: list[dict]) -> dict:
@@ -138,18 +183,32 @@ def main() -> None:
     parser.add_argument("--out", default="runs/peer-dt", help="our runs go to OUT/ours/seedN")
     parser.add_argument("--time-repeats", type=int, default=20)
     parser.add_argument("--time-only", action="store_true", help="measure step times only")
-    parser.add_argument("--set", action="append", default=[], help="extra dotted overrides for both (e.g. train.lr=0.0006)")
+    parser.add_argument(
+        "--set", action="append", default=[], help="extra dotted overrides for both (e.g. train.lr=0.0006)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    overrides = [f"data.source=[{args.source}]", *DT_RECIPE, f"train.steps={args.steps}", "eval.mode=window",
-                 f"eval.episodes={args.episodes}", "train.checkpoint_every=1000", *args.set]
+    overrides = [
+        f"data.source=[{args.source}]",
+        *DT_RECIPE,
+        f"train.steps={args.steps}",
+        "eval.mode=window",
+        f"eval.episodes={args.episodes}",
+        "train.checkpoint_every=1000",
+        *args.set,
+    ]
     cfg = load_config(None, overrides)
     dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
     obs_norm = ObsNormalizer.fit(dataset.episodes)
-    out = {"machine": machine_info(), "source": args.source, "steps": args.steps, "overrides": overrides,
-           "step_time": step_times(cfg, dataset, obs_norm, args.time_repeats)}
+    out = {
+        "machine": machine_info(),
+        "source": args.source,
+        "steps": args.steps,
+        "overrides": overrides,
+        "step_time": step_times(cfg, dataset, obs_norm, args.time_repeats),
+    }
     if not args.time_only:
         data = data_state(dataset, obs_norm)
         ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)
@@ -161,10 +220,14 @@ def main() -> None:
             summary = train(seed_cfg, Path(args.out) / "ours" / f"seed{seed}", force=True, progress=False)
             ours_s = time.perf_counter() - start
             peer, peer_s = train_peer(seed_cfg, dataset, obs_norm, args.steps)
-            peer_results = evaluate_targets(peer, ctx, targets, cfg.eval.episodes, "window", cfg.eval.seed,
-                                            cfg.eval.max_steps, torch.device("cpu"))
-            run = {"seed": seed, "ours": {"normalized": score(summary["eval_all_targets"]), "train_eval_s": round(ours_s, 1)},
-                   "peer": {"normalized": score(peer_results), "train_s": round(peer_s, 1)}}
+            peer_results = evaluate_targets(
+                peer, ctx, targets, cfg.eval.episodes, "window", cfg.eval.seed, cfg.eval.max_steps, torch.device("cpu")
+            )
+            run = {
+                "seed": seed,
+                "ours": {"normalized": score(summary["eval_all_targets"]), "train_eval_s": round(ours_s, 1)},
+                "peer": {"normalized": score(peer_results), "train_s": round(peer_s, 1)},
+            }
             out["runs"].append(run)
             print(json.dumps(run), flush=True)
         out["summary"] = summarize(out["runs"])
@@ -180,10 +243,13 @@ def summarize(runs: list[dict]) -> dict:
         peer = [r["peer"]["normalized"][target] for r in runs]
         s_ours, s_peer = score_stats(ours), score_stats(peer)
         p, ci = probability_of_improvement(ours, peer)
-        summary[target] = {"ours": {"mean": s_ours.mean, "ci": s_ours.mean_ci, "seeds": ours},
-                           "peer": {"mean": s_peer.mean, "ci": s_peer.mean_ci, "seeds": peer},
-                           "ours_inside_peer_ci": s_peer.mean_ci[0] <= s_ours.mean <= s_peer.mean_ci[1],
-                           "p_ours_beats_peer": p, "p_ci": ci}
+        summary[target] = {
+            "ours": {"mean": s_ours.mean, "ci": s_ours.mean_ci, "seeds": ours},
+            "peer": {"mean": s_peer.mean, "ci": s_peer.mean_ci, "seeds": peer},
+            "ours_inside_peer_ci": s_peer.mean_ci[0] <= s_ours.mean <= s_peer.mean_ci[1],
+            "p_ours_beats_peer": p,
+            "p_ci": ci,
+        }
     return summary
 
 

@@ -1,6 +1,6 @@
 """Time to sample one training batch from a real dataset (to compare with a training step).
 
-    MINARI_DATASETS_PATH=../shared/bench-data/minari python scripts/bench_sampler.py [--source bench/hopper/medium-v0]
+MINARI_DATASETS_PATH=../shared/bench-data/minari python scripts/bench_sampler.py [--source bench/hopper/medium-v0]
 """
 
 import argparse

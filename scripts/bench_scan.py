@@ -16,8 +16,13 @@ parser.add_argument("--batch", type=int, default=64)
 parser.add_argument("--dim", type=int, default=128)
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--device", default="cpu")
-parser.add_argument("--no-compiled", action="store_true",
-                    help="skip the compile_gates=True variant and the projection-only timing")
+parser.add_argument(
+    "--no-compiled", action="store_true", help="skip the compile_gates=True variant and the projection-only timing"
+)
 args = parser.parse_args()
-print(json.dumps(bench_scan(args.lengths, args.batch, args.dim, args.repeats, args.device,
-                            compiled=not args.no_compiled), indent=1))
+print(
+    json.dumps(
+        bench_scan(args.lengths, args.batch, args.dim, args.repeats, args.device, compiled=not args.no_compiled),
+        indent=1,
+    )
+)

@@ -27,7 +27,9 @@ for command in COMMANDS:
     for _ in range(args.repeats):
         for which in times:
             start = time.perf_counter()
-            subprocess.run([getattr(args, which), *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [getattr(args, which), *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             times[which].append(time.perf_counter() - start)
     medians = {k: round(statistics.median(v), 3) for k, v in times.items()}
     out[" ".join(command)] = {**medians, "before_over_after": round(medians["before"] / medians["after"], 2)}

@@ -16,8 +16,20 @@ parser.add_argument("--backbones", nargs="+", default=["mingru", "minlstm", "tra
 parser.add_argument("--layouts", nargs="+", default=["interleaved", "fused"])
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--device", default="cpu")
-parser.add_argument("--no-compiled-gates", action="store_true",
-                    help="skip the minRNN variants with model.compile_gates=true")
+parser.add_argument(
+    "--no-compiled-gates", action="store_true", help="skip the minRNN variants with model.compile_gates=true"
+)
 args = parser.parse_args()
-print(json.dumps(bench_train_step(args.backbones, args.contexts, args.layouts, repeats=args.repeats,
-                                  device=args.device, compiled_gates=not args.no_compiled_gates), indent=1))
+print(
+    json.dumps(
+        bench_train_step(
+            args.backbones,
+            args.contexts,
+            args.layouts,
+            repeats=args.repeats,
+            device=args.device,
+            compiled_gates=not args.no_compiled_gates,
+        ),
+        indent=1,
+    )
+)

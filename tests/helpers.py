@@ -22,11 +22,15 @@ def synthetic_episodes(n_episodes=6, lengths=None, seed=0, obs_dim=OBS_DIM, act_
         act = np.tanh(obs[:-1] @ weights)
         rew = rng.uniform(0.0, 2.0, size=T) + act.sum(-1)
         terminated = i % 2 == 0
-        episodes.append({
-            "observations": obs, "actions": act.astype(np.float32), "rewards": rew,
-            "terminations": np.array([False] * (T - 1) + [terminated]),
-            "truncations": np.array([False] * (T - 1) + [not terminated]),
-        })
+        episodes.append(
+            {
+                "observations": obs,
+                "actions": act.astype(np.float32),
+                "rewards": rew,
+                "terminations": np.array([False] * (T - 1) + [terminated]),
+                "truncations": np.array([False] * (T - 1) + [not terminated]),
+            }
+        )
     return episodes
 
 
@@ -38,17 +42,30 @@ def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.2
 
     obs_dim = episodes[0]["observations"].shape[1]
     act_dim = episodes[0]["actions"].shape[1]
-    buffers = [EpisodeBuffer(id=i, observations=e["observations"], actions=e["actions"], rewards=e["rewards"],
-                             terminations=e["terminations"], truncations=e["truncations"])
-               for i, e in enumerate(episodes)]
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=e["observations"],
+            actions=e["actions"],
+            rewards=e["rewards"],
+            terminations=e["terminations"],
+            truncations=e["truncations"],
+        )
+        for i, e in enumerate(episodes)
+    ]
     kwargs = {}
     if ref_scores is not None:
         kwargs = {"ref_min_score": ref_scores[0], "ref_max_score": ref_scores[1]}
     return minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env, eval_env=eval_env,
+        dataset_id,
+        buffers,
+        env=env,
+        eval_env=eval_env,
         observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64),
         action_space=gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32),
-        algorithm_name="synthetic", **kwargs)
+        algorithm_name="synthetic",
+        **kwargs,
+    )
 
 
 def make_d4rl_file(path, episodes, drop_keys=(), nan_obs=False):

@@ -6,11 +6,23 @@ from decision_minrnn.benchmarks import bench_inference, bench_sampler, bench_sca
 def test_bench_scan_reports_every_variant():
     out = bench_scan(lengths=(8,), batch=2, dim=4, repeats=1)
     row = out["results"][0]
-    for name in ("nn_gru", "mingru_sequential", "mingru_chunked", "mingru_log", "mingru_step_loop", "minlstm_sequential",
-                 "mingru_compiled", "mingru_projection", "minlstm_compiled"):
+    for name in (
+        "nn_gru",
+        "mingru_sequential",
+        "mingru_chunked",
+        "mingru_log",
+        "mingru_step_loop",
+        "minlstm_sequential",
+        "mingru_compiled",
+        "mingru_projection",
+        "minlstm_compiled",
+    ):
         assert row["ms"][name] > 0
-    for ratio in ("mingru_auto_vs_step_loop_speedup", "mingru_compiled_vs_step_loop_sliced_speedup",
-                  "minlstm_step_loop_vs_projection_ceiling"):
+    for ratio in (
+        "mingru_auto_vs_step_loop_speedup",
+        "mingru_compiled_vs_step_loop_sliced_speedup",
+        "minlstm_step_loop_vs_projection_ceiling",
+    ):
         assert row["ratios"][ratio] > 0
     assert set(row["first_compiled_call_s"]) == {"mingru", "minlstm"}
 
@@ -18,8 +30,14 @@ def test_bench_scan_reports_every_variant():
 def test_bench_train_step_and_inference_report_ratios():
     train = bench_train_step(contexts=(4,), batch_for_context={4: 2}, repeats=1, embed_dim=8, n_layers=1)
     assert len(train["results"]) == 2  # two token layouts
-    assert set(train["results"][0]["speedup_vs_transformer"]) == {"mingru", "minlstm", "gru", "lstm",
-                                                                  "mingru_compiled", "minlstm_compiled"}
+    assert set(train["results"][0]["speedup_vs_transformer"]) == {
+        "mingru",
+        "minlstm",
+        "gru",
+        "lstm",
+        "mingru_compiled",
+        "minlstm_compiled",
+    }
     infer = bench_inference(contexts=(4,), n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1)
     assert [(r["n_envs"], r["threads"]) for r in infer["results"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert infer["results"][0]["recurrent_speedup"]["window_K4"] > 0
@@ -36,5 +54,10 @@ def test_bench_policy_latency_reports_every_path():
     out = bench_policy_latency(n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1, window_K=4, compiled=False)
     assert [r["n_envs"] for r in out["results"]] == [1, 2]
     row = out["results"][0]
-    assert set(row["ms_per_step"]) == {"torch_model_act", "torch_recurrent", "torch_window_K20", "onnxruntime_recurrent"}
+    assert set(row["ms_per_step"]) == {
+        "torch_model_act",
+        "torch_recurrent",
+        "torch_window_K20",
+        "onnxruntime_recurrent",
+    }
     assert set(row["speedup_vs_torch_recurrent"]) == set(row["ms_per_step"]) - {"torch_recurrent"}

@@ -11,16 +11,23 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from helpers import make_minari_dataset, synthetic_episodes  # noqa: E402
+
 from decision_minrnn import load_policy  # noqa: E402
 from decision_minrnn.cli import main  # noqa: E402
 from decision_minrnn.config import load_config  # noqa: E402
 from decision_minrnn.evaluation import evaluate_checkpoint  # noqa: E402
 from decision_minrnn.onnx_runner import OnnxPolicy, rollout  # noqa: E402
 from decision_minrnn.train import train  # noqa: E402
-from helpers import make_minari_dataset, synthetic_episodes  # noqa: E402
 
-VARIANTS = [("mingru", "interleaved"), ("mingru", "fused"), ("minlstm", "interleaved"), ("minlstm", "fused"),
-            ("gru", "interleaved"), ("lstm", "fused")]
+VARIANTS = [
+    ("mingru", "interleaved"),
+    ("mingru", "fused"),
+    ("minlstm", "interleaved"),
+    ("minlstm", "fused"),
+    ("gru", "interleaved"),
+    ("lstm", "fused"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +39,24 @@ def exported(tmp_path_factory):
         out = {}
         for backbone, layout in VARIANTS + [("transformer", "interleaved")]:
             extra = ["model.conv_kernel=4"] if (backbone, layout) == ("minlstm", "interleaved") else []
-            cfg = load_config(None, ["data.source=[test/hopper/export-v0]", f"model.backbone={backbone}",
-                                     f"model.token_layout={layout}", "model.embed_dim=32", "model.n_layers=2",
-                                     "data.context_len=8", "train.steps=20", "train.batch_size=8",
-                                     "train.warmup_steps=2", "eval.episodes=0", "eval.max_steps=80",
-                                     "eval.target_returns=[3600]", *extra])
+            cfg = load_config(
+                None,
+                [
+                    "data.source=[test/hopper/export-v0]",
+                    f"model.backbone={backbone}",
+                    f"model.token_layout={layout}",
+                    "model.embed_dim=32",
+                    "model.n_layers=2",
+                    "data.context_len=8",
+                    "train.steps=20",
+                    "train.batch_size=8",
+                    "train.warmup_steps=2",
+                    "eval.episodes=0",
+                    "eval.max_steps=80",
+                    "eval.target_returns=[3600]",
+                    *extra,
+                ],
+            )
             run = root / f"{backbone}-{layout}"
             train(cfg, run, progress=False)
             onnx = root / f"{backbone}-{layout}.onnx"
@@ -75,9 +95,11 @@ def test_runner_reaches_the_returns_of_evaluate(exported, variant):
 
 def test_runner_needs_no_torch(exported):
     _, onnx = exported[("mingru", "fused")]
-    code = ("import sys, numpy as np; from decision_minrnn.onnx_runner import OnnxPolicy; "
-            f"p = OnnxPolicy({str(onnx)!r}); a = p.act(np.zeros(11)); a = p.act(np.zeros(11), 1.0); "
-            "assert a.shape == (3,); assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, numpy as np; from decision_minrnn.onnx_runner import OnnxPolicy; "
+        f"p = OnnxPolicy({str(onnx)!r}); a = p.act(np.zeros(11)); a = p.act(np.zeros(11), 1.0); "
+        "assert a.shape == (3,); assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -91,11 +113,18 @@ def test_export_writes_what_the_step_needs(exported):
 
 def test_bad_exports_are_one_line_errors(exported, tmp_path, capsys):
     run, _ = exported[("transformer", "interleaved")]
-    cases = [(["--checkpoint", str(run), "--out", str(tmp_path / "t.onnx")], "transformer backbone has no O(1)"),
-             (["--checkpoint", str(exported[("mingru", "fused")][0]), "--out", str(tmp_path / "no" / "p.onnx")],
-              "does not exist"),
-             (["--checkpoint", str(exported[("mingru", "fused")][0]), "--out", str(tmp_path / "p.txt")], "must end in .onnx"),
-             (["--checkpoint", str(tmp_path), "--out", str(tmp_path / "p.onnx")], "nor a run directory with checkpoints")]
+    cases = [
+        (["--checkpoint", str(run), "--out", str(tmp_path / "t.onnx")], "transformer backbone has no O(1)"),
+        (
+            ["--checkpoint", str(exported[("mingru", "fused")][0]), "--out", str(tmp_path / "no" / "p.onnx")],
+            "does not exist",
+        ),
+        (
+            ["--checkpoint", str(exported[("mingru", "fused")][0]), "--out", str(tmp_path / "p.txt")],
+            "must end in .onnx",
+        ),
+        (["--checkpoint", str(tmp_path), "--out", str(tmp_path / "p.onnx")], "nor a run directory with checkpoints"),
+    ]
     for args, message in cases:
         assert main(["export", *args]) == 2
         err = capsys.readouterr().err.strip()

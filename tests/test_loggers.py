@@ -7,17 +7,29 @@ import re
 from pathlib import Path
 
 import pytest
+from test_train import TINY
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.train import train
-from test_train import TINY
 
 
 def tiny(dataset_id, *extra):
-    return load_config(None, [f"data.source=[{dataset_id}]", *TINY, "train.steps=12", "train.checkpoint_every=6",
-                              "train.log_every=3", "train.eval_every=4", "eval.episodes=2", "eval.max_steps=15",
-                              "eval.target_returns=[3600, 1800]", *extra])
+    return load_config(
+        None,
+        [
+            f"data.source=[{dataset_id}]",
+            *TINY,
+            "train.steps=12",
+            "train.checkpoint_every=6",
+            "train.log_every=3",
+            "train.eval_every=4",
+            "eval.episodes=2",
+            "eval.max_steps=15",
+            "eval.target_returns=[3600, 1800]",
+            *extra,
+        ],
+    )
 
 
 def test_tensorboard_gets_hparams_with_final_scores_and_the_config(tmp_path, tiny_minari):
@@ -32,6 +44,7 @@ def test_tensorboard_gets_hparams_with_final_scores_and_the_config(tmp_path, tin
     assert "backbone: minlstm" in text
     # hparams: the plugin's session-start record names every config field; the final score is a scalar.
     from tensorboard.plugins.hparams import plugin_data_pb2
+
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["model.backbone"].string_value == "minlstm"
@@ -66,13 +79,17 @@ def test_offline_wandb_run_records_config_scalars_and_summary(tmp_path, tiny_min
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train(tiny(tiny_minari[0], "train.loggers=[wandb]", "train.wandb_project=dmr-test"), tmp_path / "r",
-          progress=False)
+    train(tiny(tiny_minari[0], "train.loggers=[wandb]", "train.wandb_project=dmr-test"), tmp_path / "r", progress=False)
     (record,) = (tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb")
     strings = set(re.findall(rb"[ -~]{4,}", record.read_bytes()))
     blob = b"\n".join(strings)
-    for key in (b"train/loss", b"eval/target_3600/normalized_mean", b"final/target_1800/normalized_mean",
-                b"dmr-test", b"mingru"):
+    for key in (
+        b"train/loss",
+        b"eval/target_3600/normalized_mean",
+        b"final/target_1800/normalized_mean",
+        b"dmr-test",
+        b"mingru",
+    ):
         assert key in blob, key
     run_id = (tmp_path / "r" / "wandb_id").read_text()
     assert run_id in record.name
@@ -84,15 +101,34 @@ def test_missing_wandb_names_the_extra(tmp_path, tiny_minari, monkeypatch, capsy
     monkeypatch.setitem(sys.modules, "wandb", None)
     path = tmp_path / "c.yaml"
     path.write_text(f"data:\n  source: {tiny_minari[0]}\n")
-    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r"), "--set", "train.loggers=[wandb]",
-                 *[x for o in TINY for x in ("--set", o)], "--set", "train.steps=3"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--set",
+                "train.loggers=[wandb]",
+                *[x for o in TINY for x in ("--set", o)],
+                "--set",
+                "train.steps=3",
+            ]
+        )
+        == 2
+    )
     assert "pip install 'decision-minrnn[wandb]'" in capsys.readouterr().err
 
 
 def test_keep_best_and_evaluate_best(tmp_path, tiny_minari, capsys):
     seen = []
-    summary = train(tiny(tiny_minari[0], "train.keep_best=true"), tmp_path / "r", progress=False,
-                    callbacks=[lambda step, results: seen.append((step, results[0]["normalized_mean"]))])
+    summary = train(
+        tiny(tiny_minari[0], "train.keep_best=true"),
+        tmp_path / "r",
+        progress=False,
+        callbacks=[lambda step, results: seen.append((step, results[0]["normalized_mean"]))],
+    )
     assert [s for s, _ in seen] == [4, 8, 12]  # the callback sees every evaluation
     best_step, best_score = max(seen, key=lambda x: x[1])
     best = tmp_path / "r" / "checkpoints" / "best"

@@ -21,13 +21,18 @@ def test_a_wheel_in_a_fresh_venv_runs_the_quickstart_from_anywhere(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # The dependencies (torch, gymnasium, ...) come from this test environment's site-packages, added as a plain
     # path: its .pth files (among them the editable install of this checkout) are not processed.
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", str(wheel)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", str(wheel)], check=True
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -36,18 +41,37 @@ def test_a_wheel_in_a_fresh_venv_runs_the_quickstart_from_anywhere(tmp_path):
     def run(*args):
         return subprocess.run([*cli, *args], cwd=work, env=env, check=True, capture_output=True, text=True).stdout
 
-    where = subprocess.run([str(py), "-c", "import decision_minrnn; print(decision_minrnn.__file__)"], cwd=work,
-                           env=env, check=True, capture_output=True, text=True).stdout
+    where = subprocess.run(
+        [str(py), "-c", "import decision_minrnn; print(decision_minrnn.__file__)"],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert where.startswith(str(venv)), where  # the wheel, not this checkout
     assert run("--version").strip() == "decision-minrnn 0.1.0"
     listing = json.loads(run("configs", "--json"))
     assert "quickstart" in listing["configs"] and "bench-cpu-converged" in listing["grids"]
     assert listing["root"].startswith(str(venv))
-    out = run("train", "--config", "quickstart", "--no-progress", "--set", "train.steps=4", "--set", "train.warmup_steps=1",
-              "--set", "eval.episodes=1", "--set", "eval.max_steps=20")
+    out = run(
+        "train",
+        "--config",
+        "quickstart",
+        "--no-progress",
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.warmup_steps=1",
+        "--set",
+        "eval.episodes=1",
+        "--set",
+        "eval.max_steps=20",
+    )
     assert "normalized score:" in out and (work / "runs" / "quickstart" / "final.json").is_file()
-    module = subprocess.run([str(py), "-m", "decision_minrnn", "--help"], cwd=work, env=env, check=True,
-                            capture_output=True, text=True).stdout
+    module = subprocess.run(
+        [str(py), "-m", "decision_minrnn", "--help"], cwd=work, env=env, check=True, capture_output=True, text=True
+    ).stdout
     assert "Decision-Transformer-style offline RL" in module
 
 

@@ -23,9 +23,20 @@ spec.loader.exec_module(peer_dt)
 
 
 def setup(dataset_id, extra=()):
-    cfg = load_config(None, [f"data.source=[{dataset_id}]", *peer_dt.DT_RECIPE, "model.embed_dim=32",
-                             "model.n_layers=2", "data.context_len=10", "train.batch_size=16", "train.lr=0.001",
-                             "train.warmup_steps=1", *extra])
+    cfg = load_config(
+        None,
+        [
+            f"data.source=[{dataset_id}]",
+            *peer_dt.DT_RECIPE,
+            "model.embed_dim=32",
+            "model.n_layers=2",
+            "data.context_len=10",
+            "train.batch_size=16",
+            "train.lr=0.001",
+            "train.warmup_steps=1",
+            *extra,
+        ],
+    )
     dataset = load_source(cfg.data.source)
     return cfg, dataset, ObsNormalizer.fit(dataset.episodes)
 

@@ -7,14 +7,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import make_minari_dataset, synthetic_episodes
 
 from decision_minrnn import load_policy
-from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.errors import CheckpointError, ConfigError
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.train import train
-from helpers import make_minari_dataset, synthetic_episodes
 
 VARIANTS = [("mingru", "interleaved"), ("minlstm", "fused"), ("transformer", "interleaved"), ("gru", "fused")]
 MAX_STEPS = 60
@@ -29,11 +28,23 @@ def runs(tmp_path_factory):
         make_minari_dataset("test/hopper/policy-v0", synthetic_episodes(8, seed=0))
         out = {}
         for backbone, layout in VARIANTS:
-            cfg = load_config(None, ["data.source=[test/hopper/policy-v0]", f"model.backbone={backbone}",
-                                     f"model.token_layout={layout}", "model.embed_dim=16", "model.n_layers=2",
-                                     "data.context_len=8", "train.steps=10", "train.batch_size=8",
-                                     "train.warmup_steps=2", "eval.episodes=0", f"eval.max_steps={MAX_STEPS}",
-                                     "eval.target_returns=[3600, 1800]"])
+            cfg = load_config(
+                None,
+                [
+                    "data.source=[test/hopper/policy-v0]",
+                    f"model.backbone={backbone}",
+                    f"model.token_layout={layout}",
+                    "model.embed_dim=16",
+                    "model.n_layers=2",
+                    "data.context_len=8",
+                    "train.steps=10",
+                    "train.batch_size=8",
+                    "train.warmup_steps=2",
+                    "eval.episodes=0",
+                    f"eval.max_steps={MAX_STEPS}",
+                    "eval.target_returns=[3600, 1800]",
+                ],
+            )
             run = root / f"{backbone}-{layout}"
             train(cfg, run, progress=False)
             out[(backbone, layout)] = run
@@ -84,9 +95,16 @@ def test_single_observation_gives_a_single_clipped_action(runs):
     assert policy.target_return == 1800.0 and policy.targets == [3600.0, 1800.0]
 
 
-@pytest.mark.parametrize("variant,mode", [(("mingru", "interleaved"), "recurrent"), (("minlstm", "fused"), "recurrent"),
-                                          (("gru", "fused"), "recurrent"), (("transformer", "interleaved"), "window")],
-                         ids=["mingru-interleaved", "minlstm-fused", "gru-fused", "transformer-window"])
+@pytest.mark.parametrize(
+    "variant,mode",
+    [
+        (("mingru", "interleaved"), "recurrent"),
+        (("minlstm", "fused"), "recurrent"),
+        (("gru", "fused"), "recurrent"),
+        (("transformer", "interleaved"), "window"),
+    ],
+    ids=["mingru-interleaved", "minlstm-fused", "gru-fused", "transformer-window"],
+)
 def test_predict_restarts_only_the_envs_marked_by_episode_start(runs, variant, mode):
     """Env 1 restarts at step 4; from then on its actions must equal those of a policy that only ever saw
     its new episode, while env 0 continues as if nothing happened."""
@@ -101,11 +119,15 @@ def test_predict_restarts_only_the_envs_marked_by_episode_start(runs, variant, m
         both.append(action)
     env0, state0 = [], None
     for t in range(12):
-        a, state0 = policy.predict(obs[t, :1], state0, episode_start=[t == 0], reward=None if t == 0 else rewards[t - 1, :1])
+        a, state0 = policy.predict(
+            obs[t, :1], state0, episode_start=[t == 0], reward=None if t == 0 else rewards[t - 1, :1]
+        )
         env0.append(a[0])
     env1, state1 = [], None
     for t in range(4, 12):
-        a, state1 = policy.predict(obs[t, 1:], state1, episode_start=[t == 4], reward=None if t == 4 else rewards[t - 1, 1:])
+        a, state1 = policy.predict(
+            obs[t, 1:], state1, episode_start=[t == 4], reward=None if t == 4 else rewards[t - 1, 1:]
+        )
         env1.append(a[0])
     np.testing.assert_allclose(np.array(both)[:, 0], env0, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.array(both)[4:, 1], env1, rtol=0, atol=1e-6)

@@ -11,15 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train import cli_sets, cli_trained_run, tiny_config
 
 from decision_minrnn.cli import main
-from test_train import cli_sets, cli_trained_run, tiny_config
 
 
 def snapshot(root: Path) -> dict:
     """Path -> sha256 of every file under root (the lock file's holder text excluded)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def one_line_error(capsys, *fragments):
@@ -41,8 +44,9 @@ def test_force_refuses_a_directory_that_is_not_a_run(tmp_path, tiny_minari, caps
     assert snapshot(precious) == before and (precious / "sub").is_dir()
 
 
-def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(tmp_path, tiny_minari, capsys,
-                                                                               monkeypatch):
+def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(
+    tmp_path, tiny_minari, capsys, monkeypatch
+):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     (Path(run) / "notes.txt").write_text("mine")
     before = snapshot(Path(run))
@@ -55,23 +59,28 @@ def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(t
     assert snapshot(Path(run)) == {k: v for k, v in before.items() if k != "notes.txt"}
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lr=nan", "train.lr=nan is not a finite number"),
-    ("train.weight_decay=-5", "train.weight_decay=-5.0 must be >= 0"),
-    ("train.threads=-1", "train.threads=-1 must be >= 0"),
-    ("train.grad_clip=0", "train.grad_clip=0.0 must be > 0"),
-    ("train.grad_clip=-1", "must be > 0"),
-    ("data.rtg_scale=nan", "data.rtg_scale=nan is not a finite number"),
-    ("eval.target_returns=[inf]", "target returns must be finite"),
-    ("train.seed=-1", "train.seed=-1 must be >= 0"),
-    ("data.env_id=Walker2d-v5", "do not match Walker2d-v5's spaces"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr=nan", "train.lr=nan is not a finite number"),
+        ("train.weight_decay=-5", "train.weight_decay=-5.0 must be >= 0"),
+        ("train.threads=-1", "train.threads=-1 must be >= 0"),
+        ("train.grad_clip=0", "train.grad_clip=0.0 must be > 0"),
+        ("train.grad_clip=-1", "must be > 0"),
+        ("data.rtg_scale=nan", "data.rtg_scale=nan is not a finite number"),
+        ("eval.target_returns=[inf]", "target returns must be finite"),
+        ("train.seed=-1", "train.seed=-1 must be >= 0"),
+        ("data.env_id=Walker2d-v5", "do not match Walker2d-v5's spaces"),
+    ],
+)
 def test_force_with_a_bad_new_run_leaves_the_old_one_byte_identical(tmp_path, tiny_minari, capsys, override, message):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     before = snapshot(Path(run))
     capsys.readouterr()
-    assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets,
-                 "--set", override]) == 2
+    assert (
+        main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets, "--set", override])
+        == 2
+    )
     one_line_error(capsys, message)
     assert snapshot(Path(run)) == before
 
@@ -82,16 +91,36 @@ def test_force_whose_new_run_diverges_puts_the_old_run_back(tmp_path, tiny_minar
     capsys.readouterr()
     # An infinite learning rate is finite-checked away, so diverge through a huge one: the first update
     # overflows the weights and the next loss is not finite.
-    assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets,
-                 "--set", "train.lr=1e20", "--set", "train.warmup_steps=0", "--set", "train.grad_clip=1e10"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--run-dir",
+                run,
+                "--force",
+                "--no-progress",
+                *sets,
+                "--set",
+                "train.lr=1e20",
+                "--set",
+                "train.warmup_steps=0",
+                "--set",
+                "train.grad_clip=1e10",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "loss became", "at step", "no checkpoint was written")
     assert snapshot(Path(run)) == before
     assert not [p for p in Path(run).parent.iterdir() if ".replaced-" in p.name]
 
 
 def test_non_finite_loss_stops_at_its_step_before_any_checkpoint(tmp_path, tiny_minari, capsys):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.lr=1e20", "train.warmup_steps=0",
-                                                                 "train.grad_clip=1e10"])
+    path, overrides = tiny_config(
+        tmp_path, tiny_minari[0], 10, ["train.lr=1e20", "train.warmup_steps=0", "train.grad_clip=1e10"]
+    )
     run = tmp_path / "r"
     assert main(["train", "--config", str(path), "--run-dir", str(run), "--no-progress", *cli_sets(overrides)]) == 2
     err = one_line_error(capsys, "loss became")
@@ -103,17 +132,36 @@ def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_min
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     before = snapshot(Path(run))
     capsys.readouterr()
-    assert main(["train", "--resume", "--run-dir", run, "--no-progress", "--set", "model.backbone=transformer",
-                 "--set", "train.steps=20"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--run-dir",
+                run,
+                "--no-progress",
+                "--set",
+                "model.backbone=transformer",
+                "--set",
+                "train.steps=20",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "do not fit the checkpoint")
     assert main(["train", "--resume", "--run-dir", run, "--config", str(path), "--no-progress"]) == 2
     one_line_error(capsys, "--config would be ignored")
     assert snapshot(Path(run)) == before
 
 
-@pytest.mark.parametrize("args,message", [(["--max-steps", "0"], "eval.max_steps must be > 0"),
-                                          (["--seed", "-1"], "eval.seed=-1 must be >= 0"),
-                                          (["--target-return", "inf"], "must be finite")])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--max-steps", "0"], "eval.max_steps must be > 0"),
+        (["--seed", "-1"], "eval.seed=-1 must be >= 0"),
+        (["--target-return", "inf"], "must be finite"),
+    ],
+)
 def test_evaluate_refuses_bad_numbers(tmp_path, tiny_minari, capsys, args, message):
     _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
     capsys.readouterr()
@@ -123,8 +171,18 @@ def test_evaluate_refuses_bad_numbers(tmp_path, tiny_minari, capsys, args, messa
 
 def _start_training(tmp_path, dataset_id, run, steps=100000):
     path, overrides = tiny_config(tmp_path, dataset_id, steps, ["train.threads=1"])
-    cmd = [sys.executable, "-m", "decision_minrnn.cli", "train", "--config", str(path), "--no-progress",
-           "--run-dir", str(run), *cli_sets(overrides)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "decision_minrnn.cli",
+        "train",
+        "--config",
+        str(path),
+        "--no-progress",
+        "--run-dir",
+        str(run),
+        *cli_sets(overrides),
+    ]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
     ckpts = run / "checkpoints"
     deadline = time.time() + 120
@@ -164,15 +222,25 @@ def test_a_signal_writes_a_checkpoint_and_exits_with_one_line(tmp_path, tiny_min
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", f"train.steps={step + 5}"]) == 0
 
 
-@pytest.mark.parametrize("override,setting", [("train.batch_size=10000000", "train.batch_size"),
-                                              ("data.context_len=100000", "longer than any episode can be"),
-                                              ("model.embed_dim=100000", "model.embed_dim")])
-def test_a_setting_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path, tiny_minari, capsys, override,
-                                                                          setting):
+@pytest.mark.parametrize(
+    "override,setting",
+    [
+        ("train.batch_size=10000000", "train.batch_size"),
+        ("data.context_len=100000", "longer than any episode can be"),
+        ("model.embed_dim=100000", "model.embed_dim"),
+    ],
+)
+def test_a_setting_that_cannot_fit_in_memory_is_refused_before_allocating(
+    tmp_path, tiny_minari, capsys, override, setting
+):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
     start = time.perf_counter()
-    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r"), *cli_sets(overrides),
-                 "--set", override]) == 2
+    assert (
+        main(
+            ["train", "--config", str(path), "--run-dir", str(tmp_path / "r"), *cli_sets(overrides), "--set", override]
+        )
+        == 2
+    )
     one_line_error(capsys, setting)
     assert time.perf_counter() - start < 30 and not (tmp_path / "r").exists()
 

@@ -11,8 +11,16 @@ from decision_minrnn.train import lr_at
 
 
 def cfg(schedule, steps=1000, warmup=100, lr=1e-3, min_lr=1e-4):
-    return load_config(None, [f"train.lr_schedule={schedule}", f"train.steps={steps}", f"train.warmup_steps={warmup}",
-                              f"train.lr={lr}", f"train.min_lr={min_lr}"])
+    return load_config(
+        None,
+        [
+            f"train.lr_schedule={schedule}",
+            f"train.steps={steps}",
+            f"train.warmup_steps={warmup}",
+            f"train.lr={lr}",
+            f"train.min_lr={min_lr}",
+        ],
+    )
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])

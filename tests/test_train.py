@@ -16,8 +16,16 @@ from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.train import train
 
-TINY = ["model.embed_dim=16", "model.n_layers=2", "data.context_len=8", "train.batch_size=8",
-        "train.warmup_steps=5", "train.log_every=5", "eval.episodes=0", "train.lr=0.001"]
+TINY = [
+    "model.embed_dim=16",
+    "model.n_layers=2",
+    "data.context_len=8",
+    "train.batch_size=8",
+    "train.warmup_steps=5",
+    "train.log_every=5",
+    "eval.episodes=0",
+    "train.lr=0.001",
+]
 
 
 def tiny_config(tmp_path, dataset_id, steps, extra=()):
@@ -70,7 +78,9 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_minari):
     proc = subprocess.Popen(cmd + ["--run-dir", str(tmp_path / "killed")], env=env)
     ckpt_root = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt_root.exists() and any(p.name.startswith("step-") for p in ckpt_root.iterdir())):
+    while time.time() < deadline and not (
+        ckpt_root.exists() and any(p.name.startswith("step-") for p in ckpt_root.iterdir())
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -108,12 +118,15 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, tiny_minari, capsys):
     assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", "--force", *sets]) == 0
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.backbone=rnn", "model.backbone"),
-    ("model.nonsense=1", "nonsense"),
-    ("train.steps=many", "steps"),
-    ("train.lr=-1", "train.lr"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.backbone=rnn", "model.backbone"),
+        ("model.nonsense=1", "nonsense"),
+        ("train.steps=many", "steps"),
+        ("train.lr=-1", "train.lr"),
+    ],
+)
 def test_bad_config_exits_2_with_one_line(tmp_path, tiny_minari, capsys, override, message):
     path, _ = tiny_config(tmp_path, tiny_minari[0], 10)
     assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "r"), "--set", override]) == 2
@@ -134,8 +147,22 @@ def test_missing_config_and_dataset_errors(tmp_path, minari_root, capsys):
 def test_force_with_bad_data_keeps_the_earlier_run(tmp_path, tiny_minari, capsys):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     before, ckpt = weights(run)
-    assert main(["train", "--config", str(path), "--run-dir", run, "--force", *sets,
-                 "--set", "data.source=test/hopper/missing-v0"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--run-dir",
+                run,
+                "--force",
+                *sets,
+                "--set",
+                "data.source=test/hopper/missing-v0",
+            ]
+        )
+        == 2
+    )
     assert "missing-v0" in capsys.readouterr().err
     after, same_ckpt = weights(run)
     assert same_ckpt == ckpt and all(torch.equal(before[k], after[k]) for k in before)
@@ -172,10 +199,16 @@ def test_compile_gates_trains_to_the_same_loss_as_eager(tmp_path, tiny_minari):
 
 def test_commands_do_not_import_dynamo_unless_compiling(tmp_path):
     """torch.compiler.disable at import pulled in torch._dynamo for every command, doubling start-up."""
-    code = ("import sys; import decision_minrnn.train, decision_minrnn.policy; from decision_minrnn.cli import main; "
-            "main(['datasets', 'list']); assert 'torch._dynamo' not in sys.modules, 'dynamo imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MINARI_DATASETS_PATH": str(tmp_path)},
-                   stdout=subprocess.DEVNULL)
+    code = (
+        "import sys; import decision_minrnn.train, decision_minrnn.policy; from decision_minrnn.cli import main; "
+        "main(['datasets', 'list']); assert 'torch._dynamo' not in sys.modules, 'dynamo imported'"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**os.environ, "MINARI_DATASETS_PATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.slow

@@ -4,8 +4,17 @@ from .episodes import Episode, OfflineDataset, compose, load_d4rl_hdf5, load_min
 from .normalization import ObsNormalizer, clipped_timesteps, returns_to_go
 
 __all__ = [
-    "Episode", "ObsNormalizer", "OfflineDataset", "SAMPLER_MODES", "WindowSampler", "clipped_timesteps",
-    "compose", "load_d4rl_hdf5", "load_minari", "load_source", "returns_to_go",
+    "Episode",
+    "ObsNormalizer",
+    "OfflineDataset",
+    "SAMPLER_MODES",
+    "WindowSampler",
+    "clipped_timesteps",
+    "compose",
+    "load_d4rl_hdf5",
+    "load_minari",
+    "load_source",
+    "returns_to_go",
 ]
 
 

@@ -88,8 +88,11 @@ class OfflineDataset:
         }
         if self.ref_scores is not None:
             info["normalized_behaviour_score"] = float(self.ref_scores.normalize(rets.mean()))
-            info["reference_scores"] = {"min": self.ref_scores.min, "max": self.ref_scores.max,
-                                        "source": self.ref_scores.source}
+            info["reference_scores"] = {
+                "min": self.ref_scores.min,
+                "max": self.ref_scores.max,
+                "source": self.ref_scores.source,
+            }
         return info
 
 
@@ -108,8 +111,10 @@ def validate_episodes(episodes: list[Episode], where: str) -> None:
         if len(ep) == 0:
             raise DataError(f"{label} has zero length")
         if ep.obs.shape != (len(ep), obs_dim) or ep.act.shape != (len(ep), act_dim):
-            raise DataError(f"{label}: obs {ep.obs.shape} / act {ep.act.shape} do not match {len(ep)} steps "
-                            f"of obs_dim {obs_dim}, act_dim {act_dim}")
+            raise DataError(
+                f"{label}: obs {ep.obs.shape} / act {ep.act.shape} do not match {len(ep)} steps "
+                f"of obs_dim {obs_dim}, act_dim {act_dim}"
+            )
         _check_finite("observations", label, ep.obs)
         _check_finite("actions", label, ep.act)
         _check_finite("rewards", label, ep.rew)
@@ -152,8 +157,10 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception as exc:  # download path: missing extra, no network, unknown remote id
-            raise DataError(f"Minari dataset {dataset_id!r} is not in MINARI_DATASETS_PATH={minari_root()} "
-                            f"and could not be downloaded ({first_line(exc)})") from None
+            raise DataError(
+                f"Minari dataset {dataset_id!r} is not in MINARI_DATASETS_PATH={minari_root()} "
+                f"and could not be downloaded ({first_line(exc)})"
+            ) from None
     except Exception as exc:
         raise DataError(f"Minari dataset {dataset_id!r} could not be read: {exc}") from None
     _flat_box_dim(dataset.observation_space, "observation", dataset_id)
@@ -163,13 +170,15 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         for ep in dataset.iterate_episodes():
             # Minari stores T+1 observations (the last is the one after the final action): drop it.
             n = len(ep.rewards)
-            episodes.append(Episode(
-                obs=np.asarray(ep.observations[:n], dtype=np.float32),
-                act=np.asarray(ep.actions, dtype=np.float32).reshape(n, -1),
-                rew=np.asarray(ep.rewards, dtype=np.float32),
-                terminated=bool(ep.terminations[-1]) if n else False,
-                truncated=bool(ep.truncations[-1]) if n else False,
-            ))
+            episodes.append(
+                Episode(
+                    obs=np.asarray(ep.observations[:n], dtype=np.float32),
+                    act=np.asarray(ep.actions, dtype=np.float32).reshape(n, -1),
+                    rew=np.asarray(ep.rewards, dtype=np.float32),
+                    terminated=bool(ep.terminations[-1]) if n else False,
+                    truncated=bool(ep.truncations[-1]) if n else False,
+                )
+            )
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"Minari dataset {dataset_id!r} is corrupt: {exc}") from None
     validate_episodes(episodes, dataset_id)
@@ -198,9 +207,15 @@ def split_flat_arrays(obs, act, rew, terminals, timeouts) -> list[Episode]:
     for start, stop in zip(starts, stops):
         if stop <= start:
             continue
-        episodes.append(Episode(obs[start:stop], act[start:stop], rew[start:stop],
-                                terminated=bool(terminals[stop - 1]),
-                                truncated=not bool(terminals[stop - 1])))
+        episodes.append(
+            Episode(
+                obs[start:stop],
+                act[start:stop],
+                rew[start:stop],
+                terminated=bool(terminals[stop - 1]),
+                truncated=not bool(terminals[stop - 1]),
+            )
+        )
     return episodes
 
 
@@ -218,8 +233,7 @@ def load_d4rl_hdf5(path: str, env_id: str | None = None, env_version: str = "v5"
         with h5py.File(file, "r") as f:
             missing = [k for k in D4RL_KEYS if k not in f]
             if missing:
-                raise DataError(f"D4RL file {path} lacks key(s) {', '.join(missing)} "
-                                f"(needs {', '.join(D4RL_KEYS)})")
+                raise DataError(f"D4RL file {path} lacks key(s) {', '.join(missing)} (needs {', '.join(D4RL_KEYS)})")
             arrays = {k: np.asarray(f[k][()]) for k in D4RL_KEYS}
     except DataError:
         raise
@@ -234,8 +248,9 @@ def load_d4rl_hdf5(path: str, env_id: str | None = None, env_version: str = "v5"
     obs = arrays["observations"].astype(np.float32).reshape(n, -1)
     act = arrays["actions"].astype(np.float32).reshape(n, -1)
     rew = arrays["rewards"].astype(np.float32).reshape(n)
-    episodes = split_flat_arrays(obs, act, rew, arrays["terminals"].astype(bool).reshape(n),
-                                 arrays["timeouts"].astype(bool).reshape(n))
+    episodes = split_flat_arrays(
+        obs, act, rew, arrays["terminals"].astype(bool).reshape(n), arrays["timeouts"].astype(bool).reshape(n)
+    )
     validate_episodes(episodes, path)
     task = task_of(env_id) or task_of(file.name)
     if env_id is None and task is not None:
@@ -252,16 +267,21 @@ def compose(datasets: list[OfflineDataset]) -> OfflineDataset:
     first = datasets[0]
     for other in datasets[1:]:
         if (other.obs_dim, other.act_dim) != (first.obs_dim, first.act_dim):
-            raise DataError(f"cannot compose {first.name} (obs {first.obs_dim}, act {first.act_dim}) with "
-                            f"{other.name} (obs {other.obs_dim}, act {other.act_dim}): dims differ")
+            raise DataError(
+                f"cannot compose {first.name} (obs {first.obs_dim}, act {first.act_dim}) with "
+                f"{other.name} (obs {other.obs_dim}, act {other.act_dim}): dims differ"
+            )
         if first.env_id and other.env_id and first.env_id != other.env_id:
-            raise DataError(f"cannot compose {first.name} ({first.env_id}) with {other.name} ({other.env_id}): "
-                            "different environments")
+            raise DataError(
+                f"cannot compose {first.name} ({first.env_id}) with {other.name} ({other.env_id}): "
+                "different environments"
+            )
     env_id = next((d.env_id for d in datasets if d.env_id), None)
     ref = next((d.ref_scores for d in datasets if d.ref_scores), None)
     parts = [p for d in datasets for p in (d.parts or [d.name])]
-    return OfflineDataset("+".join(d.name for d in datasets), [e for d in datasets for e in d.episodes],
-                          env_id, ref, parts)
+    return OfflineDataset(
+        "+".join(d.name for d in datasets), [e for d in datasets for e in d.episodes], env_id, ref, parts
+    )
 
 
 def load_source(source: str | list[str], env_id: str | None = None, env_version: str = "v5") -> OfflineDataset:

@@ -18,7 +18,7 @@ class ObsNormalizer:
     std: np.ndarray  # (obs_dim,), already + 1e-6
 
     @classmethod
-    def fit(cls, episodes) -> "ObsNormalizer":
+    def fit(cls, episodes) -> ObsNormalizer:
         obs = np.concatenate([e.obs for e in episodes], axis=0).astype(np.float64)
         return cls(obs.mean(0).astype(np.float32), (obs.std(0) + OBS_STD_EPS).astype(np.float32))
 
@@ -29,7 +29,7 @@ class ObsNormalizer:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ObsNormalizer":
+    def from_dict(cls, d: dict) -> ObsNormalizer:
         return cls(np.asarray(d["mean"], dtype=np.float32), np.asarray(d["std"], dtype=np.float32))
 
 

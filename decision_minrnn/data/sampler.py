@@ -23,8 +23,17 @@ SAMPLER_MODES = ("window", "episode")
 
 
 class WindowSampler:
-    def __init__(self, dataset: OfflineDataset, normalizer: ObsNormalizer, context_len: int, batch_size: int,
-                 rtg_scale: float = 1000.0, max_ep_len: int = 1000, mode: str = "window", seed: int = 0):
+    def __init__(
+        self,
+        dataset: OfflineDataset,
+        normalizer: ObsNormalizer,
+        context_len: int,
+        batch_size: int,
+        rtg_scale: float = 1000.0,
+        max_ep_len: int = 1000,
+        mode: str = "window",
+        seed: int = 0,
+    ):
         if mode not in SAMPLER_MODES:
             raise ValueError(f"unknown sampler mode {mode!r}; choose one of {', '.join(SAMPLER_MODES)}")
         episodes = dataset.episodes

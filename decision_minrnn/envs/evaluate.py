@@ -42,9 +42,14 @@ class EpisodeBatch:
 
     def __init__(self, env_id: str, n: int, max_steps: int = 1000, record_first: bool = False):
         try:
-            self.envs = [gym.make(env_id, max_episode_steps=max_steps,
-                                  **({"render_mode": "rgb_array"} if record_first and i == 0 else {}))
-                         for i in range(n)]
+            self.envs = [
+                gym.make(
+                    env_id,
+                    max_episode_steps=max_steps,
+                    **({"render_mode": "rgb_array"} if record_first and i == 0 else {}),
+                )
+                for i in range(n)
+            ]
         except gym.error.Error as exc:
             raise CheckpointError(f"cannot make environment {env_id!r}: {exc}") from None
         self.frames: list[np.ndarray] | None = [] if record_first else None
@@ -103,14 +108,25 @@ class PolicyContext:
 def _check_spaces(batch: EpisodeBatch, model) -> None:
     obs_shape, act_shape = batch.observation_space.shape, batch.action_space.shape
     if obs_shape != (model.obs_dim,) or act_shape != (model.act_dim,):
-        raise CheckpointError(f"environment spaces obs {obs_shape} / act {act_shape} do not match the checkpoint's "
-                              f"obs ({model.obs_dim},) / act ({model.act_dim},)")
+        raise CheckpointError(
+            f"environment spaces obs {obs_shape} / act {act_shape} do not match the checkpoint's "
+            f"obs ({model.obs_dim},) / act ({model.act_dim},)"
+        )
 
 
 @torch.no_grad()
-def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10, mode: str = "recurrent",
-            seed: int = 0, max_steps: int = 1000, device: torch.device | str = "cpu",
-            video_path: str | Path | None = None, compile: bool = False) -> dict:
+def rollout(
+    model,
+    ctx: PolicyContext,
+    target_return: float,
+    episodes: int = 10,
+    mode: str = "recurrent",
+    seed: int = 0,
+    max_steps: int = 1000,
+    device: torch.device | str = "cpu",
+    video_path: str | Path | None = None,
+    compile: bool = False,
+) -> dict:
     """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings.
     video_path: also write the first episode (seed `seed`) there as an mp4. compile: Policy(compile=True)."""
     device = torch.device(device)
@@ -134,8 +150,19 @@ def rollout(model, ctx: PolicyContext, target_return: float, episodes: int = 10,
 def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device, compile=False) -> dict:
     _check_spaces(batch, model)
     space = batch.action_space
-    policy = Policy(model, ctx.obs_norm, ctx.rtg_scale, ctx.context_len, target_return, mode, device,
-                    space.low, space.high, ctx.env_id, compile=compile)
+    policy = Policy(
+        model,
+        ctx.obs_norm,
+        ctx.rtg_scale,
+        ctx.context_len,
+        target_return,
+        mode,
+        device,
+        space.low,
+        space.high,
+        ctx.env_id,
+        compile=compile,
+    )
     policy.reset(episodes)
     obs = batch.reset([seed + i for i in range(episodes)])
     rewards = None  # finished episodes get r = 0 from EpisodeBatch and are ignored anyway
@@ -149,8 +176,10 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
         obs, rewards = batch.step(action, obs)
     returns = batch.returns.copy()
     if not np.isfinite(returns).all():
-        raise DivergedError(f"evaluation in {ctx.env_id} produced a non-finite return (NaN or inf weights, "
-                            "normalizer or target?); no score was recorded")
+        raise DivergedError(
+            f"evaluation in {ctx.env_id} produced a non-finite return (NaN or inf weights, "
+            "normalizer or target?); no score was recorded"
+        )
     result = {
         "target_return": float(target_return),
         "mode": policy.mode,
@@ -160,22 +189,50 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "env_steps": int(batch.lengths.sum()),
-        "timing": {"model_seconds": model_seconds, "env_seconds": batch.env_seconds,
-                   "model_per_batched_step_ms": 1e3 * model_seconds / max(1, int(batch.lengths.max())),
-                   "env_per_env_step_ms": 1e3 * batch.env_seconds / max(1, int(batch.lengths.sum()))},
+        "timing": {
+            "model_seconds": model_seconds,
+            "env_seconds": batch.env_seconds,
+            "model_per_batched_step_ms": 1e3 * model_seconds / max(1, int(batch.lengths.max())),
+            "env_per_env_step_ms": 1e3 * batch.env_seconds / max(1, int(batch.lengths.sum())),
+        },
     }
     if ctx.ref_scores is not None:
         normalized = ctx.ref_scores.normalize(returns)
-        result.update(normalized=normalized.tolist(), normalized_mean=float(normalized.mean()),
-                      normalized_std=float(normalized.std()), score_reference=ctx.ref_scores.source)
+        result.update(
+            normalized=normalized.tolist(),
+            normalized_mean=float(normalized.mean()),
+            normalized_std=float(normalized.std()),
+            score_reference=ctx.ref_scores.source,
+        )
     return result
 
 
-def evaluate_targets(model, ctx: PolicyContext, targets, episodes: int, mode: str, seed: int, max_steps: int,
-                     device, video_dir: str | Path | None = None, compile: bool = False) -> list[dict]:
+def evaluate_targets(
+    model,
+    ctx: PolicyContext,
+    targets,
+    episodes: int,
+    mode: str,
+    seed: int,
+    max_steps: int,
+    device,
+    video_dir: str | Path | None = None,
+    compile: bool = False,
+) -> list[dict]:
     """One rollout batch per target return (DT evaluates each of its two targets separately).
     video_dir: one mp4 per target, of the episode seeded `seed`."""
-    return [rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device,
-                    None if video_dir is None else Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4",
-                    compile)
-            for target in targets]
+    return [
+        rollout(
+            model,
+            ctx,
+            float(target),
+            episodes,
+            mode,
+            seed,
+            max_steps,
+            device,
+            None if video_dir is None else Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4",
+            compile,
+        )
+        for target in targets
+    ]

@@ -42,9 +42,11 @@ def render_frame(env) -> np.ndarray:
     try:
         frame = env.render()
     except Exception as exc:  # noqa: BLE001 - GL backends fail with many exception types
-        raise VideoError(f"cannot render {env.spec.id if env.spec else 'the environment'} "
-                         f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): {first_line(exc, 200)}; "
-                         "try MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
+        raise VideoError(
+            f"cannot render {env.spec.id if env.spec else 'the environment'} "
+            f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): {first_line(exc, 200)}; "
+            "try MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+        ) from None
     if frame is None:
         raise VideoError("the environment returned no frame (it was not made with render_mode='rgb_array')")
     return frame

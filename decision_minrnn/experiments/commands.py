@@ -10,10 +10,18 @@ from .stats import DEFAULT_REPS
 def cmd_sweep(args) -> int:
     from .sweep import sweep
 
-    summary = sweep(args.grid, runs_root=args.runs_root, address=args.address, max_parallel=args.max_parallel,
-                    threads_per_run=args.threads_per_run, use_ray=not args.no_ray)
-    print(f"sweep {summary['grid']}: ran {summary['ran']}, skipped {summary['skipped']} finished, "
-          f"failed {summary['failed']} -> {summary['root']}")
+    summary = sweep(
+        args.grid,
+        runs_root=args.runs_root,
+        address=args.address,
+        max_parallel=args.max_parallel,
+        threads_per_run=args.threads_per_run,
+        use_ray=not args.no_ray,
+    )
+    print(
+        f"sweep {summary['grid']}: ran {summary['ran']}, skipped {summary['skipped']} finished, "
+        f"failed {summary['failed']} -> {summary['root']}"
+    )
     return 1 if summary["failed"] else 0
 
 
@@ -33,21 +41,29 @@ def cmd_bench(args) -> int:
     quick = args.quick
     out = {"machine": machine_info(), "quick": quick}
     if args.latency:
-        out["latency"] = bench_policy_latency(steps=100 if quick else 300, repeats=3 if quick else 7,
-                                              onnx=_have_onnx())["results"]
+        out["latency"] = bench_policy_latency(
+            steps=100 if quick else 300, repeats=3 if quick else 7, onnx=_have_onnx()
+        )["results"]
         if args.json:
             print(json.dumps(out, indent=1))
         else:
             _print_latency(out["latency"])
         return 0
-    out["scan"] = bench_scan(lengths=(60, 1000) if quick else (20, 60, 200, 1000, 3000), repeats=1 if quick else 3,
-                             device=args.device, loop_max_T=1000)["results"]
-    out["train_step"] = bench_train_step(contexts=(20, 200) if quick else (20, 200, 1000), repeats=1 if quick else 3,
-                                         device=args.device)["results"]
-    out["inference"] = bench_inference(steps=30 if quick else 100, repeats=1 if quick else 3,
-                                       device=args.device)["results"]
-    out["latency"] = bench_policy_latency(steps=50 if quick else 300, repeats=1 if quick else 7, onnx=_have_onnx(),
-                                          compiled=not quick)["results"]
+    out["scan"] = bench_scan(
+        lengths=(60, 1000) if quick else (20, 60, 200, 1000, 3000),
+        repeats=1 if quick else 3,
+        device=args.device,
+        loop_max_T=1000,
+    )["results"]
+    out["train_step"] = bench_train_step(
+        contexts=(20, 200) if quick else (20, 200, 1000), repeats=1 if quick else 3, device=args.device
+    )["results"]
+    out["inference"] = bench_inference(steps=30 if quick else 100, repeats=1 if quick else 3, device=args.device)[
+        "results"
+    ]
+    out["latency"] = bench_policy_latency(
+        steps=50 if quick else 300, repeats=1 if quick else 7, onnx=_have_onnx(), compiled=not quick
+    )["results"]
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -61,7 +77,10 @@ def cmd_bench(args) -> int:
         print(f"  K={row['K']:<5} {row['layout']:11s} B={row['batch']:<3} {row['ms']}")
     print("inference per env step (ms):")
     for row in out["inference"]:
-        print(f"  envs={row['n_envs']:<3} threads={row['threads']}  {row['ms_per_step']}  recurrent speed-up {row['recurrent_speedup']}")
+        print(
+            f"  envs={row['n_envs']:<3} threads={row['threads']}  {row['ms_per_step']}  "
+            f"recurrent speed-up {row['recurrent_speedup']}"
+        )
     _print_latency(out["latency"])
     return 0
 
@@ -81,8 +100,11 @@ def _print_latency(rows) -> None:
 
 def register(sub) -> None:
     sw = sub.add_parser("sweep", help="run a grid of datasets x backbones x seeds on Ray")
-    sw.add_argument("--grid", required=True, help="grid YAML, or a packaged grid name such as bench-cpu "
-                                                  "(see `decision-minrnn configs`)")
+    sw.add_argument(
+        "--grid",
+        required=True,
+        help="grid YAML, or a packaged grid name such as bench-cpu (see `decision-minrnn configs`)",
+    )
     sw.add_argument("--runs-root", default="runs/sweeps")
     sw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     sw.add_argument("--max-parallel", type=int, default=None, help="runs at once on a local Ray (default: one per CPU)")
@@ -100,6 +122,9 @@ def register(sub) -> None:
     bn.add_argument("--quick", action="store_true")
     bn.add_argument("--json", action="store_true")
     bn.add_argument("--device", default="cpu")
-    bn.add_argument("--latency", action="store_true",
-                    help="only the policy latency table (torch, compiled torch, onnxruntime, window; batch 1 and 10)")
+    bn.add_argument(
+        "--latency",
+        action="store_true",
+        help="only the policy latency table (torch, compiled torch, onnxruntime, window; batch 1 and 10)",
+    )
     bn.set_defaults(func=cmd_bench)

@@ -92,9 +92,14 @@ def load_grid(path: str | Path) -> Grid:
         # Seeds outermost, backbones inner: a grid stopped half way has the same seeds for every backbone.
         for seed in seeds:
             for backbone in backbones:
-                overrides = [f"data.source=[{','.join(sources)}]", f"model.backbone={backbone}", f"train.seed={int(seed)}",
-                             f"name={label}/{backbone}/seed{int(seed)}", *common,
-                             *[str(x) for x in per_backbone.get(backbone, [])]]
+                overrides = [
+                    f"data.source=[{','.join(sources)}]",
+                    f"model.backbone={backbone}",
+                    f"train.seed={int(seed)}",
+                    f"name={label}/{backbone}/seed{int(seed)}",
+                    *common,
+                    *[str(x) for x in per_backbone.get(backbone, [])],
+                ]
                 run = RunSpec(str(label), str(backbone), int(seed), str(config_path.resolve()), overrides)
                 run.config()  # fail now, not inside a worker, when a combination is invalid
                 runs.append(run)

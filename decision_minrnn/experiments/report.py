@@ -25,8 +25,13 @@ from .stats import DEFAULT_REPS, probability_of_improvement, score_stats
 
 BACKBONE_ORDER = ("mingru", "minlstm", "transformer", "gru", "lstm")
 # One colour per backbone in every figure (matplotlib's tab10), so a reader learns them once.
-BACKBONE_COLORS = {"mingru": "tab:blue", "minlstm": "tab:orange", "transformer": "tab:green", "gru": "tab:red",
-                   "lstm": "tab:purple"}
+BACKBONE_COLORS = {
+    "mingru": "tab:blue",
+    "minlstm": "tab:orange",
+    "transformer": "tab:green",
+    "gru": "tab:red",
+    "lstm": "tab:purple",
+}
 PUBLISHED_FOR_BACKBONE = {"transformer": "DT", "mingru": "minGRU", "minlstm": "minLSTM"}
 BASELINE = "transformer"  # what P(X > Y) compares every other backbone against
 
@@ -59,7 +64,9 @@ def _read_curve(metrics: Path, target: float, notes: list[Skipped]) -> list[tupl
             if record.get("target_return") == target and record.get("normalized_mean") is not None:
                 by_step[int(record["step"])] = float(record["normalized_mean"])  # last write wins after a resume
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-            notes.append(Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest"))
+            notes.append(
+                Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest")
+            )
     return sorted(by_step.items())
 
 
@@ -84,11 +91,19 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         # Grid runs are named <dataset label>/<backbone>/seed<seed> (grid.py); other runs use the data's name.
         name_parts = str(summary.get("name", "")).split("/")
         dataset = name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
-        run = Run(dataset=dataset, backbone=str(summary["backbone"]), seed=summary.get("seed"),
-                  normalized=float(evaluation["normalized_mean"]), steps=int(summary["step"]), run_dir=run_dir,
-                  reference=evaluation.get("score_reference"), behaviour=summary.get("behaviour_normalized"),
-                  by_target={float(r["target_return"]): r.get("normalized_mean")
-                             for r in summary.get("eval_all_targets", [])})
+        run = Run(
+            dataset=dataset,
+            backbone=str(summary["backbone"]),
+            seed=summary.get("seed"),
+            normalized=float(evaluation["normalized_mean"]),
+            steps=int(summary["step"]),
+            run_dir=run_dir,
+            reference=evaluation.get("score_reference"),
+            behaviour=summary.get("behaviour_normalized"),
+            by_target={
+                float(r["target_return"]): r.get("normalized_mean") for r in summary.get("eval_all_targets", [])
+            },
+        )
     except (KeyError, TypeError, ValueError) as exc:
         skipped.append(Skipped(run_dir, f"final.json is missing or mistypes a field ({type(exc).__name__}: {exc})"))
         return None
@@ -146,9 +161,17 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
             if not group:
                 continue
             s = score_stats([r.normalized for r in group], reps=reps)
-            cells.append({"dataset": d, "backbone": b, **asdict(s), "seeds": {str(r.seed): r.normalized for r in group},
-                          "steps": sorted({r.steps for r in group}), "behaviour": _behaviour(runs, d),
-                          "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, ""))})
+            cells.append(
+                {
+                    "dataset": d,
+                    "backbone": b,
+                    **asdict(s),
+                    "seeds": {str(r.seed): r.normalized for r in group},
+                    "steps": sorted({r.steps for r in group}),
+                    "behaviour": _behaviour(runs, d),
+                    "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, "")),
+                }
+            )
     aggregate = []
     if len(datasets) > 1:
         for b in backbones:
@@ -163,11 +186,26 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
             if b == BASELINE or not len(x) or not len(y):
                 continue
             p, ci = probability_of_improvement(x, y, reps=reps)
-            improvement.append({"x": b, "y": BASELINE, "probability": p, "ci": list(ci), "n_x": len(x), "n_y": len(y),
-                                "datasets": len(datasets)})
-    return {"cells": cells, "aggregate": aggregate, "improvement": improvement, "datasets": datasets,
-            "backbones": backbones, "steps": sorted({r.steps for r in runs}),
-            "references": sorted({str(r.reference) for r in runs})}
+            improvement.append(
+                {
+                    "x": b,
+                    "y": BASELINE,
+                    "probability": p,
+                    "ci": list(ci),
+                    "n_x": len(x),
+                    "n_y": len(y),
+                    "datasets": len(datasets),
+                }
+            )
+    return {
+        "cells": cells,
+        "aggregate": aggregate,
+        "improvement": improvement,
+        "datasets": datasets,
+        "backbones": backbones,
+        "steps": sorted({r.steps for r in runs}),
+        "references": sorted({str(r.reference) for r in runs}),
+    }
 
 
 def _ci(value, interval):
@@ -175,31 +213,45 @@ def _ci(value, interval):
 
 
 def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
-    lines = ["| dataset | backbone | n | mean [95% CI] | IQM [95% CI] | std | per seed | behaviour | published (D4RL) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | backbone | n | mean [95% CI] | IQM [95% CI] | std | per seed | behaviour | published (D4RL) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in stats["cells"]:
         seeds = ", ".join(f"{v:.1f}" for v in c["seeds"].values())
         std = "-" if c["std"] is None else f"{c['std']:.1f}"
         behaviour = "-" if c["behaviour"] is None else f"{c['behaviour']:.1f}"
-        lines.append(f"| {c['dataset']} | {c['backbone']} | {c['n']} | {_ci(c['mean'], c['mean_ci'])} | "
-                     f"{_ci(c['iqm'], c['iqm_ci'])} | {std} | {seeds} | {behaviour} | {c['published']} |")
+        lines.append(
+            f"| {c['dataset']} | {c['backbone']} | {c['n']} | {_ci(c['mean'], c['mean_ci'])} | "
+            f"{_ci(c['iqm'], c['iqm_ci'])} | {std} | {seeds} | {behaviour} | {c['published']} |"
+        )
     for a in stats["aggregate"]:
         std = "-" if a["std"] is None else f"{a['std']:.1f}"
-        lines.append(f"| **all {a['datasets']} datasets** | {a['backbone']} | {a['n']} | {_ci(a['mean'], a['mean_ci'])} | "
-                     f"{_ci(a['iqm'], a['iqm_ci'])} | {std} | | | |")
-    lines += ["", f"D4RL-normalized return at the first target return of the last checkpoint (reference scores: "
-              f"{', '.join(stats['references'])}) after {', '.join(map(str, stats['steps']))} training steps. Intervals: "
-              "95% percentile bootstrap over seeds, stratified by dataset (rliable). std: sample std (ddof=1). "
-              "IQM: mean of the middle 50% of scores. The aggregate rows use the seeds a backbone finished on every "
-              "dataset (n per dataset). Published: Table 3 of Feng et al. 2024 (D4RL v2, 5 seeds) for the same "
-              "backbone; comparable to ours only when our runs used the D4RL datasets."]
+        lines.append(
+            f"| **all {a['datasets']} datasets** | {a['backbone']} | {a['n']} | {_ci(a['mean'], a['mean_ci'])} | "
+            f"{_ci(a['iqm'], a['iqm_ci'])} | {std} | | | |"
+        )
+    lines += [
+        "",
+        f"D4RL-normalized return at the first target return of the last checkpoint (reference scores: "
+        f"{', '.join(stats['references'])}) after {', '.join(map(str, stats['steps']))} training steps. Intervals: "
+        "95% percentile bootstrap over seeds, stratified by dataset (rliable). std: sample std (ddof=1). "
+        "IQM: mean of the middle 50% of scores. The aggregate rows use the seeds a backbone finished on every "
+        "dataset (n per dataset). Published: Table 3 of Feng et al. 2024 (D4RL v2, 5 seeds) for the same "
+        "backbone; comparable to ours only when our runs used the D4RL datasets.",
+    ]
     if stats["improvement"]:
         lines += ["", "| X | Y | P(X > Y) [95% CI] | runs X / Y per dataset | datasets |", "|---|---|---|---|---|"]
         for p in stats["improvement"]:
-            lines.append(f"| {p['x']} | {p['y']} | {p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] | "
-                         f"{p['n_x']} / {p['n_y']} | {p['datasets']} |")
-        lines += ["", "P(X > Y): probability that a run of X scores above a run of Y on the same dataset, averaged over "
-                  "datasets (Agarwal et al. 2021). An interval that contains 0.5 does not tell the two apart."]
+            lines.append(
+                f"| {p['x']} | {p['y']} | {p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] | "
+                f"{p['n_x']} / {p['n_y']} | {p['datasets']} |"
+            )
+        lines += [
+            "",
+            "P(X > Y): probability that a run of X scores above a run of Y on the same dataset, averaged over "
+            "datasets (Agarwal et al. 2021). An interval that contains 0.5 does not tell the two apart.",
+        ]
     if skipped:
         lines += ["", f"Skipped or partly used ({len(skipped)}):", ""]
         lines += [f"- {s.run_dir}: {s.reason}" for s in skipped]
@@ -231,15 +283,41 @@ def markdown_targets_table(runs: list[Run]) -> str:
 def write_csv(path: Path, stats: dict) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "backbone", "n", "mean", "mean_ci_low", "mean_ci_high", "iqm", "iqm_ci_low",
-                         "iqm_ci_high", "std", "per_seed", "behaviour"] + [f"published_{c}" for c in PUBLISHED_COLUMNS])
+        writer.writerow(
+            [
+                "dataset",
+                "backbone",
+                "n",
+                "mean",
+                "mean_ci_low",
+                "mean_ci_high",
+                "iqm",
+                "iqm_ci_low",
+                "iqm_ci_high",
+                "std",
+                "per_seed",
+                "behaviour",
+            ]
+            + [f"published_{c}" for c in PUBLISHED_COLUMNS]
+        )
         for c in stats["cells"]:
-            writer.writerow([c["dataset"], c["backbone"], c["n"], f"{c['mean']:.3f}", f"{c['mean_ci'][0]:.3f}",
-                             f"{c['mean_ci'][1]:.3f}", f"{c['iqm']:.3f}", f"{c['iqm_ci'][0]:.3f}", f"{c['iqm_ci'][1]:.3f}",
-                             "" if c["std"] is None else f"{c['std']:.3f}",
-                             " ".join(f"{k}:{v:.3f}" for k, v in c["seeds"].items()),
-                             "" if c["behaviour"] is None else f"{c['behaviour']:.3f}"]
-                            + [published_cell(c["dataset"], col) for col in PUBLISHED_COLUMNS])
+            writer.writerow(
+                [
+                    c["dataset"],
+                    c["backbone"],
+                    c["n"],
+                    f"{c['mean']:.3f}",
+                    f"{c['mean_ci'][0]:.3f}",
+                    f"{c['mean_ci'][1]:.3f}",
+                    f"{c['iqm']:.3f}",
+                    f"{c['iqm_ci'][0]:.3f}",
+                    f"{c['iqm_ci'][1]:.3f}",
+                    "" if c["std"] is None else f"{c['std']:.3f}",
+                    " ".join(f"{k}:{v:.3f}" for k, v in c["seeds"].items()),
+                    "" if c["behaviour"] is None else f"{c['behaviour']:.3f}",
+                ]
+                + [published_cell(c["dataset"], col) for col in PUBLISHED_COLUMNS]
+            )
 
 
 def _pyplot():
@@ -277,8 +355,13 @@ def plot_learning_curves(path: Path, runs: list[Run]) -> bool:
                 ax.plot(list(c), list(c.values()), color=_color(b), alpha=0.3, linewidth=0.8, marker=".", markersize=3)
             steps = sorted(set.intersection(*[set(c) for c in curves]))
             if steps:
-                ax.plot(steps, np.mean([[c[s] for s in steps] for c in curves], axis=0), color=_color(b),
-                        linewidth=2, label=f"{b} (n={len(curves)})")
+                ax.plot(
+                    steps,
+                    np.mean([[c[s] for s in steps] for c in curves], axis=0),
+                    color=_color(b),
+                    linewidth=2,
+                    label=f"{b} (n={len(curves)})",
+                )
                 drew = True
         behaviour = _behaviour(runs, d)
         if behaviour is not None:
@@ -310,15 +393,35 @@ def plot_scores(path: Path, runs: list[Run], stats: dict) -> None:
                 continue
             x = i + (j - (len(backbones) - 1) / 2) * width
             ax.bar(x, c["mean"], width * 0.9, color=_color(b), alpha=0.5, label=b if i == 0 else None)
-            ax.errorbar(x, c["mean"], yerr=[[c["mean"] - c["mean_ci"][0]], [c["mean_ci"][1] - c["mean"]]],
-                        color="black", capsize=3, linewidth=1)
+            ax.errorbar(
+                x,
+                c["mean"],
+                yerr=[[c["mean"] - c["mean_ci"][0]], [c["mean_ci"][1] - c["mean"]]],
+                color="black",
+                capsize=3,
+                linewidth=1,
+            )
             seeds = list(c["seeds"].values())
-            ax.scatter(x + rng.uniform(-width / 5, width / 5, len(seeds)), seeds, color=_color(b), edgecolor="black",
-                       linewidth=0.5, s=14, zorder=3)
+            ax.scatter(
+                x + rng.uniform(-width / 5, width / 5, len(seeds)),
+                seeds,
+                color=_color(b),
+                edgecolor="black",
+                linewidth=0.5,
+                s=14,
+                zorder=3,
+            )
         behaviour = _behaviour(runs, d)
         if behaviour is not None:
-            ax.hlines(behaviour, i - 0.45, i + 0.45, color="black", linestyle="--", linewidth=1,
-                      label="behaviour policy" if i == 0 else None)
+            ax.hlines(
+                behaviour,
+                i - 0.45,
+                i + 0.45,
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label="behaviour policy" if i == 0 else None,
+            )
     ax.set_xticks(np.arange(len(datasets)), datasets, rotation=20, ha="right")
     ax.set_ylabel("normalized score (mean, 95% CI, seeds)")
     ax.set_title(_title(runs, "last-checkpoint scores"), fontsize=10)
@@ -347,8 +450,12 @@ def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFA
     (out / "table.md").write_text(table)
     write_csv(out / "table.csv", stats)
     (out / "stats.json").write_text(json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))
-    files = {"table_md": str(out / "table.md"), "table_csv": str(out / "table.csv"), "stats_json": str(out / "stats.json"),
-             "scores_png": str(out / "scores.png")}
+    files = {
+        "table_md": str(out / "table.md"),
+        "table_csv": str(out / "table.csv"),
+        "stats_json": str(out / "stats.json"),
+        "scores_png": str(out / "scores.png"),
+    }
     plot_scores(out / "scores.png", runs, stats)
     if plot_learning_curves(out / "learning_curves.png", runs):
         files["curves_png"] = str(out / "learning_curves.png")

@@ -47,8 +47,9 @@ def _interval_estimates(score_dict: dict, func, reps: int, seed: int):
     with warnings.catch_warnings():
         # arch (rliable's bootstrap backend) warns that RandomState is deprecated; rliable still passes one.
         warnings.simplefilter("ignore", FutureWarning)
-        return library.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=CONFIDENCE,
-                                              random_state=np.random.RandomState(seed))
+        return library.get_interval_estimates(
+            score_dict, func, reps=reps, confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed)
+        )
 
 
 def score_stats(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> ScoreStats:
@@ -60,11 +61,17 @@ def score_stats(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> ScoreStats:
     if matrix.size == 0:
         raise ValueError("no scores")
     point, interval = _interval_estimates(
-        {"x": matrix}, lambda s: np.array([metrics.aggregate_mean(s), metrics.aggregate_iqm(s)]), reps, seed)
+        {"x": matrix}, lambda s: np.array([metrics.aggregate_mean(s), metrics.aggregate_iqm(s)]), reps, seed
+    )
     (mean, iqm), ci = point["x"], interval["x"]  # ci: rows (lower, upper), columns (mean, iqm)
-    return ScoreStats(n=matrix.shape[0], mean=float(mean), mean_ci=(float(ci[0, 0]), float(ci[1, 0])),
-                      iqm=float(iqm), iqm_ci=(float(ci[0, 1]), float(ci[1, 1])),
-                      std=float(np.std(matrix, ddof=1)) if matrix.size > 1 else None)
+    return ScoreStats(
+        n=matrix.shape[0],
+        mean=float(mean),
+        mean_ci=(float(ci[0, 0]), float(ci[1, 0])),
+        iqm=float(iqm),
+        iqm_ci=(float(ci[0, 1]), float(ci[1, 1])),
+        std=float(np.std(matrix, ddof=1)) if matrix.size > 1 else None,
+    )
 
 
 def probability_of_improvement(x, y, reps: int = DEFAULT_REPS, seed: int = 0) -> tuple[float, tuple[float, float]]:

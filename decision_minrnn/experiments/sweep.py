@@ -30,13 +30,23 @@ def run_one(spec: RunSpec, run_dir: str, threads: int) -> dict:
         # A run directory without a checkpoint holds only the leftovers of a run killed before its first
         # checkpoint: start it over. With a checkpoint, continue from it.
         has_checkpoint = (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir())
-        summary = train(cfg, path, resume=has_checkpoint, force=not has_checkpoint, progress=False,
-                        overrides=overrides if has_checkpoint else None)
-        record.update(status="done", seconds=time.time() - start,
-                      normalized=(summary.get("eval") or {}).get("normalized_mean"))
+        summary = train(
+            cfg,
+            path,
+            resume=has_checkpoint,
+            force=not has_checkpoint,
+            progress=False,
+            overrides=overrides if has_checkpoint else None,
+        )
+        record.update(
+            status="done", seconds=time.time() - start, normalized=(summary.get("eval") or {}).get("normalized_mean")
+        )
     except Exception as exc:  # noqa: BLE001 - a failed run must not stop the sweep
-        record.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                      traceback=traceback.format_exc() if not isinstance(exc, UserError) else None)
+        record.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            traceback=traceback.format_exc() if not isinstance(exc, UserError) else None,
+        )
     return record
 
 
@@ -50,8 +60,15 @@ def is_finished(run_dir: Path) -> bool:
         return False
 
 
-def sweep(grid_path: str, runs_root: str = "runs", address: str | None = None, max_parallel: int | None = None,
-          threads_per_run: int = 1, use_ray: bool = True, log=print) -> dict:
+def sweep(
+    grid_path: str,
+    runs_root: str = "runs",
+    address: str | None = None,
+    max_parallel: int | None = None,
+    threads_per_run: int = 1,
+    use_ray: bool = True,
+    log=print,
+) -> dict:
     grid = load_grid(grid_path)
     root = Path(runs_root).resolve() / grid.name
     pending, skipped = [], []
@@ -67,8 +84,15 @@ def sweep(grid_path: str, runs_root: str = "runs", address: str | None = None, m
             records.append(run_one(spec, run_dir, threads_per_run))
             _log_record(records[-1], log)
     failed = [r for r in records if r["status"] == "failed"]
-    summary = {"grid": grid.name, "root": str(root), "total": len(grid.runs), "skipped": len(skipped),
-               "ran": len(records), "failed": len(failed), "records": records}
+    summary = {
+        "grid": grid.name,
+        "root": str(root),
+        "total": len(grid.runs),
+        "skipped": len(skipped),
+        "ran": len(records),
+        "failed": len(failed),
+        "records": records,
+    }
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -78,7 +102,10 @@ def _log_record(record, log):
     name = f"{record['dataset']}/{record['backbone']}/seed{record['seed']}"
     if record["status"] == "done":
         score = record.get("normalized")
-        log(f"  done    {name}  ({record['seconds']:.0f} s)" + (f"  normalized {score:.1f}" if score is not None else ""))
+        log(
+            f"  done    {name}  ({record['seconds']:.0f} s)"
+            + (f"  normalized {score:.1f}" if score is not None else "")
+        )
     else:
         log(f"  FAILED  {name}: {record['error']}")
 
@@ -90,8 +117,12 @@ def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
         raise MissingExtraError("sweep needs Ray: pip install 'decision-minrnn[ray]' (or run with --no-ray)") from None
     env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
     # address "local" always starts a fresh local instance instead of joining one found on the machine.
-    init_kwargs = {"address": address or "local", "include_dashboard": False, "log_to_driver": False,
-                   "runtime_env": {"env_vars": env_vars}}
+    init_kwargs = {
+        "address": address or "local",
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "runtime_env": {"env_vars": env_vars},
+    }
     if address is None and max_parallel:
         init_kwargs["num_cpus"] = max_parallel * threads_per_run
     started_here = not ray.is_initialized()
@@ -108,8 +139,14 @@ def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
                     record = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a worker that died: report, continue
                     spec, run_dir = futures[ref]
-                    record = {"dataset": spec.dataset, "backbone": spec.backbone, "seed": spec.seed,
-                              "run_dir": run_dir, "status": "failed", "error": f"worker died: {type(exc).__name__}"}
+                    record = {
+                        "dataset": spec.dataset,
+                        "backbone": spec.backbone,
+                        "seed": spec.seed,
+                        "run_dir": run_dir,
+                        "status": "failed",
+                        "error": f"worker died: {type(exc).__name__}",
+                    }
                 records.append(record)
                 _log_record(record, log)
         return records

@@ -43,13 +43,32 @@ class MinRNNBackbone(nn.Module):
     recurrent = True
     state_batch_dim = 0  # BlockState tensors are (B, ...)
 
-    def __init__(self, cell: str, dim: int, n_layers: int, dropout: float, expansion: float = 1.0,
-                 mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None,
-                 compile_gates: bool = False):
+    def __init__(
+        self,
+        cell: str,
+        dim: int,
+        n_layers: int,
+        dropout: float,
+        expansion: float = 1.0,
+        mlp_ratio: float = 4.0,
+        conv_kernel: int = 0,
+        scan: str = "auto",
+        forget_bias: float | None = None,
+        compile_gates: bool = False,
+    ):
         super().__init__()
-        self.stack = MinRNNStack(dim, n_layers, cell, expansion=expansion, mlp_ratio=mlp_ratio, dropout=dropout,
-                                 conv_kernel=conv_kernel, scan=scan, forget_bias=forget_bias,
-                                 compile_gates=compile_gates)
+        self.stack = MinRNNStack(
+            dim,
+            n_layers,
+            cell,
+            expansion=expansion,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            conv_kernel=conv_kernel,
+            scan=scan,
+            forget_bias=forget_bias,
+            compile_gates=compile_gates,
+        )
 
     def forward(self, x, state=None):
         return self.stack(x, state)
@@ -102,8 +121,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+        )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, L, D)))
 
 
@@ -151,12 +171,23 @@ class TransformerBackbone(nn.Module):
         return None
 
 
-def build_backbone(name: str, dim: int, n_layers: int, dropout: float, n_heads: int = 1, expansion: float = 1.0,
-                   mlp_ratio: float = 4.0, conv_kernel: int = 0, scan: str = "auto",
-                   forget_bias: float | None = None, compile_gates: bool = False) -> nn.Module:
+def build_backbone(
+    name: str,
+    dim: int,
+    n_layers: int,
+    dropout: float,
+    n_heads: int = 1,
+    expansion: float = 1.0,
+    mlp_ratio: float = 4.0,
+    conv_kernel: int = 0,
+    scan: str = "auto",
+    forget_bias: float | None = None,
+    compile_gates: bool = False,
+) -> nn.Module:
     if name in ("mingru", "minlstm"):
-        return MinRNNBackbone(name, dim, n_layers, dropout, expansion, mlp_ratio, conv_kernel, scan, forget_bias,
-                              compile_gates)
+        return MinRNNBackbone(
+            name, dim, n_layers, dropout, expansion, mlp_ratio, conv_kernel, scan, forget_bias, compile_gates
+        )
     if name in ("gru", "lstm"):
         return TorchRNNBackbone(name, dim, n_layers, dropout)
     if name == "transformer":

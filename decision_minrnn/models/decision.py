@@ -26,11 +26,24 @@ TOKEN_LAYOUTS = ("interleaved", "fused")
 
 
 class DecisionModel(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, backbone: str = "mingru", embed_dim: int = 128,
-                 n_layers: int = 3, dropout: float = 0.1, token_layout: str = "interleaved",
-                 max_ep_len: int = 1000, n_heads: int = 1, expansion: float = 1.0, mlp_ratio: float = 4.0,
-                 conv_kernel: int = 0, scan: str = "auto", forget_bias: float | None = None,
-                 compile_gates: bool = False):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        backbone: str = "mingru",
+        embed_dim: int = 128,
+        n_layers: int = 3,
+        dropout: float = 0.1,
+        token_layout: str = "interleaved",
+        max_ep_len: int = 1000,
+        n_heads: int = 1,
+        expansion: float = 1.0,
+        mlp_ratio: float = 4.0,
+        conv_kernel: int = 0,
+        scan: str = "auto",
+        forget_bias: float | None = None,
+        compile_gates: bool = False,
+    ):
         super().__init__()
         if token_layout not in TOKEN_LAYOUTS:
             raise ValueError(f"unknown token layout {token_layout!r}; choose one of {', '.join(TOKEN_LAYOUTS)}")
@@ -43,8 +56,19 @@ class DecisionModel(nn.Module):
         self.embed_action = nn.Linear(act_dim, embed_dim)
         self.embed_ln = nn.LayerNorm(embed_dim)
         self.embed_dropout = nn.Dropout(dropout)  # GPT-2 drops its input embeddings; kept for every backbone
-        self.backbone = build_backbone(backbone, embed_dim, n_layers, dropout, n_heads, expansion, mlp_ratio,
-                                       conv_kernel, scan, forget_bias, compile_gates)
+        self.backbone = build_backbone(
+            backbone,
+            embed_dim,
+            n_layers,
+            dropout,
+            n_heads,
+            expansion,
+            mlp_ratio,
+            conv_kernel,
+            scan,
+            forget_bias,
+            compile_gates,
+        )
         self.predict_action = nn.Sequential(nn.Linear(embed_dim, act_dim), nn.Tanh())
 
     @property
@@ -100,6 +124,7 @@ class DecisionModel(nn.Module):
             shape = [1] * old.dim()
             shape[dim] = -1
             return torch.where(keep.view(shape), old, new)
+
         return map_state(pick, state, fresh)
 
     def _token(self, embedding, timestep):

@@ -5,6 +5,18 @@ from .cells import MinGRU, MinLSTM, g, log_g
 from .scan import AUTO_METHOD, SCAN_METHODS, linear_scan, scan_chunked, scan_log, scan_sequential
 
 __all__ = [
-    "AUTO_METHOD", "SCAN_METHODS", "BlockState", "CausalDepthwiseConv", "MinGRU", "MinLSTM", "MinRNNStack",
-    "ResidualBlock", "g", "linear_scan", "log_g", "scan_chunked", "scan_log", "scan_sequential",
+    "AUTO_METHOD",
+    "SCAN_METHODS",
+    "BlockState",
+    "CausalDepthwiseConv",
+    "MinGRU",
+    "MinLSTM",
+    "MinRNNStack",
+    "ResidualBlock",
+    "g",
+    "linear_scan",
+    "log_g",
+    "scan_chunked",
+    "scan_log",
+    "scan_sequential",
 ]

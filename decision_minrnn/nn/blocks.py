@@ -44,13 +44,22 @@ class CausalDepthwiseConv(nn.Module):
             buffer = x.new_zeros(x.shape[0], self.kernel_size - 1, x.shape[2])
         x_in = torch.cat([buffer.to(x.dtype), x], dim=1)
         y = self.conv(x_in.transpose(1, 2)).transpose(1, 2)
-        return y, x_in[:, x_in.shape[1] - (self.kernel_size - 1):]
+        return y, x_in[:, x_in.shape[1] - (self.kernel_size - 1) :]
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, dim: int, cell: str = "mingru", expansion: float = 1.0, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, conv_kernel: int = 0, scan: str = "auto",
-                 forget_bias: float | None = None, compile_gates: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        cell: str = "mingru",
+        expansion: float = 1.0,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        conv_kernel: int = 0,
+        scan: str = "auto",
+        forget_bias: float | None = None,
+        compile_gates: bool = False,
+    ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")

@@ -44,8 +44,16 @@ class _MinCell(nn.Module):
 
     n_chunks: int  # how many H-wide slices the input projection produces
 
-    def __init__(self, dim: int, expansion: float = 1.0, proj_out: bool | None = None, scan: str = "auto",
-                 bias: bool = False, time_chunk: int | None = 128, compile_gates: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        expansion: float = 1.0,
+        proj_out: bool | None = None,
+        scan: str = "auto",
+        bias: bool = False,
+        time_chunk: int | None = 128,
+        compile_gates: bool = False,
+    ):
         super().__init__()
         # compile_gates: the training forward runs the elementwise gate math through torch.compile (fused
         # loops instead of one memory pass per op; nn/compiled.py). Off by default: the first call compiles
@@ -142,10 +150,25 @@ class MinLSTM(_MinCell):
 
     n_chunks = 3
 
-    def __init__(self, dim: int, expansion: float = 1.0, proj_out: bool | None = None, scan: str = "auto",
-                 forget_bias: float | None = None, time_chunk: int | None = 128, compile_gates: bool = False):
-        super().__init__(dim, expansion, proj_out, scan, bias=forget_bias is not None, time_chunk=time_chunk,
-                         compile_gates=compile_gates)
+    def __init__(
+        self,
+        dim: int,
+        expansion: float = 1.0,
+        proj_out: bool | None = None,
+        scan: str = "auto",
+        forget_bias: float | None = None,
+        time_chunk: int | None = 128,
+        compile_gates: bool = False,
+    ):
+        super().__init__(
+            dim,
+            expansion,
+            proj_out,
+            scan,
+            bias=forget_bias is not None,
+            time_chunk=time_chunk,
+            compile_gates=compile_gates,
+        )
         if forget_bias is not None:
             with torch.no_grad():
                 self.to_gates.bias.zero_()

@@ -13,7 +13,7 @@ as a warning and the eager function is used from then on: same numbers, slower.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -38,6 +38,10 @@ def call_compiled(fn: Callable, *args):
         return compiled(*args)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: Inductor raises many kinds
         _unavailable.add(fn)
-        warnings.warn(f"compile_gates: torch.compile of {fn.__name__} failed ({first_line(exc, 200)}); "
-                      "using the eager gate math (same results, slower)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"compile_gates: torch.compile of {fn.__name__} failed ({first_line(exc, 200)}); "
+            "using the eager gate math (same results, slower)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return fn(*args)

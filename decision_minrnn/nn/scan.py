@@ -36,13 +36,15 @@ SCAN_METHODS = ("log", "sequential", "chunked")
 # Chosen by measurement (scripts/bench_scan.py, BENCHMARKS.md). CUDA was not measured in the session
 # that wrote this (no GPU lent); the log-space scan is the official code's GPU path, one kernel each
 # for cumsum and logcumsumexp, and stays the CUDA default until a measurement says otherwise.
-AUTO_METHOD = {"cpu": "sequential", "cuda": "log"}
+# CUDA: the chunked linear-space scan, chosen for accuracy (BENCHMARKS.md section 9). In float32 at T=5000 with
+# saturated gates the log-space scan is off by 2e-2 of the output's scale (7e-4 even in 128-step chunks);
+# the linear-space scans stay at 1e-5. Its speed on a GPU is not measured yet: no GPU has been lent.
+AUTO_METHOD = {"cpu": "sequential", "cuda": "chunked"}
 
 
 def _as_float32(*tensors):
     """Low-precision inputs go to float32; float32 / float64 are kept (float64 for exactness tests)."""
-    return [None if t is None else (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
-            for t in tensors]
+    return [None if t is None else (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t) for t in tensors]
 
 
 def scan_log(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,8 +7,16 @@ from decision_minrnn.data import Episode, ObsNormalizer, OfflineDataset, WindowS
 
 def make_dataset(lengths, obs_dim=3, act_dim=2, seed=0):
     rng = np.random.default_rng(seed)
-    episodes = [Episode(rng.normal(size=(n, obs_dim)).astype(np.float32), rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-                        rng.normal(size=n).astype(np.float32), True, False) for n in lengths]
+    episodes = [
+        Episode(
+            rng.normal(size=(n, obs_dim)).astype(np.float32),
+            rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+            rng.normal(size=n).astype(np.float32),
+            True,
+            False,
+        )
+        for n in lengths
+    ]
     return OfflineDataset("test", episodes, "Hopper-v5", None)
 
 
@@ -41,11 +49,15 @@ def test_windows_are_consecutive_steps_with_right_padding_and_mask():
         n_real = int(mask.sum())
         assert mask[:n_real].all() and not mask[n_real:].any()  # real steps first, padding after
         # find the episode and step this window starts at by matching its first observation
-        ep, t0 = next((k, t) for k, o in enumerate(flat_obs) for t in range(len(o))
-                      if np.allclose(o[t], batch["obs"][i, 0].numpy(), atol=1e-5))
+        ep, t0 = next(
+            (k, t)
+            for k, o in enumerate(flat_obs)
+            for t in range(len(o))
+            if np.allclose(o[t], batch["obs"][i, 0].numpy(), atol=1e-5)
+        )
         assert n_real == min(6, len(flat_obs[ep]) - t0)  # runs to the episode end at most
-        np.testing.assert_allclose(batch["obs"][i, :n_real].numpy(), flat_obs[ep][t0:t0 + n_real], atol=1e-5)
-        np.testing.assert_allclose(batch["rtg"][i, :n_real, 0].numpy(), rtgs[ep][t0:t0 + n_real], atol=1e-5)
+        np.testing.assert_allclose(batch["obs"][i, :n_real].numpy(), flat_obs[ep][t0 : t0 + n_real], atol=1e-5)
+        np.testing.assert_allclose(batch["rtg"][i, :n_real, 0].numpy(), rtgs[ep][t0 : t0 + n_real], atol=1e-5)
         assert batch["timesteps"][i, :n_real].tolist() == [min(t, 4) for t in range(t0, t0 + n_real)]
         assert (batch["obs"][i, n_real:] == 0).all() and (batch["act"][i, n_real:] == 0).all()
 

@@ -2,11 +2,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import make_d4rl_file, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn.cli import main
 from decision_minrnn.data import load_d4rl_hdf5, load_source
 from decision_minrnn.errors import DataError
-from helpers import make_d4rl_file, make_minari_dataset, synthetic_episodes
 
 
 def test_minari_source_drops_the_extra_observation(tiny_minari):
@@ -49,7 +49,9 @@ def test_composition_concatenates_and_reports_sizes(minari_root, tmp_path, capsy
     path = make_d4rl_file(tmp_path / "hopper-c.hdf5", synthetic_episodes(2, seed=3))
     ds = load_source(["test/hopper/a-v0", "test/hopper/b-v0", str(path)])
     assert len(ds.episodes) == 9
-    assert ds.num_steps == sum(len(e["rewards"]) for e in a + b) + sum(len(e) for e in load_d4rl_hdf5(str(path)).episodes)
+    assert ds.num_steps == sum(len(e["rewards"]) for e in a + b) + sum(
+        len(e) for e in load_d4rl_hdf5(str(path)).episodes
+    )
     assert main(["datasets", "info", "test/hopper/a-v0+test/hopper/b-v0", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["episodes"] == 7 and info["parts"] == ["test/hopper/a-v0", "test/hopper/b-v0"]
@@ -62,7 +64,9 @@ def test_info_reports_normalized_behaviour_score(tiny_minari, capsys):
     info = json.loads(capsys.readouterr().out)
     mean_ret = np.mean([r["rewards"].sum() for r in raw])
     assert info["return"]["mean"] == pytest.approx(mean_ret, rel=1e-5)
-    assert info["normalized_behaviour_score"] == pytest.approx(100 * (mean_ret + 20.272305) / (3234.3 + 20.272305), rel=1e-5)
+    assert info["normalized_behaviour_score"] == pytest.approx(
+        100 * (mean_ret + 20.272305) / (3234.3 + 20.272305), rel=1e-5
+    )
     assert main(["datasets", "list"]) == 0
     assert dataset_id in capsys.readouterr().out
 
@@ -94,11 +98,13 @@ def test_bad_hdf5_inputs_exit_2_with_one_line(tmp_path, capsys, case):
         make_d4rl_file(path, raw)
     elif case == "zero_length":
         import h5py
+
         with h5py.File(path, "w") as f:
             for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
                 f.create_dataset(key, data=np.zeros((0, 3)))
     elif case == "bad_dims":
         import h5py
+
         make_d4rl_file(path, raw)
         with h5py.File(path, "a") as f:
             del f["actions"]

@@ -17,8 +17,13 @@ from decision_minrnn.train import train
 
 
 def hopper_context(K):
-    return PolicyContext("Hopper-v5", ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32)), 1000.0, K,
-                         d4rl_ref_scores("hopper"))
+    return PolicyContext(
+        "Hopper-v5",
+        ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32)),
+        1000.0,
+        K,
+        d4rl_ref_scores("hopper"),
+    )
 
 
 @pytest.mark.parametrize("backbone,layout", [("mingru", "interleaved"), ("minlstm", "fused"), ("gru", "interleaved")])
@@ -56,15 +61,38 @@ def test_reference_scores_table():
 def trained_run(tmp_path, tiny_minari):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump({"data": {"source": tiny_minari[0]}}))
-    cfg = load_config(cfg_path, ["model.embed_dim=16", "model.n_layers=1", "train.steps=10", "train.batch_size=4",
-                                 "eval.episodes=0", "eval.max_steps=20"])
+    cfg = load_config(
+        cfg_path,
+        [
+            "model.embed_dim=16",
+            "model.n_layers=1",
+            "train.steps=10",
+            "train.batch_size=4",
+            "eval.episodes=0",
+            "eval.max_steps=20",
+        ],
+    )
     train(cfg, tmp_path / "run", progress=False)
     return tmp_path / "run"
 
 
 def test_evaluate_cli_json(trained_run, capsys):
-    assert main(["evaluate", "--checkpoint", str(trained_run), "--episodes", "2", "--json",
-                 "--target-return", "3600", "1800"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(trained_run),
+                "--episodes",
+                "2",
+                "--json",
+                "--target-return",
+                "3600",
+                "1800",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert [r["target_return"] for r in out["results"]] == [3600.0, 1800.0]
     assert out["results"][0]["mode"] == "recurrent" and out["results"][0]["score_reference"] == "minari metadata"
@@ -90,6 +118,7 @@ def test_evaluate_bad_input_exits_2(trained_run, tmp_path, capsys, case):
 
 
 # ----- evaluate --video -----------------------------------------------------------------------------
+
 
 def record_or_skip(model, path):
     try:
@@ -118,8 +147,7 @@ def test_missing_encoder_is_one_line_exit_2(trained_run, tmp_path, monkeypatch, 
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
     with pytest.raises(VideoError, match=r"decision-minrnn\[video\]"):
         check_encoder()
-    assert main(["evaluate", "--checkpoint", str(trained_run), "--episodes", "1",
-                 "--video", str(tmp_path / "v")]) == 2
+    assert main(["evaluate", "--checkpoint", str(trained_run), "--episodes", "1", "--video", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decision-minrnn[video]" in err[0]
     assert not (tmp_path / "v").exists()  # failed before any episode ran

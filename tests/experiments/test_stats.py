@@ -13,7 +13,7 @@ def test_bootstrap_interval_of_a_hand_computed_case():
     s = score_stats([0.0, 0.0, 30.0], reps=20_000)
     assert s.n == 3 and s.mean == pytest.approx(10.0)
     assert s.mean_ci == (pytest.approx(0.0), pytest.approx(30.0))
-    assert s.std == pytest.approx(np.sqrt(((0 - 10) ** 2 * 2 + 20 ** 2) / 2))  # sample std, ddof=1: 17.32
+    assert s.std == pytest.approx(np.sqrt(((0 - 10) ** 2 * 2 + 20**2) / 2))  # sample std, ddof=1: 17.32
 
 
 def test_interval_narrows_to_the_middle_with_more_seeds():

@@ -4,17 +4,28 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from helpers import make_minari_dataset, synthetic_episodes
 
 from decision_minrnn.cli import main
 from decision_minrnn.errors import MissingExtraError
 from decision_minrnn.experiments.grid import load_grid
 from decision_minrnn.experiments.report import report
 from decision_minrnn.experiments.sweep import sweep
-from helpers import make_minari_dataset, synthetic_episodes
 
-FAST = ["model.embed_dim=16", "model.n_layers=1", "data.context_len=5", "train.batch_size=4", "train.steps=6",
-        "train.warmup_steps=2", "train.log_every=3", "train.eval_every=3", "train.checkpoint_every=3",
-        "eval.episodes=2", "eval.max_steps=10", "eval.target_returns=[3600]"]
+FAST = [
+    "model.embed_dim=16",
+    "model.n_layers=1",
+    "data.context_len=5",
+    "train.batch_size=4",
+    "train.steps=6",
+    "train.warmup_steps=2",
+    "train.log_every=3",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "eval.episodes=2",
+    "eval.max_steps=10",
+    "eval.target_returns=[3600]",
+]
 
 
 @pytest.fixture
@@ -27,8 +38,11 @@ def tiny_grid(tmp_path, minari_root):
         path.write_text(yaml.safe_dump({"data": {"source": dataset_id}}))
         configs[label] = str(path)
     grid = tmp_path / "tiny.yaml"
-    grid.write_text(yaml.safe_dump({"name": "tiny", "datasets": configs, "backbones": ["mingru", "transformer"],
-                                    "seeds": [0, 1], "set": FAST}))
+    grid.write_text(
+        yaml.safe_dump(
+            {"name": "tiny", "datasets": configs, "backbones": ["mingru", "transformer"], "seeds": [0, 1], "set": FAST}
+        )
+    )
     return grid
 
 
@@ -36,7 +50,8 @@ def test_grid_expands_datasets_backbones_seeds(tiny_grid):
     grid = load_grid(tiny_grid)
     assert len(grid.runs) == 8
     assert {(r.dataset, r.backbone, r.seed) for r in grid.runs} == {
-        (d, b, s) for d in ("hopper-medium", "hopper-medium-replay") for b in ("mingru", "transformer") for s in (0, 1)}
+        (d, b, s) for d in ("hopper-medium", "hopper-medium-replay") for b in ("mingru", "transformer") for s in (0, 1)
+    }
     cfg = grid.runs[0].config()
     assert cfg.train.steps == 6 and cfg.name == "hopper-medium/mingru/seed0"
 
@@ -61,14 +76,19 @@ def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_p
         assert (tmp_path / "report" / png).stat().st_size > 1000
     assert result["runs"] == 8
     cell = next(c for c in result["stats"]["cells"] if c["dataset"] == "hopper-medium" and c["backbone"] == "mingru")
-    seeds = [json.loads((root / "hopper-medium" / "mingru" / f"seed{s}" / "final.json").read_text())["eval"]["normalized_mean"]
-             for s in (0, 1)]
+    seeds = [
+        json.loads((root / "hopper-medium" / "mingru" / f"seed{s}" / "final.json").read_text())["eval"][
+            "normalized_mean"
+        ]
+        for s in (0, 1)
+    ]
     assert cell["seeds"] == {"0": seeds[0], "1": seeds[1]} and cell["mean"] == pytest.approx(sum(seeds) / 2)
     assert cell["behaviour"] is not None  # the dataset's behaviour policy, from final.json
 
     # Interrupt: two runs lose their final result (one mid-way with a checkpoint, one from scratch).
     (root / "hopper-medium" / "mingru" / "seed1" / "final.json").unlink()
     import shutil
+
     shutil.rmtree(root / "hopper-medium-replay" / "transformer" / "seed0")
     second = sweep(str(tiny_grid), runs_root=str(runs_root), use_ray=False, log=lambda *_: None)
     assert second["skipped"] == 6 and second["ran"] == 2 and second["failed"] == 0
@@ -81,8 +101,17 @@ def test_a_failed_run_is_reported_and_the_others_continue(tmp_path, minari_root,
     good.write_text(yaml.safe_dump({"data": {"source": "test/hopper/ok-v0"}}))
     bad.write_text(yaml.safe_dump({"data": {"source": "test/hopper/missing-v0"}}))
     grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump({"name": "g", "datasets": {"hopper-medium": str(good), "hopper-medium-expert": str(bad)},
-                                    "backbones": ["mingru"], "seeds": [0], "set": FAST}))
+    grid.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "datasets": {"hopper-medium": str(good), "hopper-medium-expert": str(bad)},
+                "backbones": ["mingru"],
+                "seeds": [0],
+                "set": FAST,
+            }
+        )
+    )
     assert main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--no-ray"]) == 1
     out = capsys.readouterr().out
     assert "FAILED  hopper-medium-expert/mingru/seed0" in out and "missing-v0" in out
@@ -97,8 +126,10 @@ def test_missing_ray_is_a_clear_error(tiny_grid, tmp_path, monkeypatch):
         sweep(str(tiny_grid), runs_root=str(tmp_path / "runs"), log=lambda *_: None)
 
 
-@pytest.mark.parametrize("content,message", [("datasets: {}\nbackbones: [mingru]\n", "datasets"),
-                                             ("datasets: {a: x.yaml}\nbogus: 1\n", "bogus")])
+@pytest.mark.parametrize(
+    "content,message",
+    [("datasets: {}\nbackbones: [mingru]\n", "datasets"), ("datasets: {a: x.yaml}\nbogus: 1\n", "bogus")],
+)
 def test_bad_grid_files(tmp_path, capsys, content, message):
     grid = tmp_path / "g.yaml"
     grid.write_text(content)
@@ -115,10 +146,21 @@ def _fake_run(root, label, backbone, seed, score, steps=6, **extra):
     run = root / label / backbone / f"seed{seed}"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("name: x\n")
-    summary = {"name": f"{label}/{backbone}/seed{seed}", "step": steps, "finished": True, "backbone": backbone,
-               "seed": seed, "behaviour_normalized": 35.0,
-               "eval": {"target_return": 3600.0, "normalized_mean": score, "return_mean": None if score is None else 10 * score,
-                        "score_reference": "D4RL table"}, **extra}
+    summary = {
+        "name": f"{label}/{backbone}/seed{seed}",
+        "step": steps,
+        "finished": True,
+        "backbone": backbone,
+        "seed": seed,
+        "behaviour_normalized": 35.0,
+        "eval": {
+            "target_return": 3600.0,
+            "normalized_mean": score,
+            "return_mean": None if score is None else 10 * score,
+            "score_reference": "D4RL table",
+        },
+        **extra,
+    }
     (run / "final.json").write_text(json.dumps(summary))
     return run
 
@@ -135,14 +177,20 @@ def test_report_lists_every_skipped_run_with_its_reason(tmp_path, capsys):
     _fake_run(root, "hopper-medium", "mingru", 5, 1.0, finished=False)
     _fake_run(root, "hopper-medium", "mingru", 6, None)
     (_fake_run(root, "hopper-medium", "mingru", 7, 60.0) / "metrics.jsonl").write_text(
-        json.dumps({"step": 3, "target_return": 3600.0, "normalized_mean": 20.0}) + "\n{\"step\": 6, \"targ")
+        json.dumps({"step": 3, "target_return": 3600.0, "normalized_mean": 20.0}) + '\n{"step": 6, "targ'
+    )
     assert main(["report", str(root), "--reps", "300"]) == 0
     out = capsys.readouterr().out
     assert "| hopper-medium | mingru | 3 | 50.0 [" in out  # seeds 0, 1 and 7; the others left out
     assert "Skipped or partly used (6):" in out
-    for seed, reason in [(2, "unfinished (no final.json yet)"), (3, "final.json unreadable (JSONDecodeError)"),
-                         (4, "final.json does not hold a run summary"), (5, "unfinished (final.json says finished: false)"),
-                         (6, "no normalized evaluation score"), (7, "metrics.jsonl line 2 unreadable; the curve uses the rest")]:
+    for seed, reason in [
+        (2, "unfinished (no final.json yet)"),
+        (3, "final.json unreadable (JSONDecodeError)"),
+        (4, "final.json does not hold a run summary"),
+        (5, "unfinished (final.json says finished: false)"),
+        (6, "no normalized evaluation score"),
+        (7, "metrics.jsonl line 2 unreadable; the curve uses the rest"),
+    ]:
         assert f"seed{seed}: {reason}" in out, reason
     stats = json.loads((root / "report" / "stats.json").read_text())
     assert len(stats["skipped"]) == 6 and stats["cells"][0]["seeds"] == {"0": 40.0, "1": 50.0, "7": 60.0}
@@ -171,12 +219,15 @@ def test_probability_of_improvement_against_the_transformer(tmp_path):
     assert agg["mean"] == pytest.approx(np.mean([50, 51, 52, 5, 6, 7])) and agg["n"] == 3
 
 
-@pytest.mark.parametrize("content,message", [
-    ("name: ../../escape\ndatasets: {a: x.yaml}\nbackbones: [mingru]\n", "name '../../escape' must be a plain"),
-    ("datasets: {../up: x.yaml}\nbackbones: [mingru]\n", "dataset label '../up'"),
-    ("datasets: {a: x.yaml}\nbackbones: [mingru]\nseeds: [zero]\n", "'seeds' must be integers"),
-    ("datasets: {a: x.yaml}\nbackbones: [mingru]\nbackbone_set: {mingur: [model.dropout=0.0]}\n", "['mingur']"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("name: ../../escape\ndatasets: {a: x.yaml}\nbackbones: [mingru]\n", "name '../../escape' must be a plain"),
+        ("datasets: {../up: x.yaml}\nbackbones: [mingru]\n", "dataset label '../up'"),
+        ("datasets: {a: x.yaml}\nbackbones: [mingru]\nseeds: [zero]\n", "'seeds' must be integers"),
+        ("datasets: {a: x.yaml}\nbackbones: [mingru]\nbackbone_set: {mingur: [model.dropout=0.0]}\n", "['mingur']"),
+    ],
+)
 def test_grid_files_that_would_escape_or_be_ignored_are_refused(tmp_path, capsys, content, message):
     grid = tmp_path / "g.yaml"
     grid.write_text(content)

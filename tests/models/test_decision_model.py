@@ -12,13 +12,21 @@ LAYOUTS = ["interleaved", "fused"]
 def random_batch(B=2, K=9, obs_dim=11, act_dim=3, dtype=torch.float64, seed=0):
     gen = torch.Generator().manual_seed(seed)
     act = torch.rand(B, K, act_dim, generator=gen, dtype=dtype) * 2 - 1
-    return {"obs": torch.randn(B, K, obs_dim, generator=gen, dtype=dtype), "act": act,
-            "rtg": torch.randn(B, K, 1, generator=gen, dtype=dtype), "timesteps": torch.arange(K).repeat(B, 1)}
+    return {
+        "obs": torch.randn(B, K, obs_dim, generator=gen, dtype=dtype),
+        "act": act,
+        "rtg": torch.randn(B, K, 1, generator=gen, dtype=dtype),
+        "timesteps": torch.arange(K).repeat(B, 1),
+    }
 
 
 def make_model(backbone, layout, dtype=torch.float64, **kw):
     torch.manual_seed(0)
-    return DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, dropout=0.1, token_layout=layout, **kw).to(dtype).eval()
+    return (
+        DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, dropout=0.1, token_layout=layout, **kw)
+        .to(dtype)
+        .eval()
+    )
 
 
 @pytest.mark.parametrize("backbone", RECURRENT)
@@ -67,8 +75,15 @@ def test_every_backbone_learns_the_tiny_dataset(tiny_minari, backbone):
     dataset = load_source(tiny_minari[0])
     sampler = WindowSampler(dataset, ObsNormalizer.fit(dataset.episodes), context_len=10, batch_size=16, seed=0)
     torch.manual_seed(0)
-    model = DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, dropout=0.0,
-                          token_layout="fused" if backbone == "gru" else "interleaved")
+    model = DecisionModel(
+        11,
+        3,
+        backbone,
+        embed_dim=32,
+        n_layers=2,
+        dropout=0.0,
+        token_layout="fused" if backbone == "gru" else "interleaved",
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(200):

@@ -45,6 +45,7 @@ def test_failed_compile_falls_back_to_eager_with_one_warning(monkeypatch):
     def broken_compile(fn, **kwargs):
         def run(*args):
             raise RuntimeError("no C++ compiler\nmore detail")
+
         return run
 
     monkeypatch.setattr(compiled_module, "_compiled", {})
@@ -59,6 +60,7 @@ def test_failed_compile_falls_back_to_eager_with_one_warning(monkeypatch):
         y = fused(x)[0]
     torch.testing.assert_close(y, eager(x)[0])
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call uses eager silently
         fused(x)
