@@ -25,5 +25,10 @@ def tiny_minari(minari_root):
 
 
 # Tests parametrized over devices run on CUDA wherever it exists, and skip with the reason here.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(),
-                                                                 reason="no CUDA device on this machine"))]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device on this machine"),
+    ),
+]
