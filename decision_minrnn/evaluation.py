@@ -11,7 +11,7 @@ from .checkpoint import BEST, load_checkpoint
 from .config import config_from_dict, validate
 from .envs.evaluate import evaluate_targets
 from .envs.video import check_encoder
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .train import build_model, eval_mode, eval_targets, policy_context, resolve_device
 
 
@@ -23,7 +23,7 @@ def model_from_checkpoint(path, device="cpu"):
         model = build_model(cfg, data["obs_dim"], data["act_dim"])
         model.load_state_dict(ckpt.model)
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{ckpt.path} does not fit this code's model ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{ckpt.path} does not fit this code's model ({first_line(exc)})") from None
     return ckpt, cfg, data, model.to(device).eval()
 
 

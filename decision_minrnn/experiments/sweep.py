@@ -13,13 +13,20 @@ import time
 import traceback
 from pathlib import Path
 
-from ..errors import MissingExtraError, UserError
+from ..errors import MissingExtraError, UserError, first_line
 from .grid import RunSpec, load_grid
 
+# Environment variables a run needs from the driver. Passed as an argument rather than through Ray's
+# runtime_env, which needs ray[default] (the dashboard agent and 240 MB of dependencies) for this alone.
+FORWARDED_ENV = ("MINARI_DATASETS_PATH",)
 
-def run_one(spec: RunSpec, run_dir: str, threads: int) -> dict:
-    """Train one run (in a Ray worker or in-process). Never raises: failures come back as records."""
+
+def run_one(spec: RunSpec, run_dir: str, threads: int, env: dict | None = None) -> dict:
+    """Train one run (in a Ray worker or in-process). Never raises: failures come back as records.
+    env: the driver's values of FORWARDED_ENV, set in this process first."""
     from ..train import train
+
+    os.environ.update(env or {})
 
     record = {"dataset": spec.dataset, "backbone": spec.backbone, "seed": spec.seed, "run_dir": run_dir}
     start = time.time()
@@ -44,7 +51,7 @@ def run_one(spec: RunSpec, run_dir: str, threads: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - a failed run must not stop the sweep
         record.update(
             status="failed",
-            error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            error=f"{type(exc).__name__}: {first_line(exc)}",
             traceback=traceback.format_exc() if not isinstance(exc, UserError) else None,
         )
     return record
@@ -115,14 +122,9 @@ def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
         import ray
     except ImportError:
         raise MissingExtraError("sweep needs Ray: pip install 'decision-minrnn[ray]' (or run with --no-ray)") from None
-    env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     # address "local" always starts a fresh local instance instead of joining one found on the machine.
-    init_kwargs = {
-        "address": address or "local",
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "runtime_env": {"env_vars": env_vars},
-    }
+    init_kwargs = {"address": address or "local", "include_dashboard": False, "log_to_driver": False}
     if address is None and max_parallel:
         init_kwargs["num_cpus"] = max_parallel * threads_per_run
     started_here = not ray.is_initialized()
@@ -130,7 +132,7 @@ def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
         ray.init(**init_kwargs)
     try:
         remote = ray.remote(num_cpus=threads_per_run)(run_one)
-        futures = {remote.remote(spec, run_dir, threads_per_run): (spec, run_dir) for spec, run_dir in pending}
+        futures = {remote.remote(spec, run_dir, threads_per_run, env): (spec, run_dir) for spec, run_dir in pending}
         records, waiting = [], list(futures)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
