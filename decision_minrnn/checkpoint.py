@@ -127,6 +127,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found[-1]
 
 
+def _check_state(ckpt_dir: Path, state: dict) -> None:
+    """The fields every reader relies on, with their types: a hand-edited or truncated state.json is one
+    line here instead of a KeyError or TypeError later."""
+    problem = None
+    data = state.get("data")
+    if not isinstance(state.get("step"), int) or isinstance(state.get("step"), bool) or state["step"] < 0:
+        problem = f"step is {state.get('step')!r}, not a non-negative integer"
+    elif not isinstance(state.get("config"), dict):
+        problem = "config is missing or not a mapping"
+    elif not isinstance(data, dict) or not all(isinstance(data.get(k), int) for k in ("obs_dim", "act_dim")):
+        problem = "data.obs_dim / data.act_dim are missing or not integers"
+    else:
+        norm = data.get("obs_norm")
+        if not isinstance(norm, dict) or any(
+            not isinstance(norm.get(k), list) or len(norm[k]) != data["obs_dim"] for k in ("mean", "std")
+        ):
+            problem = f"data.obs_norm must hold mean and std of length obs_dim={data['obs_dim']}"
+    if problem:
+        raise CheckpointError(f"{ckpt_dir}/state.json is damaged: {problem}")
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     ckpt_dir = resolve_checkpoint(path)
     try:
@@ -137,6 +158,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{ckpt_dir} is not a decision-minrnn checkpoint")
     if state.get("version") != VERSION:
         raise CheckpointError(f"{ckpt_dir} has checkpoint version {state.get('version')}, this code reads {VERSION}")
+    _check_state(ckpt_dir, state)
     try:
         model = load_file(str(ckpt_dir / "model.safetensors"))
         train = load_file(str(ckpt_dir / "train.safetensors")) if (ckpt_dir / "train.safetensors").exists() else {}

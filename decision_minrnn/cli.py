@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .errors import Interrupted, UserError
+from .errors import Interrupted, UserError, first_line
 
 
 def _cmd_datasets_info(args) -> int:
@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only or full filesystem, a path under /proc, a file where a directory goes
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or first_line(exc)}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

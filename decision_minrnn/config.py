@@ -201,7 +201,10 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     try:
         loaded = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} file {path} is not valid YAML ({_error_line_with_key(exc)})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or _error_line_with_key(exc)
+        raise ConfigError(f"{what} file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} file {path} must hold a mapping")
     return loaded

@@ -50,7 +50,9 @@ def evaluate_checkpoint(
 ) -> dict:
     if video_dir is not None:
         check_encoder()  # fail before any episode runs
-    device = resolve_device(device)
+        if Path(video_dir).exists() and not Path(video_dir).is_dir():
+            raise CheckpointError(f"--video {video_dir} is a file; give a directory for the mp4s")
+    device = resolve_device(device, "--device")
     ckpt, cfg, data, model = model_from_checkpoint(best_checkpoint(path) if best else path, device)
     if env_id:
         data = {**data, "env_id": env_id}

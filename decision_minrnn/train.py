@@ -35,12 +35,19 @@ from .nn.scan import opaque_to_compile
 from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """auto -> CUDA when present, else CPU. `what` names the setting in errors (train.device, --device)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{what}={name!r} is not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{what}={name} but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{what}={name!r}: only cpu and cuda are supported")
+    return device
 
 
 def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
@@ -263,6 +270,11 @@ def _train(
     ckpt = None
     if resume and list_checkpoints(paths.root):
         ckpt = load_checkpoint(paths.root)
+        if "rng.torch" not in ckpt.train or "rng.sampler" not in ckpt.train:
+            raise CheckpointError(
+                f"{ckpt.path} has no train.safetensors (optimizer and RNG state), so it cannot be "
+                "resumed exactly; it still evaluates"
+            )
         # The run's own config wins, except what the user overrides now (e.g. more train.steps).
         cfg = config_from_dict(ckpt.state["config"], overrides)
     if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:

@@ -3,6 +3,7 @@ one process per run directory, non-finite values stop with one line, signals lea
 checks the exit code, a single line without a traceback, and that the files that existed are unchanged."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -258,3 +259,102 @@ def test_the_default_recipe_fits():
 
     need = training_bytes(load_config(None, []), 11, 3, tokens_per_step=3, context_len=20)
     assert 50 * 2**20 < need < 500 * 2**20
+
+
+def _damage(run, how):
+    (ckpt,) = sorted((Path(run) / "checkpoints").glob("step-*"))[-1:]
+    state_file = ckpt / "state.json"
+    state = json.loads(state_file.read_text())
+    if how == "train.safetensors":
+        (ckpt / "train.safetensors").unlink()
+        return
+    if how == "step":
+        state["step"] = "abc"
+    elif how == "obs_norm":
+        state["data"]["obs_norm"]["mean"] = state["data"]["obs_norm"]["mean"][:3]
+    elif how == "config":
+        state["config"] = None
+    state_file.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        ("step", "step is 'abc'"),
+        ("obs_norm", "obs_norm must hold"),
+        ("config", "config is missing"),
+        ("train.safetensors", "has no train.safetensors"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_and_left_alone(tmp_path, tiny_minari, capsys, how, message):
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    _damage(run, how)
+    before = snapshot(Path(run))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--run-dir", run, "--no-progress", "--set", "train.steps=20"]) == 2
+    one_line_error(capsys, message)
+    if how != "train.safetensors":
+        assert main(["evaluate", "--checkpoint", run, "--episodes", "1"]) == 2
+        one_line_error(capsys, "state.json is damaged")
+    assert snapshot(Path(run)) == before
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--device", "foo"], "--device='foo' is not a device"), (["--video", "FILE"], "is a file; give a directory")],
+)
+def test_evaluate_argument_errors_before_any_rollout(tmp_path, tiny_minari, capsys, args, message):
+    pytest.importorskip("imageio_ffmpeg")
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    (tmp_path / "FILE").write_text("keep")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", run, "--episodes", "1", *args]) == 2
+    one_line_error(capsys, message)
+    assert (tmp_path / "FILE").read_text() == "keep"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_bench_on_a_missing_device_is_one_line(capsys):
+    assert main(["bench", "--quick", "--device", "cuda"]) == 2
+    one_line_error(capsys, "--device=cuda but no CUDA device is available")
+    assert main(["bench", "--quick", "--device", "foo"]) == 2
+    one_line_error(capsys, "is not a device")
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  source: [a, b\nmodel:\n  backbone: mingru\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    one_line_error(capsys, "is not valid YAML at line 3, column")
+
+
+def test_string_rewards_in_an_hdf5_are_one_line(tmp_path, capsys):
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "hopper-medium-v2.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.zeros((4, 11))
+        f["actions"] = np.zeros((4, 3))
+        f["rewards"] = np.array([b"a", b"b", b"c", b"d"])
+        f["terminals"] = np.array([0, 0, 0, 1])
+        f["timeouts"] = np.zeros(4)
+    assert main(["datasets", "info", str(path)]) == 2
+    one_line_error(capsys, "rewards has dtype")
+
+
+def test_a_runs_root_that_is_a_file_and_a_read_only_run_dir(tmp_path, tiny_minari, capsys):
+    grid = tmp_path / "g.yaml"
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 4)
+    grid.write_text(f"datasets: {{hopper-medium: {path}}}\nbackbones: [mingru]\nset: {overrides}\n")
+    (tmp_path / "rootfile").write_text("x")
+    assert main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "rootfile"), "--no-ray"]) == 2
+    one_line_error(capsys, "rootfile")
+    if os.geteuid() == 0:
+        return  # root writes through read-only permissions; the case needs an unprivileged user
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    assert main(["train", "--config", str(path), "--run-dir", str(locked / "r"), *cli_sets(overrides)]) == 2
+    one_line_error(capsys, "Permission denied")

@@ -245,6 +245,9 @@ def load_d4rl_hdf5(path: str, env_id: str | None = None, env_version: str = "v5"
         raise DataError(f"D4RL file {path}: arrays have different lengths ({sizes})")
     if n == 0:
         raise DataError(f"D4RL file {path} holds zero steps")
+    for key, value in arrays.items():
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise DataError(f"D4RL file {path}: {key} has dtype {value.dtype}, not numbers")
     obs = arrays["observations"].astype(np.float32).reshape(n, -1)
     act = arrays["actions"].astype(np.float32).reshape(n, -1)
     rew = arrays["rewards"].astype(np.float32).reshape(n)

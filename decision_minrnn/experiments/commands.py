@@ -37,7 +37,9 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args) -> int:
     from ..benchmarks import bench_inference, bench_policy_latency, bench_scan, bench_train_step, machine_info
+    from ..train import resolve_device
 
+    args.device = str(resolve_device(args.device, "--device"))  # one line for --device foo or missing CUDA
     quick = args.quick
     out = {"machine": machine_info(), "quick": quick}
     if args.latency:
