@@ -4,6 +4,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# A Minari id that is not local makes minari ask the Hugging Face hub, which retries for about 23 s without
+# network. The tests never download: fail at once instead.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from helpers import make_minari_dataset, synthetic_episodes  # noqa: E402
 

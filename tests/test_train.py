@@ -68,6 +68,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_minari):
     # One thread in every process: float reductions split over a different thread count round differently,
     # and the in-process run would otherwise inherit whatever thread count this pytest worker has.
@@ -188,13 +189,20 @@ def test_half_written_checkpoint_is_ignored_and_cleaned(tmp_path, tiny_minari):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000010", "step-00000020"]
 
 
+@pytest.mark.slow
 def test_compile_gates_trains_to_the_same_loss_as_eager(tmp_path, tiny_minari):
+    from nn.test_compiled_gates import needs_compiler
+
+    from decision_minrnn.nn import compiled as compiled_module
+
+    needs_compiler()
     losses = {}
     for compile_gates in (False, True):
         path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, [f"model.compile_gates={compile_gates}"])
         summary = train(load_config(path, overrides), tmp_path / f"run-{compile_gates}", progress=False)
         losses[compile_gates] = summary["final_loss"]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    assert not compiled_module._unavailable, "torch.compile fell back to eager"
 
 
 def test_commands_do_not_import_dynamo_unless_compiling(tmp_path):

@@ -56,6 +56,7 @@ def test_grid_expands_datasets_backbones_seeds(tiny_grid):
     assert cfg.train.steps == 6 and cfg.name == "hopper-medium/mingru/seed0"
 
 
+@pytest.mark.slow
 def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_path):
     runs_root = tmp_path / "runs"
     first = sweep(str(tiny_grid), runs_root=str(runs_root), max_parallel=2, log=lambda *_: None)
