@@ -18,8 +18,18 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .choices import (
+    AMP_MODES,
+    BACKBONES,
+    DEVICES,
+    LOGGERS,
+    LR_SCHEDULES,
+    POLICY_MODES,
+    SAMPLER_MODES,
+    SCAN_METHODS,
+    TOKEN_LAYOUTS,
+)
 from .errors import ConfigError, first_line
-from .loggers import LOGGERS
 from .resources import find_config, resolve_data_path
 
 
@@ -93,14 +103,14 @@ class Config:
 
 
 CHOICES = {
-    ("data", "sampler_mode"): ("window", "episode"),
-    ("model", "backbone"): ("mingru", "minlstm", "transformer", "gru", "lstm"),
-    ("model", "token_layout"): ("interleaved", "fused"),
-    ("model", "scan"): ("auto", "sequential", "chunked", "log"),
-    ("train", "device"): ("auto", "cpu", "cuda"),
-    ("train", "amp"): ("none", "bf16"),
-    ("train", "lr_schedule"): ("constant", "cosine", "linear"),
-    ("eval", "mode"): ("auto", "recurrent", "window"),
+    ("data", "sampler_mode"): SAMPLER_MODES,
+    ("model", "backbone"): BACKBONES,
+    ("model", "token_layout"): TOKEN_LAYOUTS,
+    ("model", "scan"): ("auto", *SCAN_METHODS),
+    ("train", "device"): DEVICES,
+    ("train", "amp"): AMP_MODES,
+    ("train", "lr_schedule"): LR_SCHEDULES,
+    ("eval", "mode"): POLICY_MODES,
 }
 
 

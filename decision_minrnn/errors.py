@@ -31,6 +31,10 @@ class Interrupted(UserError):
         self.exit_code = exit_code
 
 
+class VideoError(UserError):
+    """Recording was asked for but cannot be done here (no encoder, no OpenGL)."""
+
+
 class MissingExtraError(UserError):
     """An optional dependency that the requested command needs is not installed; the message names the extra."""
 

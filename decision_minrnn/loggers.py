@@ -19,9 +19,8 @@ import math
 import uuid
 from pathlib import Path
 
+from .choices import LOGGERS  # noqa: F401  (re-exported)
 from .errors import MissingExtraError
-
-LOGGERS = ("tensorboard", "csv", "wandb")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

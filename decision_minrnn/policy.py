@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .choices import POLICY_MODES
 from .data.normalization import ObsNormalizer
 from .errors import CheckpointError, ConfigError, first_line
-
-POLICY_MODES = ("auto", "recurrent", "window")
 
 
 @contextmanager

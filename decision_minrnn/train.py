@@ -102,6 +102,18 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr + (t.min_lr - t.lr) * progress
 
 
+def optimizer_step(
+    loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
+) -> torch.Tensor:
+    """DT's update (kzl/decision-transformer training/trainer.py): backward, clip the gradient norm, step.
+    Returns the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return grad_norm
+
+
 def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
     """Everything derived from the data that evaluation needs; stored in the checkpoint, not the config."""
     ref = dataset.ref_scores
@@ -340,23 +352,8 @@ def _train(
     lock = RunDirLock(paths.root).acquire()
     try:
         save_config(cfg, paths.config)
-        return _loop(
-            cfg,
-            paths,
-            model,
-            sampler,
-            optimizer,
-            device,
-            data,
-            ctx,
-            targets,
-            start_step,
-            ckpt,
-            replace,
-            progress,
-            stop_after,
-            callbacks,
-        )
+        run = _Run(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace)
+        return _loop(run, progress, stop_after, callbacks)
     except BaseException:
         if replace is not None:
             replace.rollback()  # the new run never checkpointed: the old one comes back
@@ -371,23 +368,41 @@ def _headline(results: list[dict]) -> float:
     return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
 
 
-def _loop(
-    cfg,
-    paths,
-    model,
-    sampler,
-    optimizer,
-    device,
-    data,
-    ctx,
-    targets,
-    start_step,
-    ckpt,
-    replace,
-    progress,
-    stop_after,
-    callbacks,
-) -> dict:
+@dataclass
+class _Run:
+    """Everything the training loop works on, restored or initialised by _train."""
+
+    cfg: Config
+    paths: RunPaths
+    model: DecisionModel
+    sampler: WindowSampler
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    data: dict
+    ctx: object  # PolicyContext, None without evaluation
+    targets: list | None
+    start_step: int
+    ckpt: object  # the checkpoint resumed from, or None
+    replace: ForceReplace | None
+
+
+def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) -> dict:
+    cfg, paths, model, sampler, optimizer, device = (
+        run.cfg,
+        run.paths,
+        run.model,
+        run.sampler,
+        run.optimizer,
+        run.device,
+    )
+    data, ctx, targets, start_step, ckpt, replace = (
+        run.data,
+        run.ctx,
+        run.targets,
+        run.start_step,
+        run.ckpt,
+        run.replace,
+    )
     from tqdm import tqdm
 
     if cfg.train.compile:
@@ -451,10 +466,7 @@ def _loop(
                         f"loss became {loss.item()} at step {done}; no checkpoint was written for "
                         "it. Lower train.lr or check the data"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
+                grad_norm = optimizer_step(loss, model, optimizer, cfg.train.grad_clip)
                 window_samples += cfg.train.batch_size
                 loss_value = loss.item()
                 if done % cfg.train.log_every == 0 or done == end_step:

@@ -35,7 +35,16 @@ from decision_minrnn.data.episodes import load_source
 from decision_minrnn.data.normalization import ObsNormalizer
 from decision_minrnn.data.sampler import WindowSampler
 from decision_minrnn.envs.evaluate import evaluate_targets
-from decision_minrnn.train import build_model, data_state, eval_targets, lr_at, masked_mse, policy_context, train
+from decision_minrnn.train import (
+    build_model,
+    data_state,
+    eval_targets,
+    lr_at,
+    masked_mse,
+    optimizer_step,
+    policy_context,
+    train,
+)
 
 DT_RECIPE = [
     "data.context_len=20",
@@ -127,10 +136,7 @@ def train_peer(cfg, dataset, obs_norm, steps: int) -> tuple[PeerDT, float]:
             group["lr"] = lr_at(step, cfg)
         batch = sampler.sample()
         loss = masked_mse(model(batch), batch["act"], batch["mask"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
+        optimizer_step(loss, model, optimizer, cfg.train.grad_clip)
         if not torch.isfinite(loss):
             raise RuntimeError(f"peer loss became {loss.item()} at step {step + 1}")
     return model, time.perf_counter() - start
@@ -150,11 +156,7 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
 
         def step():
             batch = sampler.sample()
-            loss = masked_mse(model(batch), batch["act"], batch["mask"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-            opt.step()
+            optimizer_step(masked_mse(model(batch), batch["act"], batch["mask"]), model, opt, 0.25)
 
         return step
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..choices import SAMPLER_MODES
 from .episodes import OfflineDataset
 from .normalization import ObsNormalizer, clipped_timesteps, returns_to_go
-
-SAMPLER_MODES = ("window", "episode")
 
 
 class WindowSampler:

@@ -11,11 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, first_line
-
-
-class VideoError(UserError):
-    """Recording was asked for but cannot be done here (no encoder, no OpenGL)."""
+from ..errors import VideoError, first_line
 
 
 def prepare_headless_rendering() -> None:

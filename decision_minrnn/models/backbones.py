@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import BACKBONES
 from ..nn import MinRNNStack
-
-BACKBONES = ("mingru", "minlstm", "transformer", "gru", "lstm")
 
 
 def map_state(fn, *states):

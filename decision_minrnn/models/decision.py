@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..choices import TOKEN_LAYOUTS
 from .backbones import build_backbone, map_state
-
-TOKEN_LAYOUTS = ("interleaved", "fused")
 
 
 class DecisionModel(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .compiled import call_compiled
-from .scan import linear_scan, resolve_method, scan_log
+from .scan import at_least_float32, linear_scan, resolve_method, scan_log
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -32,11 +32,6 @@ def g(x: torch.Tensor) -> torch.Tensor:
 def log_g(x: torch.Tensor) -> torch.Tensor:
     """log g(x), computed stably: log(relu(x) + 0.5) for x >= 0, -softplus(-x) otherwise."""
     return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
-
-
-def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """bf16/fp16 -> float32; float32 and float64 stay as they are (float64 is used by the exactness tests)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class _MinCell(nn.Module):
@@ -91,7 +86,7 @@ class _MinCell(nn.Module):
 
     def _forward_chunk(self, x: torch.Tensor, h0: torch.Tensor | None):
         # Gates are computed in float32 even under autocast: the scan needs them exact.
-        pre = _at_least_float32(self.to_gates(x))
+        pre = at_least_float32(self.to_gates(x))
         h0 = None if h0 is None else h0.to(pre.dtype)
         log_space = resolve_method(self.scan, x.device) == "log"
         coeff_fn = self.log_coeffs if log_space else self.coeffs
@@ -111,7 +106,7 @@ class _MinCell(nn.Module):
 
     def step(self, x_t: torch.Tensor, h: torch.Tensor | None = None):
         """One recurrence step: x_t (B, D), h (B, H) or None -> y_t (B, D), new h (B, H)."""
-        pre = _at_least_float32(self.to_gates(x_t))
+        pre = at_least_float32(self.to_gates(x_t))
         a, b = self.coeffs(pre)
         h = b if h is None else torch.addcmul(b, a, h.to(b.dtype))
         y = self.to_out(h.to(x_t.dtype))

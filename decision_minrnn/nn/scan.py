@@ -20,7 +20,7 @@ Three exact implementations of the same math:
 Linear-space scans are as exact as the log-space one here (a in (0, 1), b > 0: no cancellation, no
 division), and ``linear_scan(method="auto")`` picks per device from ``AUTO_METHOD``, which records
 what scripts/bench_scan.py measured. All scans run in float32 even under autocast: bf16 loses the
-``a*`` cancellation at T ~ 1000 (DESIGN.md).
+``a*`` cancellation at T ~ 1000.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import torch
 from torch.autograd.function import once_differentiable
 
-SCAN_METHODS = ("log", "sequential", "chunked")
+from ..choices import SCAN_METHODS
 
 # Chosen by measurement (scripts/bench_scan.py, BENCHMARKS.md). CUDA was not measured in the session
 # that wrote this (no GPU lent); the log-space scan is the official code's GPU path, one kernel each
@@ -42,9 +42,9 @@ SCAN_METHODS = ("log", "sequential", "chunked")
 AUTO_METHOD = {"cpu": "sequential", "cuda": "chunked"}
 
 
-def _as_float32(*tensors):
-    """Low-precision inputs go to float32; float32 / float64 are kept (float64 for exactness tests)."""
-    return [None if t is None else (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t) for t in tensors]
+def at_least_float32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """bf16 / fp16 -> float32; float32 and float64 stay as they are (float64 is what the exactness tests use)."""
+    return None if t is None else (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
 
 
 def scan_log(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,7 +214,7 @@ def linear_scan(
     """
     method = resolve_method(method, a.device)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        a, b, h0 = _as_float32(a, b, h0)
+        a, b, h0 = at_least_float32(a), at_least_float32(b), at_least_float32(h0)
         h0 = None if h0 is None else h0.to(a.dtype)
         if method == "log":
             return scan_log(torch.log(a), torch.log(b), h0)
