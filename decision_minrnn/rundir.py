@@ -128,6 +128,7 @@ class ForceReplace:
     def rollback(self) -> None:
         """The new run failed before its first checkpoint: put the old one back."""
         if self.aside is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
             os.replace(self.aside, self.run_dir)
             self.aside = None

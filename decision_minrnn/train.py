@@ -346,17 +346,20 @@ def _train(
         start_step = ckpt.step
 
     replace = ForceReplace(paths.root) if force and not resume else None
-    if replace is not None:
-        replace.begin()
-    paths.root.mkdir(parents=True, exist_ok=True)
-    lock = RunDirLock(paths.root).acquire()
+    lock = RunDirLock(paths.root)
     try:
+        if replace is not None:
+            replace.begin()
+        paths.root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         save_config(cfg, paths.config)
         run = _Run(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace)
         return _loop(run, progress, stop_after, callbacks)
     except BaseException:
-        if replace is not None:
-            replace.rollback()  # the new run never checkpointed: the old one comes back
+        # The new run never checkpointed: the old one comes back, unless another process took the directory
+        # in between (we never got its lock), in which case the old run stays in its hidden sibling.
+        if replace is not None and (lock.file is not None or not paths.root.exists()):
+            replace.rollback()
         raise
     finally:
         lock.release()
