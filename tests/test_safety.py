@@ -358,3 +358,13 @@ def test_a_runs_root_that_is_a_file_and_a_read_only_run_dir(tmp_path, tiny_minar
     locked.chmod(0o500)
     assert main(["train", "--config", str(path), "--run-dir", str(locked / "r"), *cli_sets(overrides)]) == 2
     one_line_error(capsys, "Permission denied")
+
+
+def test_an_unlabelled_file_is_not_given_another_parts_environment(tmp_path, capsys):
+    from helpers import make_d4rl_file, synthetic_episodes
+
+    walker = make_d4rl_file(tmp_path / "walker2d-medium-v2.hdf5", synthetic_episodes(3, obs_dim=17, act_dim=6))
+    unknown = make_d4rl_file(tmp_path / "mystery.hdf5", synthetic_episodes(3, obs_dim=17, act_dim=6))
+    assert main(["datasets", "info", f"{unknown}+{walker}"]) == 2
+    one_line_error(capsys, "cannot tell which environment mystery comes from")
+    assert main(["datasets", "info", f"{unknown}+{walker}", "--env-id", "Walker2d-v5"]) == 0

@@ -265,9 +265,16 @@ def is_hdf5_path(source: str) -> bool:
     return source.endswith(HDF5_SUFFIXES) or os.path.sep in source and Path(source).is_file()
 
 
-def compose(datasets: list[OfflineDataset]) -> OfflineDataset:
-    """Concatenate datasets (D4RL's medium-expert = medium + expert). Spaces and env ids must agree."""
+def compose(datasets: list[OfflineDataset], env_id: str | None = None) -> OfflineDataset:
+    """Concatenate datasets (D4RL's medium-expert = medium + expert). Spaces and env ids must agree, and a part
+    whose environment is unknown is not given another part's: name it (env_id, here data.env_id)."""
     first = datasets[0]
+    unknown = [d.name for d in datasets if not d.env_id]
+    if env_id is None and unknown and len(unknown) < len(datasets):
+        raise DataError(
+            f"cannot tell which environment {unknown[0]} comes from, so it cannot be composed with "
+            f"{next(d.name for d in datasets if d.env_id)}; put the task in its file name or set data.env_id"
+        )
     for other in datasets[1:]:
         if (other.obs_dim, other.act_dim) != (first.obs_dim, first.act_dim):
             raise DataError(
@@ -279,7 +286,7 @@ def compose(datasets: list[OfflineDataset]) -> OfflineDataset:
                 f"cannot compose {first.name} ({first.env_id}) with {other.name} ({other.env_id}): "
                 "different environments"
             )
-    env_id = next((d.env_id for d in datasets if d.env_id), None)
+    env_id = env_id or next((d.env_id for d in datasets if d.env_id), None)
     ref = next((d.ref_scores for d in datasets if d.ref_scores), None)
     parts = [p for d in datasets for p in (d.parts or [d.name])]
     return OfflineDataset(
@@ -299,7 +306,7 @@ def load_source(source: str | list[str], env_id: str | None = None, env_version:
             loaded.append(load_d4rl_hdf5(s, env_id, env_version))
         else:
             loaded.append(load_minari(s))
-    dataset = loaded[0] if len(loaded) == 1 else compose(loaded)
+    dataset = loaded[0] if len(loaded) == 1 else compose(loaded, env_id)
     if env_id is not None:
         dataset.env_id = env_id
     return dataset

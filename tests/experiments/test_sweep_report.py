@@ -236,3 +236,13 @@ def test_grid_files_that_would_escape_or_be_ignored_are_refused(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("module", ["rliable", "matplotlib"])
+def test_report_without_its_extra_names_it(tmp_path, monkeypatch, capsys, module):
+    root = tmp_path / "runs"
+    _fake_run(root, "hopper-medium", "mingru", 0, 40.0)
+    monkeypatch.setitem(sys.modules, module, None)
+    assert main(["report", str(root), "--reps", "100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'decision-minrnn[report]'" in err
