@@ -163,6 +163,7 @@ def bench_train_step(
 
     compiled_gates: also time each minRNN backbone with model.compile_gates=true, as "<name>_compiled"
     (its compile happens in the untimed warm-up call)."""
+    from .config import ModelConfig
     from .models import DecisionModel
     from .train import masked_mse
 
@@ -180,7 +181,9 @@ def bench_train_step(
             for label, name, compile_gates in variants:
                 torch.manual_seed(0)
                 model = (
-                    DecisionModel(11, 3, name, embed_dim, n_layers, 0.1, layout, compile_gates=compile_gates)
+                    DecisionModel(
+                        11, 3, ModelConfig(name, embed_dim, n_layers, token_layout=layout, compile_gates=compile_gates)
+                    )
                     .to(device)
                     .train()
                 )
@@ -234,12 +237,13 @@ def bench_inference(
     """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
     The window is measured at steady state (history already K long). On CPU each thread count is measured
     (rollouts run with 1, see envs/evaluate.py; the window's larger ops may prefer 2)."""
+    from .config import ModelConfig
     from .models import DecisionModel
     from .policy import cpu_threads
 
     device = torch.device(device)
     torch.manual_seed(0)
-    model = DecisionModel(11, 3, backbone, embed_dim, n_layers, 0.1, layout).to(device).eval()
+    model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim, n_layers, token_layout=layout)).to(device).eval()
     rows = []
     for n, n_threads in [(n, th) for n in n_envs for th in (threads if device.type == "cpu" else (None,))]:
         obs = torch.randn(n, 11, device=device)
@@ -337,13 +341,14 @@ def bench_policy_latency(
 
     import numpy as np
 
+    from .config import ModelConfig
     from .data.normalization import ObsNormalizer
     from .models import DecisionModel
     from .policy import Policy, cpu_threads
 
     device = torch.device("cpu")
     torch.manual_seed(0)
-    model = DecisionModel(11, 3, backbone, embed_dim, n_layers, 0.1, layout).eval()
+    model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim, n_layers, token_layout=layout)).eval()
     norm = ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32))
     low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
 

@@ -58,6 +58,7 @@ class ModelConfig:
     forget_bias: float | None = None  # minLSTM forget-gate bias at init
     scan: str = "auto"  # auto | sequential | chunked | log
     compile_gates: bool = False  # minRNN: torch.compile the gate math of the training forward (see nn/compiled.py)
+    time_chunk: int = 128  # minRNN on CPU: sequences longer than this run in chunks with the carried state (0: off)
 
 
 @dataclass
@@ -175,6 +176,7 @@ def validate(cfg: Config) -> Config:
     unknown = sorted(set(cfg.train.loggers) - set(LOGGERS))
     if unknown:
         raise ConfigError(f"train.loggers has {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
+    _check_backbone_settings(cfg.model)
     if cfg.data.context_len > cfg.data.max_ep_len:
         raise ConfigError(
             f"data.context_len={cfg.data.context_len} is longer than any episode can be "
@@ -193,6 +195,33 @@ def validate(cfg: Config) -> Config:
             f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}"
         )
     return cfg
+
+
+# The ModelConfig fields that only some backbones read (the backbones' `settings` in models/backbones.py).
+BACKBONE_SETTINGS = {
+    "expansion": ("mingru", "minlstm"),
+    "mlp_ratio": ("mingru", "minlstm"),
+    "conv_kernel": ("mingru", "minlstm"),
+    "scan": ("mingru", "minlstm"),
+    "compile_gates": ("mingru", "minlstm"),
+    "time_chunk": ("mingru", "minlstm"),
+    "forget_bias": ("minlstm",),
+    "n_heads": ("transformer",),
+}
+
+
+def _check_backbone_settings(model: ModelConfig) -> None:
+    """A setting the chosen backbone would silently ignore is an error (left at its default, it is fine)."""
+    defaults = ModelConfig()
+    for key, backbones in BACKBONE_SETTINGS.items():
+        value = getattr(model, key)
+        if model.backbone not in backbones and value != getattr(defaults, key):
+            raise ConfigError(
+                f"model.{key}={value} does not apply to the {model.backbone} backbone "
+                f"(only to {', '.join(backbones)}); remove it"
+            )
+    if model.time_chunk < 0:
+        raise ConfigError(f"model.time_chunk={model.time_chunk} must be >= 0 (0 turns time chunking off)")
 
 
 def _source_as_list(d: dict) -> dict:

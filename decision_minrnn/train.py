@@ -51,24 +51,7 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
 
 
 def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
-    m = cfg.model
-    return DecisionModel(
-        obs_dim,
-        act_dim,
-        backbone=m.backbone,
-        embed_dim=m.embed_dim,
-        n_layers=m.n_layers,
-        dropout=m.dropout,
-        token_layout=m.token_layout,
-        max_ep_len=cfg.data.max_ep_len,
-        n_heads=m.n_heads,
-        expansion=m.expansion,
-        mlp_ratio=m.mlp_ratio,
-        conv_kernel=m.conv_kernel,
-        scan=m.scan,
-        forget_bias=m.forget_bias,
-        compile_gates=m.compile_gates,
-    )
+    return DecisionModel(obs_dim, act_dim, cfg.model, cfg.data.max_ep_len)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

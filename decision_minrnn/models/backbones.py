@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..choices import BACKBONES
+from ..config import ModelConfig
 from ..nn import MinRNNStack
 
 
@@ -41,32 +42,28 @@ def map_state(fn, *states):
 class MinRNNBackbone(nn.Module):
     recurrent = True
     state_batch_dim = 0  # BlockState tensors are (B, ...)
+    # The ModelConfig fields this backbone reads besides embed_dim / n_layers / dropout (config.py checks that
+    # no other backbone is given one of them).
+    settings = ("expansion", "mlp_ratio", "conv_kernel", "scan", "compile_gates", "time_chunk", "forget_bias")
 
-    def __init__(
-        self,
-        cell: str,
-        dim: int,
-        n_layers: int,
-        dropout: float,
-        expansion: float = 1.0,
-        mlp_ratio: float = 4.0,
-        conv_kernel: int = 0,
-        scan: str = "auto",
-        forget_bias: float | None = None,
-        compile_gates: bool = False,
-    ):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
+        cell_kwargs = {
+            "expansion": cfg.expansion,
+            "scan": cfg.scan,
+            "compile_gates": cfg.compile_gates,
+            "time_chunk": cfg.time_chunk or None,
+        }
+        if cfg.backbone == "minlstm":
+            cell_kwargs["forget_bias"] = cfg.forget_bias
         self.stack = MinRNNStack(
-            dim,
-            n_layers,
-            cell,
-            expansion=expansion,
-            mlp_ratio=mlp_ratio,
-            dropout=dropout,
-            conv_kernel=conv_kernel,
-            scan=scan,
-            forget_bias=forget_bias,
-            compile_gates=compile_gates,
+            cfg.embed_dim,
+            cfg.n_layers,
+            cfg.backbone,
+            mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout,
+            conv_kernel=cfg.conv_kernel,
+            **cell_kwargs,
         )
 
     def forward(self, x, state=None):
@@ -85,12 +82,15 @@ class TorchRNNBackbone(nn.Module):
     recurrent = True
     state_batch_dim = 1  # torch's RNN state is (layers, B, H)
 
-    def __init__(self, kind: str, dim: int, n_layers: int, dropout: float):
+    settings = ()
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        rnn_class = nn.GRU if kind == "gru" else nn.LSTM
-        self.kind = kind
-        self.n_layers = n_layers
-        self.rnn = rnn_class(dim, dim, num_layers=n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
+        rnn_class = nn.GRU if cfg.backbone == "gru" else nn.LSTM
+        self.kind, self.n_layers, dim = cfg.backbone, cfg.n_layers, cfg.embed_dim
+        self.rnn = rnn_class(
+            dim, dim, num_layers=cfg.n_layers, batch_first=True, dropout=cfg.dropout if cfg.n_layers > 1 else 0.0
+        )
         self.norm_out = nn.LayerNorm(dim)
 
     def forward(self, x, state=None):
@@ -143,10 +143,12 @@ class GPTBlock(nn.Module):
 
 class TransformerBackbone(nn.Module):
     recurrent = False
+    settings = ("n_heads",)
 
-    def __init__(self, dim: int, n_layers: int, n_heads: int, dropout: float):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(GPTBlock(dim, n_heads, dropout) for _ in range(n_layers))
+        dim, n_layers = cfg.embed_dim, cfg.n_layers
+        self.blocks = nn.ModuleList(GPTBlock(dim, cfg.n_heads, cfg.dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(dim)
         self.apply(self._init_weights)
         # GPT-2 scales the init of residual output projections by 1/sqrt(2 * n_layers).
@@ -170,25 +172,16 @@ class TransformerBackbone(nn.Module):
         return None
 
 
-def build_backbone(
-    name: str,
-    dim: int,
-    n_layers: int,
-    dropout: float,
-    n_heads: int = 1,
-    expansion: float = 1.0,
-    mlp_ratio: float = 4.0,
-    conv_kernel: int = 0,
-    scan: str = "auto",
-    forget_bias: float | None = None,
-    compile_gates: bool = False,
-) -> nn.Module:
-    if name in ("mingru", "minlstm"):
-        return MinRNNBackbone(
-            name, dim, n_layers, dropout, expansion, mlp_ratio, conv_kernel, scan, forget_bias, compile_gates
-        )
-    if name in ("gru", "lstm"):
-        return TorchRNNBackbone(name, dim, n_layers, dropout)
-    if name == "transformer":
-        return TransformerBackbone(dim, n_layers, n_heads, dropout)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+BACKBONE_CLASSES = {
+    "mingru": MinRNNBackbone,
+    "minlstm": MinRNNBackbone,
+    "gru": TorchRNNBackbone,
+    "lstm": TorchRNNBackbone,
+    "transformer": TransformerBackbone,
+}
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    if cfg.backbone not in BACKBONE_CLASSES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONE_CLASSES[cfg.backbone](cfg)

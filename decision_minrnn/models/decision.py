@@ -21,53 +21,33 @@ import torch
 from torch import nn
 
 from ..choices import TOKEN_LAYOUTS
+from ..config import ModelConfig
 from .backbones import build_backbone, map_state
 
 
 class DecisionModel(nn.Module):
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        backbone: str = "mingru",
-        embed_dim: int = 128,
-        n_layers: int = 3,
-        dropout: float = 0.1,
-        token_layout: str = "interleaved",
-        max_ep_len: int = 1000,
-        n_heads: int = 1,
-        expansion: float = 1.0,
-        mlp_ratio: float = 4.0,
-        conv_kernel: int = 0,
-        scan: str = "auto",
-        forget_bias: float | None = None,
-        compile_gates: bool = False,
-    ):
+    """DT's embeddings and action head around the backbone that `cfg.backbone` names.
+
+    DecisionModel(obs_dim, act_dim, ModelConfig(backbone="minlstm", embed_dim=64), max_ep_len=1000): the whole
+    model config goes down to the backbone (as nanoGPT passes GPTConfig), so a new setting is one field."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: ModelConfig | None = None, max_ep_len: int = 1000):
         super().__init__()
-        if token_layout not in TOKEN_LAYOUTS:
-            raise ValueError(f"unknown token layout {token_layout!r}; choose one of {', '.join(TOKEN_LAYOUTS)}")
+        cfg = cfg or ModelConfig()
+        if cfg.token_layout not in TOKEN_LAYOUTS:
+            raise ValueError(f"unknown token layout {cfg.token_layout!r}; choose one of {', '.join(TOKEN_LAYOUTS)}")
+        self.cfg = cfg
+        embed_dim = cfg.embed_dim
         self.obs_dim, self.act_dim, self.max_ep_len = obs_dim, act_dim, max_ep_len
-        self.token_layout = token_layout
-        self.backbone_name = backbone
+        self.token_layout = cfg.token_layout
+        self.backbone_name = cfg.backbone
         self.embed_timestep = nn.Embedding(max_ep_len, embed_dim)
         self.embed_return = nn.Linear(1, embed_dim)
         self.embed_state = nn.Linear(obs_dim, embed_dim)
         self.embed_action = nn.Linear(act_dim, embed_dim)
         self.embed_ln = nn.LayerNorm(embed_dim)
-        self.embed_dropout = nn.Dropout(dropout)  # GPT-2 drops its input embeddings; kept for every backbone
-        self.backbone = build_backbone(
-            backbone,
-            embed_dim,
-            n_layers,
-            dropout,
-            n_heads,
-            expansion,
-            mlp_ratio,
-            conv_kernel,
-            scan,
-            forget_bias,
-            compile_gates,
-        )
+        self.embed_dropout = nn.Dropout(cfg.dropout)  # GPT-2 drops its input embeddings; kept for every backbone
+        self.backbone = build_backbone(cfg)
         self.predict_action = nn.Sequential(nn.Linear(embed_dim, act_dim), nn.Tanh())
 
     @property

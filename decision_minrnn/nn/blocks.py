@@ -52,21 +52,19 @@ class ResidualBlock(nn.Module):
         self,
         dim: int,
         cell: str = "mingru",
-        expansion: float = 1.0,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         conv_kernel: int = 0,
-        scan: str = "auto",
-        forget_bias: float | None = None,
-        compile_gates: bool = False,
+        **cell_kwargs,
     ):
+        """cell_kwargs go to the cell unchanged (expansion, scan, time_chunk, compile_gates; forget_bias for
+        minLSTM), so a new cell setting needs no change here."""
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
-        kwargs = {"forget_bias": forget_bias} if cell == "minlstm" else {}
         self.conv = CausalDepthwiseConv(dim, conv_kernel) if conv_kernel > 1 else None
         self.norm_cell = nn.LayerNorm(dim)
-        self.cell = CELLS[cell](dim, expansion=expansion, scan=scan, compile_gates=compile_gates, **kwargs)
+        self.cell = CELLS[cell](dim, **cell_kwargs)
         self.mlp = None
         if mlp_ratio > 0:
             hidden = int(dim * mlp_ratio)

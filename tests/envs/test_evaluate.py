@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from decision_minrnn.cli import main
-from decision_minrnn.config import load_config
+from decision_minrnn.config import ModelConfig, load_config
 from decision_minrnn.data import ObsNormalizer
 from decision_minrnn.envs.evaluate import PolicyContext, rollout
 from decision_minrnn.envs.scores import D4RL_REF_SCORES, RefScores, d4rl_ref_scores, task_of
@@ -31,7 +31,7 @@ def test_recurrent_rollout_matches_full_history_window_rollout(backbone, layout)
     """Window mode with K >= the episode re-runs the whole history from a zero state at every step:
     the recurrent rollout must take the same actions, hence reach the same returns."""
     torch.manual_seed(0)
-    model = DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, token_layout=layout).eval()
+    model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim=32, n_layers=2, token_layout=layout)).eval()
     recurrent = rollout(model, hopper_context(40), 3600.0, episodes=3, mode="recurrent", seed=5, max_steps=40)
     window = rollout(model, hopper_context(40), 3600.0, episodes=3, mode="window", seed=5, max_steps=40)
     assert recurrent["lengths"] == window["lengths"]
@@ -42,7 +42,7 @@ def test_recurrent_rollout_matches_full_history_window_rollout(backbone, layout)
 
 def test_rollout_reports_scores_and_timings():
     torch.manual_seed(0)
-    model = DecisionModel(11, 3, "mingru", embed_dim=16, n_layers=1).eval()
+    model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=16, n_layers=1)).eval()
     out = rollout(model, hopper_context(20), 3600.0, episodes=2, seed=0, max_steps=30)
     assert len(out["returns"]) == 2 and out["score_reference"] == "D4RL table"
     lo, hi = D4RL_REF_SCORES["hopper"]
@@ -133,7 +133,7 @@ def record_or_skip(model, path):
 def test_video_records_the_first_episode_without_changing_it(tmp_path):
     imageio = pytest.importorskip("imageio.v3")
     torch.manual_seed(0)
-    model = DecisionModel(11, 3, "mingru", embed_dim=16, n_layers=1).eval()
+    model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=16, n_layers=1)).eval()
     recorded = record_or_skip(model, tmp_path / "videos" / "ep.mp4")
     plain = rollout(model, hopper_context(20), 3600.0, episodes=2, seed=3, max_steps=25)
     assert recorded["returns"] == plain["returns"] and recorded["lengths"] == plain["lengths"]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from decision_minrnn.config import ModelConfig
 from decision_minrnn.data import ObsNormalizer, WindowSampler, load_source
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.train import masked_mse
@@ -23,7 +24,7 @@ def random_batch(B=2, K=9, obs_dim=11, act_dim=3, dtype=torch.float64, seed=0):
 def make_model(backbone, layout, dtype=torch.float64, **kw):
     torch.manual_seed(0)
     return (
-        DecisionModel(11, 3, backbone, embed_dim=32, n_layers=2, dropout=0.1, token_layout=layout, **kw)
+        DecisionModel(11, 3, ModelConfig(backbone, embed_dim=32, n_layers=2, dropout=0.1, token_layout=layout, **kw))
         .to(dtype)
         .eval()
     )
@@ -75,15 +76,8 @@ def test_every_backbone_learns_the_tiny_dataset(tiny_minari, backbone):
     dataset = load_source(tiny_minari[0])
     sampler = WindowSampler(dataset, ObsNormalizer.fit(dataset.episodes), context_len=10, batch_size=16, seed=0)
     torch.manual_seed(0)
-    model = DecisionModel(
-        11,
-        3,
-        backbone,
-        embed_dim=32,
-        n_layers=2,
-        dropout=0.0,
-        token_layout="fused" if backbone == "gru" else "interleaved",
-    )
+    layout = "fused" if backbone == "gru" else "interleaved"
+    model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim=32, n_layers=2, dropout=0.0, token_layout=layout))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(200):
