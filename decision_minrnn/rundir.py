@@ -3,8 +3,11 @@
 * A run directory is one this package wrote: config.yaml and nothing but checkpoints/, metrics.jsonl,
   final.json, the loggers' tb/, scalars.csv, wandb/ and wandb_id, and the lock. `--force` replaces only
   such a directory or an empty one; anything else (a directory with one file of the user's in it) is refused.
-* The old run is not deleted when --force starts. It is moved aside (a hidden sibling) and deleted once the
-  new run has written its first checkpoint. If the new run fails before that, the old one is put back.
+* The old run is not deleted when --force starts. Its files are moved aside (into a hidden sibling; the
+  directory and its lock stay) and deleted once the new run has written its first checkpoint. If the new
+  run fails before that, they are put back.
+* The checks are made again once the lock is held, so two processes started together into one new
+  directory cannot both write it: the second is refused (in use, or already a run).
 * An exclusive lock (fcntl.flock on RUN/.lock, released by the OS when the process dies) keeps a second
   train, resume or force out of a directory in use; the refusal names the holder's pid.
 """
@@ -42,7 +45,8 @@ def is_run_dir(path: Path) -> bool:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+    """Empty, or holding only a lock (this process's, once it has taken it)."""
+    return path.is_dir() and all(p.name == LOCK_NAME for p in path.iterdir())
 
 
 def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
@@ -108,16 +112,22 @@ def probe_lock(run_dir: Path) -> None:
 
 
 class ForceReplace:
-    """--force: move the old run aside now, delete it once the new run has checkpointed, restore it if not."""
+    """--force: move the old run's files aside now (into a hidden sibling; the locked directory itself stays),
+    delete them once the new run has checkpointed, put them back if it fails before that."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self.aside: Path | None = None
 
+    def _entries(self, folder: Path):
+        return [p for p in folder.iterdir() if p.name != LOCK_NAME]
+
     def begin(self) -> None:
-        if self.run_dir.exists() and not _is_empty_dir(self.run_dir):
+        if self.run_dir.is_dir() and self._entries(self.run_dir):
             self.aside = self.run_dir.with_name(f".{self.run_dir.name}.replaced-{os.getpid()}-{int(time.time())}")
-            os.replace(self.run_dir, self.aside)
+            self.aside.mkdir()
+            for entry in self._entries(self.run_dir):
+                os.replace(entry, self.aside / entry.name)
 
     def commit(self) -> None:
         """The new run has started for real: the old one can go."""
@@ -128,7 +138,9 @@ class ForceReplace:
     def rollback(self) -> None:
         """The new run failed before its first checkpoint: put the old one back."""
         if self.aside is not None:
-            if self.run_dir.exists():
-                shutil.rmtree(self.run_dir)
-            os.replace(self.aside, self.run_dir)
+            for entry in self._entries(self.run_dir):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            for entry in self._entries(self.aside):
+                os.replace(entry, self.run_dir / entry.name)
+            self.aside.rmdir()
             self.aside = None

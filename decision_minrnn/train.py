@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -230,6 +231,13 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
+def _is_fresh(run_dir: Path) -> bool:
+    """Holds nothing but what this attempt wrote before training started (lock, config, an empty tb/)."""
+    if not run_dir.is_dir() or run_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        return False
+    return {p.name for p in run_dir.iterdir()} <= {".lock", "config.yaml"}
+
+
 def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
     """The data must fit the environment it will be evaluated in: checked before any training step."""
     import gymnasium as gym
@@ -330,19 +338,20 @@ def _train(
 
     replace = ForceReplace(paths.root) if force and not resume else None
     lock = RunDirLock(paths.root)
+    lock.acquire()  # creates the directory; refused if another process holds it
     try:
+        # Again under the lock: another process may have written a run here since the first check.
+        check_run_dir(paths.root, resume, force)
         if replace is not None:
             replace.begin()
-        paths.root.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
         save_config(cfg, paths.config)
         run = _Run(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace)
         return _loop(run, progress, stop_after, callbacks)
     except BaseException:
-        # The new run never checkpointed: the old one comes back, unless another process took the directory
-        # in between (we never got its lock), in which case the old run stays in its hidden sibling.
-        if replace is not None and (lock.file is not None or not paths.root.exists()):
-            replace.rollback()
+        if replace is not None:
+            replace.rollback()  # the new run never checkpointed: the old one comes back
+        if not resume and _is_fresh(paths.root):
+            shutil.rmtree(paths.root, ignore_errors=True)  # a new run that failed before writing anything
         raise
     finally:
         lock.release()

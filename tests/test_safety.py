@@ -368,3 +368,36 @@ def test_an_unlabelled_file_is_not_given_another_parts_environment(tmp_path, cap
     assert main(["datasets", "info", f"{unknown}+{walker}"]) == 2
     one_line_error(capsys, "cannot tell which environment mystery comes from")
     assert main(["datasets", "info", f"{unknown}+{walker}", "--env-id", "Walker2d-v5"]) == 0
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_into_one_new_directory(tmp_path, tiny_minari):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 40, ["train.threads=1"])
+    run = tmp_path / "shared"
+    cmd = [
+        sys.executable,
+        "-m",
+        "decision_minrnn.cli",
+        "train",
+        "--config",
+        str(path),
+        "--no-progress",
+        "--run-dir",
+        str(run),
+        *cli_sets(overrides),
+    ]
+    procs = [
+        subprocess.Popen(cmd + ["--set", f"train.seed={seed}"], stderr=subprocess.PIPE, text=True) for seed in (1, 2)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    (loser_err,) = [err for code, err in results if code == 2]
+    lines = loser_err.strip().splitlines()
+    assert len(lines) == 1 and ("is in use by pid" in lines[0] or "already exists" in lines[0]), loser_err
+    (winner,) = [seed for (code, _), seed in zip(results, (1, 2)) if code == 0]
+    # The winner's run is whole and consistent: its config, its checkpoint, nothing of the loser's.
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == winner
+    state = json.loads(sorted((run / "checkpoints").glob("step-*"))[-1].joinpath("state.json").read_text())
+    assert state["config"]["train"]["seed"] == winner and state["step"] == 40
