@@ -401,3 +401,20 @@ def test_two_trainings_started_together_into_one_new_directory(tmp_path, tiny_mi
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == winner
     state = json.loads(sorted((run / "checkpoints").glob("step-*"))[-1].joinpath("state.json").read_text())
     assert state["config"]["train"]["seed"] == winner and state["step"] == 40
+
+
+def test_a_run_dir_under_proc_is_one_line(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 4)
+    assert main(["train", "--config", str(path), "--run-dir", "/proc/decision-minrnn-run", *cli_sets(overrides)]) == 2
+    one_line_error(capsys, "/proc/decision-minrnn-run")
+
+
+def test_resume_after_a_kill_during_the_final_evaluation_keeps_the_final_loss(tmp_path, tiny_minari):
+    from decision_minrnn.config import load_config
+    from decision_minrnn.train import train
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    first = train(load_config(path, overrides), tmp_path / "r", progress=False)
+    (tmp_path / "r" / "final.json").unlink()  # as if killed after the last checkpoint, during the evaluation
+    again = train(load_config(path, overrides), tmp_path / "r", resume=True, progress=False)
+    assert again["final_loss"] == first["final_loss"] and again["step"] == 10
