@@ -29,7 +29,7 @@ import torch
 
 from .choices import POLICY_MODES
 from .data.normalization import ObsNormalizer
-from .errors import CheckpointError, ConfigError, first_line
+from .errors import CheckpointError, ConfigError, DivergedError, first_line
 
 
 @contextmanager
@@ -203,6 +203,8 @@ class Policy:
             action, backbone = self._recurrent_action(obs_t, rtg, timestep, state)
         else:
             action, backbone = self._window_action(obs_t, rtg, timestep, state)
+        if not bool(torch.isfinite(action).all()):
+            raise DivergedError("the policy produced a non-finite action (NaN or inf weights or inputs?)")
         if self._low is not None:
             action = torch.maximum(torch.minimum(action, self._high), self._low)
         return action, PolicyState(rtg, state.t + 1, action, backbone)

@@ -418,3 +418,16 @@ def test_resume_after_a_kill_during_the_final_evaluation_keeps_the_final_loss(tm
     (tmp_path / "r" / "final.json").unlink()  # as if killed after the last checkpoint, during the evaluation
     again = train(load_config(path, overrides), tmp_path / "r", resume=True, progress=False)
     assert again["final_loss"] == first["final_loss"] and again["step"] == 10
+
+
+def test_evaluating_nan_weights_is_an_error_not_a_score(tmp_path, tiny_minari, capsys):
+    from safetensors.torch import load_file, save_file
+
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    (ckpt,) = sorted((Path(run) / "checkpoints").glob("step-*"))[-1:]
+    weights = load_file(str(ckpt / "model.safetensors"))
+    weights["predict_action.0.bias"][:] = float("nan")
+    save_file(weights, str(ckpt / "model.safetensors"))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", run, "--episodes", "2", "--max-steps", "20"]) == 2
+    one_line_error(capsys, "non-finite")
