@@ -451,7 +451,9 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) ->
             for step in range(start_step, end_step):
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, cfg)
-                batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample().items()}
+                batch = sampler.sample()
+                if device.type == "cuda":  # pinned host memory lets the copy overlap the previous step's kernels
+                    batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
                 with amp:
                     pred = forward(batch)
                 loss = masked_mse(pred, batch["act"], batch["mask"])
