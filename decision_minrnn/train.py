@@ -265,7 +265,6 @@ def _train(
     stop_after: int | None,
     callbacks: list,
 ) -> dict:
-
     paths = RunPaths(Path(run_dir))
     # Everything that can be refused is checked before the run directory is touched.
     probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
