@@ -180,23 +180,28 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
                 aggregate.append({"backbone": b, **asdict(score_stats(matrix, reps=reps)), "datasets": len(datasets)})
     improvement = []
     if BASELINE in backbones:
-        y = _seed_matrix(runs, BASELINE, datasets)
         for b in backbones:
-            x = _seed_matrix(runs, b, datasets)
-            if b == BASELINE or not len(x) or not len(y):
+            if b == BASELINE:
                 continue
-            p, ci = probability_of_improvement(x, y, reps=reps)
-            improvement.append(
-                {
-                    "x": b,
-                    "y": BASELINE,
-                    "probability": p,
-                    "ci": list(ci),
-                    "n_x": len(x),
-                    "n_y": len(y),
-                    "datasets": len(datasets),
-                }
-            )
+            # Per dataset, then over every dataset where both have runs (a grid still running has holes).
+            shared = [d for d in datasets if len(_seed_matrix(runs, b, [d])) and len(_seed_matrix(runs, BASELINE, [d]))]
+            groups = [(d, [d]) for d in shared] + ([(f"all {len(shared)} datasets", shared)] if len(shared) > 1 else [])
+            for label, group in groups:
+                x, y = _seed_matrix(runs, b, group), _seed_matrix(runs, BASELINE, group)
+                if not len(x) or not len(y):
+                    continue
+                p, ci = probability_of_improvement(x, y, reps=reps)
+                improvement.append(
+                    {
+                        "x": b,
+                        "y": BASELINE,
+                        "probability": p,
+                        "ci": list(ci),
+                        "n_x": len(x),
+                        "n_y": len(y),
+                        "datasets": label,
+                    }
+                )
     return {
         "cells": cells,
         "aggregate": aggregate,
@@ -208,8 +213,9 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
     }
 
 
-def _ci(value, interval):
-    return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]"
+def _ci(value, interval, n):
+    """With one seed there is no interval to speak of: the bootstrap's zero width would only look certain."""
+    return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]" if n > 1 else f"{value:.1f} [n=1: none]"
 
 
 def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
@@ -222,14 +228,14 @@ def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
         std = "-" if c["std"] is None else f"{c['std']:.1f}"
         behaviour = "-" if c["behaviour"] is None else f"{c['behaviour']:.1f}"
         lines.append(
-            f"| {c['dataset']} | {c['backbone']} | {c['n']} | {_ci(c['mean'], c['mean_ci'])} | "
-            f"{_ci(c['iqm'], c['iqm_ci'])} | {std} | {seeds} | {behaviour} | {c['published']} |"
+            f"| {c['dataset']} | {c['backbone']} | {c['n']} | {_ci(c['mean'], c['mean_ci'], c['n'])} | "
+            f"{_ci(c['iqm'], c['iqm_ci'], c['n'])} | {std} | {seeds} | {behaviour} | {c['published']} |"
         )
     for a in stats["aggregate"]:
         std = "-" if a["std"] is None else f"{a['std']:.1f}"
         lines.append(
-            f"| **all {a['datasets']} datasets** | {a['backbone']} | {a['n']} | {_ci(a['mean'], a['mean_ci'])} | "
-            f"{_ci(a['iqm'], a['iqm_ci'])} | {std} | | | |"
+            f"| **all {a['datasets']} datasets** | {a['backbone']} | {a['n']} | "
+            f"{_ci(a['mean'], a['mean_ci'], a['n'])} | {_ci(a['iqm'], a['iqm_ci'], a['n'])} | {std} | | | |"
         )
     lines += [
         "",

@@ -213,9 +213,12 @@ def test_probability_of_improvement_against_the_transformer(tmp_path):
         _fake_run(root, "walker2d-medium", "mingru", seed, 5.0 + seed)
         _fake_run(root, "walker2d-medium", "transformer", seed, 20.0 + seed)
     result = report(root, reps=500)
-    (p,) = result["stats"]["improvement"]
-    assert (p["x"], p["y"], p["datasets"]) == ("mingru", "transformer", 2)
-    assert p["probability"] == pytest.approx(0.5)  # wins every pair on hopper, loses every pair on walker2d
+    rows = {p["datasets"]: p for p in result["stats"]["improvement"]}
+    assert set(rows) == {"hopper-medium", "walker2d-medium", "all 2 datasets"}
+    assert {(p["x"], p["y"]) for p in rows.values()} == {("mingru", "transformer")}
+    assert rows["hopper-medium"]["probability"] == pytest.approx(1.0)  # wins every pair on hopper
+    assert rows["walker2d-medium"]["probability"] == pytest.approx(0.0)  # and loses every pair on walker2d
+    assert rows["all 2 datasets"]["probability"] == pytest.approx(0.5)
     (agg,) = [a for a in result["stats"]["aggregate"] if a["backbone"] == "mingru"]
     assert agg["mean"] == pytest.approx(np.mean([50, 51, 52, 5, 6, 7])) and agg["n"] == 3
 
@@ -246,3 +249,14 @@ def test_report_without_its_extra_names_it(tmp_path, monkeypatch, capsys, module
     assert main(["report", str(root), "--reps", "100"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'decision-minrnn[report]'" in err
+
+
+def test_a_grid_with_holes_still_compares_where_both_ran_and_gives_no_interval_for_one_seed(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        _fake_run(root, "hopper-medium", "mingru", seed, 50.0 + seed)
+        _fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
+    _fake_run(root, "walker2d-medium", "mingru", 0, 5.0)  # walker2d: one mingru seed, no transformer yet
+    result = report(root, reps=300)
+    assert [p["datasets"] for p in result["stats"]["improvement"]] == ["hopper-medium"]
+    assert "| walker2d-medium | mingru | 1 | 5.0 [n=1: none] |" in result["table"]
