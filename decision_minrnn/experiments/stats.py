@@ -44,12 +44,23 @@ class ScoreStats:
 
 def _interval_estimates(score_dict: dict, func, reps: int, seed: int):
     library, _ = _rliable()
-    with warnings.catch_warnings():
-        # arch (rliable's bootstrap backend) warns that RandomState is deprecated; rliable still passes one.
-        warnings.simplefilter("ignore", FutureWarning)
-        return library.get_interval_estimates(
-            score_dict, func, reps=reps, confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed)
-        )
+    # rliable 1.2's StratifiedBootstrap draws its resamples with np.random.choice, the global generator, not
+    # the random_state it is given: seed that too, and give the caller's global state back afterwards.
+    global_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            # arch (rliable's bootstrap backend) warns that RandomState is deprecated; rliable still passes one.
+            warnings.simplefilter("ignore", FutureWarning)
+            return library.get_interval_estimates(
+                score_dict,
+                func,
+                reps=reps,
+                confidence_interval_size=CONFIDENCE,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(global_state)
 
 
 def score_stats(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> ScoreStats:

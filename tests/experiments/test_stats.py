@@ -55,3 +55,17 @@ def test_probability_of_improvement_hand_cases():
     # averaged over datasets: 1 on the first, 0 on the second
     p, _ = probability_of_improvement(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), reps=200)
     assert p == pytest.approx(0.5)
+
+
+def test_intervals_do_not_depend_on_the_global_random_state():
+    """rliable draws resamples from numpy's global generator: the report must not change from run to run."""
+    scores = [26.5, 30.8, 25.1, 30.0, 58.3]
+    np.random.seed(1)
+    a = score_stats(scores, reps=2000)
+    np.random.seed(2)
+    np.random.rand(7)
+    b = score_stats(scores, reps=2000)
+    assert a == b
+    state = np.random.get_state()
+    score_stats(scores, reps=200)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # and the caller's global state is left alone
