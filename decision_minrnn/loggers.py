@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import uuid
 from pathlib import Path
 
@@ -60,10 +61,15 @@ class RunLoggers:
                 with path.open(newline="") as f:
                     kept = [row for row in csv.reader(f)][1:]
                 kept = [row for row in kept if len(row) == 3 and row[0].isdigit() and int(row[0]) <= start_step]
-            self.csv_file = path.open("w", newline="")
+            # Rewritten through a temp file and a rename, so a kill here never loses the rows already logged.
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["step", "tag", "value"])
+                writer.writerows(kept)
+            os.replace(tmp, path)
+            self.csv_file = path.open("a", newline="")
             self.csv = csv.writer(self.csv_file)
-            self.csv.writerow(["step", "tag", "value"])
-            self.csv.writerows(kept)
         if "wandb" in self.names:
             try:
                 import wandb
