@@ -86,6 +86,21 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr + (t.min_lr - t.lr) * progress
 
 
+def training_sampler(cfg: Config, dataset: OfflineDataset, obs_norm: ObsNormalizer) -> WindowSampler:
+    """The run's batch stream: its seed fixes every batch, so two models given it see the same data."""
+    d = cfg.data
+    return WindowSampler(
+        dataset,
+        obs_norm,
+        d.context_len,
+        cfg.train.batch_size,
+        d.rtg_scale,
+        d.max_ep_len,
+        d.sampler_mode,
+        seed=cfg.train.seed,
+    )
+
+
 def optimizer_step(
     loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
 ) -> torch.Tensor:
@@ -308,16 +323,7 @@ def _train(
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dataset.obs_dim, dataset.act_dim).to(device)
-    sampler = WindowSampler(
-        dataset,
-        obs_norm,
-        cfg.data.context_len,
-        cfg.train.batch_size,
-        cfg.data.rtg_scale,
-        cfg.data.max_ep_len,
-        cfg.data.sampler_mode,
-        seed=cfg.train.seed,
-    )
+    sampler = training_sampler(cfg, dataset, obs_norm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     start_step = 0
     if ckpt is not None:

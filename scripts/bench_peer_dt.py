@@ -44,6 +44,7 @@ from decision_minrnn.train import (
     optimizer_step,
     policy_context,
     train,
+    training_sampler,
 )
 
 DT_RECIPE = [
@@ -119,15 +120,7 @@ def train_peer(cfg, dataset, obs_norm, steps: int) -> tuple[PeerDT, float]:
     """Our trainer's loop (same sampler stream, schedule, clip, loss), the peer model in place of ours."""
     torch.manual_seed(cfg.train.seed)
     model = PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
-    sampler = WindowSampler(
-        dataset,
-        obs_norm,
-        cfg.data.context_len,
-        cfg.train.batch_size,
-        cfg.data.rtg_scale,
-        cfg.data.max_ep_len,
-        seed=cfg.train.seed,
-    )
+    sampler = training_sampler(cfg, dataset, obs_norm)  # the batches our trainer draws for this seed
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     model.train()
     start = time.perf_counter()
