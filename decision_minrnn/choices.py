@@ -3,6 +3,7 @@ config that validates them both import from here (no torch import, so the config
 
 BACKBONES = ("mingru", "minlstm", "transformer", "gru", "lstm")  # models/backbones.py
 TOKEN_LAYOUTS = ("interleaved", "fused")  # models/decision.py
+EMBED_INITS = ("torch", "gpt2")  # models/decision.py: init of the token embeddings and the action head
 SCAN_METHODS = ("log", "sequential", "chunked")  # nn/scan.py; "auto" picks one per device
 SAMPLER_MODES = ("window", "episode")  # data/sampler.py
 POLICY_MODES = ("auto", "recurrent", "window")  # policy.py, eval.mode

@@ -22,6 +22,7 @@ from .choices import (
     AMP_MODES,
     BACKBONES,
     DEVICES,
+    EMBED_INITS,
     LOGGERS,
     LR_SCHEDULES,
     POLICY_MODES,
@@ -52,6 +53,10 @@ class ModelConfig:
     n_heads: int = 1  # transformer only
     dropout: float = 0.1
     token_layout: str = "interleaved"  # interleaved (R, s, a) per step | fused (one token per step)
+    # Init of the return/state/action/timestep embeddings and the action head. torch: torch's defaults, as
+    # kzl/decision-transformer (the timestep table starts N(0, 1)); gpt2: N(0, 0.02) weights and zero biases,
+    # as transformers' DecisionTransformerModel and CORL's dt.py. Each backbone keeps its own init.
+    embed_init: str = "torch"
     expansion: float = 1.0  # minRNN hidden width / embed_dim
     mlp_ratio: float = 4.0  # minRNN blocks: MLP width / embed_dim (0 = no MLP)
     conv_kernel: int = 0  # minRNN blocks: causal depthwise conv kernel (0 = off)
@@ -107,6 +112,7 @@ CHOICES = {
     ("data", "sampler_mode"): SAMPLER_MODES,
     ("model", "backbone"): BACKBONES,
     ("model", "token_layout"): TOKEN_LAYOUTS,
+    ("model", "embed_init"): EMBED_INITS,
     ("model", "scan"): ("auto", *SCAN_METHODS),
     ("train", "device"): DEVICES,
     ("train", "amp"): AMP_MODES,

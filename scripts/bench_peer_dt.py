@@ -5,6 +5,12 @@
     export MINARI_DATASETS_PATH=../shared/bench-data/minari
     python scripts/bench_peer_dt.py --source bench/hopper/medium-v0 --steps 10000 --seeds 0 1 2 --out runs/peer-dt
     python scripts/bench_peer_dt.py --time-only           # step time only, side by side, no training
+    python scripts/bench_peer_dt.py --summarize runs/peer-dt/results.jsonl   # intervals over finished runs
+
+Variants (--variants): `ours` (our transformer, torch's default init of the embeddings, as kzl's DT), `ours-gpt2-init`
+(the same with model.embed_init=gpt2, the init the peer uses), `peer`. With the peer's weights copied in, our
+model computes the peer's actions (tests/test_peer_dt.py), so the variants differ only in initialisation
+and in the order of their dropout draws.
 
 What is shared, so that only the implementation differs:
 * data and batches: our loader, normalizer and WindowSampler with the run's seed (right-padded windows
@@ -15,8 +21,10 @@ What is shared, so that only the implementation differs:
   masked MSE loss; our side is `decision_minrnn.train.train` itself;
 * evaluation: our rollouts in window mode (DT's evaluate_episode_rtg), same targets, episodes and seeds.
 
-Prints JSON: per seed and implementation the normalized score at each target and the training time; the
-summary with 95% bootstrap intervals over seeds; the step-time ratio measured round-robin in one process.
+Prints JSON: per seed and variant the normalized score at each target, the training time and the masked MSE on
+held-out windows (the same 1024 windows for every variant); the summary with 95% bootstrap intervals over
+seeds; the step-time ratio measured round-robin in one process. Each finished run is also appended to
+OUT/results.jsonl, so runs of one comparison can be split over processes and summarized together.
 """
 
 from __future__ import annotations
@@ -116,6 +124,37 @@ class PeerDT(nn.Module):
         return out.action_preds
 
 
+def copy_peer_into_ours(peer: PeerDT, ours: nn.Module) -> None:
+    """Load the peer's weights into our transformer DecisionModel of the same config.
+
+    The peer's GPT-2 adds its position-0 embedding (one learned vector) to every token; ours has no such
+    vector, so it must be zero for the two to compute the same function. The peer's state and return heads
+    have no counterpart (the action loss never trains them)."""
+    hf = peer.hf
+    if hf.encoder.wpe.weight[0].abs().max() > 0:
+        raise ValueError("the peer's position-0 embedding is not zero; ours has no such vector")
+    sd = {
+        "embed_timestep.weight": hf.embed_timestep.weight[: ours.embed_timestep.num_embeddings],
+        "embed_ln.weight": hf.embed_ln.weight,
+        "embed_ln.bias": hf.embed_ln.bias,
+        "backbone.ln_f.weight": hf.encoder.ln_f.weight,
+        "backbone.ln_f.bias": hf.encoder.ln_f.bias,
+        "predict_action.0.weight": hf.predict_action[0].weight,
+        "predict_action.0.bias": hf.predict_action[0].bias,
+    }
+    for name in ("embed_return", "embed_state", "embed_action"):
+        sd[f"{name}.weight"], sd[f"{name}.bias"] = getattr(hf, name).weight, getattr(hf, name).bias
+    # GPT-2's Conv1D stores weights as (in, out): transposed against nn.Linear.
+    pairs = {"ln_1": "ln_1", "ln_2": "ln_2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj"}
+    pairs |= {"mlp.c_fc": "mlp.0", "mlp.c_proj": "mlp.2"}
+    for i, block in enumerate(hf.encoder.h):
+        for theirs, mine in pairs.items():
+            module = block.get_submodule(theirs)
+            weight = module.weight if theirs.startswith("ln") else module.weight.t()
+            sd[f"backbone.blocks.{i}.{mine}.weight"], sd[f"backbone.blocks.{i}.{mine}.bias"] = weight, module.bias
+    ours.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
+
+
 def train_peer(cfg, dataset, obs_norm, steps: int) -> tuple[PeerDT, float]:
     """Our trainer's loop (same sampler stream, schedule, clip, loss), the peer model in place of ours."""
     torch.manual_seed(cfg.train.seed)
@@ -164,8 +203,49 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
     }
 
 
+VARIANTS = {"ours": [], "ours-gpt2-init": ["model.embed_init=gpt2"], "peer": []}
+
+
 def score(results: list[dict]) -> dict:
     return {str(int(r["target_return"])): r["normalized_mean"] for r in results}
+
+
+def held_out_mse(model: nn.Module, batch: dict) -> float:
+    """Masked action MSE on fixed held-out windows, dropout off: a less noisy signal than a rollout score."""
+    model.eval()
+    with torch.no_grad():
+        return round(masked_mse(model(batch), batch["act"], batch["mask"]).item(), 5)
+
+
+def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, obs_norm, held_out) -> dict:
+    seed_cfg = load_config(None, overrides + VARIANTS[variant] + [f"train.seed={seed}", f"name={variant}-seed{seed}"])
+    start = time.perf_counter()
+    if variant == "peer":
+        data = data_state(dataset, obs_norm)
+        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps)
+        results = evaluate_targets(
+            model,
+            policy_context(seed_cfg, data),
+            eval_targets(seed_cfg, data),
+            seed_cfg.eval.episodes,
+            "window",
+            seed_cfg.eval.seed,
+            seed_cfg.eval.max_steps,
+            torch.device("cpu"),
+        )
+    else:
+        from decision_minrnn.evaluation import model_from_checkpoint
+
+        run_dir = Path(args.out) / variant / f"seed{seed}"
+        results = train(seed_cfg, run_dir, force=True, progress=False)["eval_all_targets"]
+        model = model_from_checkpoint(run_dir, "cpu")[3]
+    return {
+        "seed": seed,
+        "variant": variant,
+        "normalized": score(results),
+        "held_out_mse": held_out_mse(model, held_out),
+        "train_eval_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:
@@ -173,15 +253,22 @@ def main() -> None:
     parser.add_argument("--source", default="bench/hopper/medium-v0", help="Minari id or D4RL hdf5 (a+b composes)")
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--out", default="runs/peer-dt", help="our runs go to OUT/ours/seedN")
+    parser.add_argument("--out", default="runs/peer-dt", help="our runs go to OUT/VARIANT/seedN")
     parser.add_argument("--time-repeats", type=int, default=20)
     parser.add_argument("--time-only", action="store_true", help="measure step times only")
+    parser.add_argument("--no-time", action="store_true", help="skip the step-time measurement")
+    parser.add_argument("--summarize", metavar="RESULTS_JSONL", help="only summarize finished runs, train nothing")
     parser.add_argument(
         "--set", action="append", default=[], help="extra dotted overrides for both (e.g. train.lr=0.0006)"
     )
     args = parser.parse_args()
+    if args.summarize:
+        runs = [json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()]
+        print(json.dumps(summarize(runs), indent=1))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -197,54 +284,58 @@ def main() -> None:
     cfg = load_config(None, overrides)
     dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
     obs_norm = ObsNormalizer.fit(dataset.episodes)
-    out = {
-        "machine": machine_info(),
-        "source": args.source,
-        "steps": args.steps,
-        "overrides": overrides,
-        "step_time": step_times(cfg, dataset, obs_norm, args.time_repeats),
-    }
+    out = {"machine": machine_info(), "source": args.source, "steps": args.steps, "overrides": overrides}
+    if not args.no_time:
+        out["step_time"] = step_times(cfg, dataset, obs_norm, args.time_repeats)
     if not args.time_only:
-        data = data_state(dataset, obs_norm)
-        ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)
-        out["behaviour_normalized"] = data["behaviour_normalized"]
+        out["behaviour_normalized"] = data_state(dataset, obs_norm)["behaviour_normalized"]
+        held_out = WindowSampler(
+            dataset, obs_norm, cfg.data.context_len, 1024, cfg.data.rtg_scale, cfg.data.max_ep_len, seed=12345
+        ).sample()
+        results_file = Path(args.out) / "results.jsonl"
+        results_file.parent.mkdir(parents=True, exist_ok=True)
         out["runs"] = []
         for seed in args.seeds:
-            seed_cfg = load_config(None, overrides + [f"train.seed={seed}", f"name=ours-seed{seed}"])
-            start = time.perf_counter()
-            summary = train(seed_cfg, Path(args.out) / "ours" / f"seed{seed}", force=True, progress=False)
-            ours_s = time.perf_counter() - start
-            peer, peer_s = train_peer(seed_cfg, dataset, obs_norm, args.steps)
-            peer_results = evaluate_targets(
-                peer, ctx, targets, cfg.eval.episodes, "window", cfg.eval.seed, cfg.eval.max_steps, torch.device("cpu")
-            )
-            run = {
-                "seed": seed,
-                "ours": {"normalized": score(summary["eval_all_targets"]), "train_eval_s": round(ours_s, 1)},
-                "peer": {"normalized": score(peer_results), "train_s": round(peer_s, 1)},
-            }
-            out["runs"].append(run)
-            print(json.dumps(run), flush=True)
+            for variant in args.variants:
+                run = run_variant(variant, seed, overrides, args, dataset, obs_norm, held_out)
+                out["runs"].append(run)
+                with results_file.open("a") as f:
+                    f.write(json.dumps(run) + "\n")
+                print(json.dumps(run), flush=True)
         out["summary"] = summarize(out["runs"])
     print(json.dumps(out, indent=1))
 
 
 def summarize(runs: list[dict]) -> dict:
+    """Per target and variant: mean with its 95% bootstrap interval over seeds, and every seed's score; for each
+    of our variants, whether its mean lies inside the peer's interval and P(variant > peer)."""
     from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
 
+    by_variant: dict[str, dict[int, dict]] = {}
+    for run in runs:
+        by_variant.setdefault(run["variant"], {})[run["seed"]] = run
     summary = {}
-    for target in runs[0]["ours"]["normalized"]:
-        ours = [r["ours"]["normalized"][target] for r in runs]
-        peer = [r["peer"]["normalized"][target] for r in runs]
-        s_ours, s_peer = score_stats(ours), score_stats(peer)
-        p, ci = probability_of_improvement(ours, peer)
-        summary[target] = {
-            "ours": {"mean": s_ours.mean, "ci": s_ours.mean_ci, "seeds": ours},
-            "peer": {"mean": s_peer.mean, "ci": s_peer.mean_ci, "seeds": peer},
-            "ours_inside_peer_ci": s_peer.mean_ci[0] <= s_ours.mean <= s_peer.mean_ci[1],
-            "p_ours_beats_peer": p,
-            "p_ci": ci,
-        }
+    for target in next(iter(runs))["normalized"]:
+        rows = {}
+        for variant, seeds in by_variant.items():
+            scores = [seeds[s]["normalized"][target] for s in sorted(seeds)]
+            stats = score_stats(scores)
+            rows[variant] = {
+                "n": len(scores),
+                "mean": stats.mean,
+                "ci": stats.mean_ci if len(scores) > 1 else None,
+                "seeds": {s: seeds[s]["normalized"][target] for s in sorted(seeds)},
+                "held_out_mse": [seeds[s].get("held_out_mse") for s in sorted(seeds)],
+            }
+        peer = rows.get("peer")
+        for variant, row in rows.items():
+            if variant == "peer" or peer is None or peer["ci"] is None:
+                continue
+            row["inside_peer_ci"] = peer["ci"][0] <= row["mean"] <= peer["ci"][1]
+            if row["n"] > 1:
+                mine = list(row["seeds"].values())
+                row["p_beats_peer"], row["p_ci"] = probability_of_improvement(mine, list(peer["seeds"].values()))
+        summary[target] = rows
     return summary
 
 

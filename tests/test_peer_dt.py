@@ -74,3 +74,32 @@ def test_peer_trains_on_our_batches_and_our_evaluator_scores_it(tiny_minari):
     ctx = policy_context(cfg, data_state(dataset, obs_norm))
     (result,) = evaluate_targets(peer, ctx, [3600.0], 2, "window", 0, 20, torch.device("cpu"))
     assert result["mode"] == "window" and len(result["returns"]) == 2 and result["normalized_mean"] is not None
+
+
+def test_ours_computes_the_peers_actions_from_the_peers_weights(tiny_minari):
+    """Same weights, same function: what differs between our transformer and the peer is the initialisation
+    (and the order of dropout draws), nothing in the forward pass."""
+    from decision_minrnn.train import build_model
+
+    cfg, dataset, obs_norm = setup(tiny_minari[0])
+    batch = WindowSampler(dataset, obs_norm, 10, 32, seed=1).sample()
+    torch.manual_seed(0)
+    peer = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg).eval()
+    with torch.no_grad():
+        peer.hf.encoder.wpe.weight.zero_()
+    ours = build_model(cfg, dataset.obs_dim, dataset.act_dim).eval()
+    with torch.no_grad():
+        before = ours(batch)
+        peer_dt.copy_peer_into_ours(peer, ours)
+        theirs, mine = peer(batch)[batch["mask"]], ours(batch)[batch["mask"]]
+    assert not torch.allclose(before[batch["mask"]], theirs, atol=1e-3)  # the copy is what makes them agree
+    torch.testing.assert_close(mine, theirs, atol=2e-6, rtol=1e-5)
+
+
+def test_the_peer_copy_refuses_a_nonzero_position_embedding(tiny_minari):
+    from decision_minrnn.train import build_model
+
+    cfg, dataset, _ = setup(tiny_minari[0])
+    peer = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
+    with pytest.raises(ValueError, match="position-0 embedding"):
+        peer_dt.copy_peer_into_ours(peer, build_model(cfg, dataset.obs_dim, dataset.act_dim))

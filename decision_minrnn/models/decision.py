@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..choices import TOKEN_LAYOUTS
+from ..choices import EMBED_INITS, TOKEN_LAYOUTS
 from ..config import ModelConfig
 from .backbones import build_backbone, map_state
 
@@ -49,6 +49,21 @@ class DecisionModel(nn.Module):
         self.embed_dropout = nn.Dropout(cfg.dropout)  # GPT-2 drops its input embeddings; kept for every backbone
         self.backbone = build_backbone(cfg)
         self.predict_action = nn.Sequential(nn.Linear(embed_dim, act_dim), nn.Tanh())
+        if cfg.embed_init not in EMBED_INITS:
+            raise ValueError(f"unknown embed_init {cfg.embed_init!r}; choose one of {', '.join(EMBED_INITS)}")
+        if cfg.embed_init == "gpt2":
+            # transformers' DecisionTransformerPreTrainedModel._init_weights and CORL's dt.py: N(0, 0.02) for
+            # every Linear and Embedding, zero biases. Under torch's defaults the timestep table starts
+            # N(0, 1), larger than the state embedding it is added to (BENCHMARKS 5d compares the two).
+            for module in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action):
+                self._gpt2_init(module)
+            self._gpt2_init(self.predict_action[0])
+
+    @staticmethod
+    def _gpt2_init(module: nn.Module) -> None:
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
 
     @property
     def recurrent(self) -> bool:
