@@ -22,9 +22,10 @@ What is shared, so that only the implementation differs:
 * evaluation: our rollouts in window mode (DT's evaluate_episode_rtg), same targets, episodes and seeds.
 
 Prints JSON: per seed and variant the normalized score at each target, the training time and the masked MSE on
-held-out windows (the same 1024 windows for every variant); the summary with 95% bootstrap intervals over
-seeds; the step-time ratio measured round-robin in one process. Each finished run is also appended to
-OUT/results.jsonl, so runs of one comparison can be split over processes and summarized together.
+1024 fixed training windows (the same for every variant; a fit measure, not a held-out one); the summary
+with 95% bootstrap intervals over seeds; the step-time ratio measured round-robin in one process. Each
+finished run is also appended to OUT/results.jsonl, so runs of one comparison can be split over processes
+and summarized together.
 """
 
 from __future__ import annotations
@@ -210,14 +211,15 @@ def score(results: list[dict]) -> dict:
     return {str(int(r["target_return"])): r["normalized_mean"] for r in results}
 
 
-def held_out_mse(model: nn.Module, batch: dict) -> float:
-    """Masked action MSE on fixed held-out windows, dropout off: a less noisy signal than a rollout score."""
+def fixed_windows_mse(model: nn.Module, batch: dict) -> float:
+    """Masked action MSE on fixed training windows, dropout off: how well the model fits the data, a less noisy
+    signal than a rollout score (but not a held-out one)."""
     model.eval()
     with torch.no_grad():
         return round(masked_mse(model(batch), batch["act"], batch["mask"]).item(), 5)
 
 
-def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, obs_norm, held_out) -> dict:
+def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, obs_norm, fixed_windows) -> dict:
     seed_cfg = load_config(None, overrides + VARIANTS[variant] + [f"train.seed={seed}", f"name={variant}-seed{seed}"])
     start = time.perf_counter()
     if variant == "peer":
@@ -243,7 +245,7 @@ def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, ob
         "seed": seed,
         "variant": variant,
         "normalized": score(results),
-        "held_out_mse": held_out_mse(model, held_out),
+        "fixed_windows_mse": fixed_windows_mse(model, fixed_windows),
         "train_eval_s": round(time.perf_counter() - start, 1),
     }
 
@@ -289,7 +291,7 @@ def main() -> None:
         out["step_time"] = step_times(cfg, dataset, obs_norm, args.time_repeats)
     if not args.time_only:
         out["behaviour_normalized"] = data_state(dataset, obs_norm)["behaviour_normalized"]
-        held_out = WindowSampler(
+        fixed_windows = WindowSampler(
             dataset, obs_norm, cfg.data.context_len, 1024, cfg.data.rtg_scale, cfg.data.max_ep_len, seed=12345
         ).sample()
         results_file = Path(args.out) / "results.jsonl"
@@ -297,7 +299,7 @@ def main() -> None:
         out["runs"] = []
         for seed in args.seeds:
             for variant in args.variants:
-                run = run_variant(variant, seed, overrides, args, dataset, obs_norm, held_out)
+                run = run_variant(variant, seed, overrides, args, dataset, obs_norm, fixed_windows)
                 out["runs"].append(run)
                 with results_file.open("a") as f:
                     f.write(json.dumps(run) + "\n")
@@ -325,7 +327,7 @@ def summarize(runs: list[dict]) -> dict:
                 "mean": stats.mean,
                 "ci": stats.mean_ci if len(scores) > 1 else None,
                 "seeds": {s: seeds[s]["normalized"][target] for s in sorted(seeds)},
-                "held_out_mse": [seeds[s].get("held_out_mse") for s in sorted(seeds)],
+                "fixed_windows_mse": [seeds[s].get("fixed_windows_mse") for s in sorted(seeds)],
             }
         peer = rows.get("peer")
         for variant, row in rows.items():
