@@ -165,7 +165,7 @@ def bench_train_step(
     (its compile happens in the untimed warm-up call)."""
     from .config import ModelConfig
     from .models import DecisionModel
-    from .train import masked_mse
+    from .update import masked_mse
 
     device = torch.device(device)
     batch_for_context = batch_for_context or {K: (64 if K < 1000 else 16) for K in contexts}
@@ -219,6 +219,56 @@ def bench_train_step(
         "machine": machine_info(),
         "results": rows,
     }
+
+
+def bench_seed_group(
+    n_seeds=5,
+    backbones=("mingru", "minlstm", "transformer"),
+    layouts=("fused", "interleaved"),
+    K=20,
+    batch=64,
+    repeats=5,
+    device="cpu",
+) -> dict:
+    """N seeds' training steps (forward, backward, clip, AdamW) taken one model after another, against one
+    seed-group step of the same N models (update.SeedGroup, what train.seeds runs), timed round-robin.
+    DT-size models (embed 128, 3 layers), Hopper dims. speedup = sequential / group."""
+    from .config import ModelConfig
+    from .models import DecisionModel
+    from .update import SeedGroup, masked_mse, optimizer_step
+
+    device = torch.device(device)
+    results = []
+    for backbone in backbones:
+        for layout in layouts:
+            cfg = ModelConfig(backbone=backbone, token_layout=layout)
+            models = [DecisionModel(11, 3, cfg).to(device) for _ in range(n_seeds)]
+            opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4) for m in models]
+            batches = [_random_batch(batch, K, 11, 3, device) for _ in range(n_seeds)]
+            for b in batches:
+                del b["prev_act"]  # as the sampler gives it for a fused layout: the shift happens inside
+            group = SeedGroup(models, opts, grad_clip=0.25)
+
+            def sequential():
+                for m, o, b in zip(models, opts, batches):
+                    optimizer_step(masked_mse(m(b), b["act"], b["mask"]), m, o, 0.25)
+
+            def grouped():
+                group.step(group.losses(batches))
+
+            t = time_interleaved({"sequential": sequential, "group": grouped}, repeats, device, warmup=2)
+            results.append(
+                {
+                    "backbone": backbone,
+                    "layout": layout,
+                    "seeds": n_seeds,
+                    "K": K,
+                    "batch": batch,
+                    "ms": {k: round(v * 1e3, 1) for k, v in t.items()},
+                    "speedup": round(t["sequential"] / t["group"], 2),
+                }
+            )
+    return {"machine": machine_info(), "device": str(device), "threads": torch.get_num_threads(), "results": results}
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
@@ -35,8 +36,10 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .train import train
 
-    config_path = args.config
-    if args.resume and config_path is not None and args.run_dir and (Path(args.run_dir) / "checkpoints").is_dir():
+    config_path, overrides = args.config, list(args.set)
+    group_seeds = _seed_group_dirs(Path(args.run_dir)) if args.resume and args.run_dir else []
+    resumable = args.run_dir and ((Path(args.run_dir) / "checkpoints").is_dir() or group_seeds)
+    if args.resume and config_path is not None and resumable:
         raise ConfigError(
             "--resume continues the run with its own config.yaml; --config would be ignored, so it "
             "is refused (change settings with --set, e.g. --set train.steps=20000)"
@@ -45,23 +48,40 @@ def cmd_train(args) -> int:
         if not (args.resume and args.run_dir):
             raise CheckpointError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
         config_path = Path(args.run_dir) / "config.yaml"
-    cfg = load_config(config_path, args.set)
+        if group_seeds:  # a seed group's directory: its seeds' runs, resumed together
+            config_path = Path(args.run_dir) / f"seed{group_seeds[0]}" / "config.yaml"
+            overrides.append(f"train.seeds=[{','.join(map(str, group_seeds))}]")
+    cfg = load_config(config_path, overrides)
+    if group_seeds:  # the members' saved names end in /seedN; the group's is what comes before
+        cfg = replace(cfg, name=cfg.name.rsplit("/", 1)[0])
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
     summary = train(
-        cfg, run_dir, resume=args.resume, force=args.force, overrides=args.set, progress=not args.no_progress
+        cfg, run_dir, resume=args.resume, force=args.force, overrides=overrides, progress=not args.no_progress
     )
     if args.json:
         print(json.dumps(summary, indent=1))
-    elif "eval" in summary:
-        print(f"run {run_dir}: {summary['step']} steps, final loss {summary['final_loss']:.4f}")
-        _print_eval(summary["eval_all_targets"])
-        score = summary["eval"]["normalized_mean"]
+        return 0
+    runs = {run_dir: summary}
+    if "seeds" in summary:
+        runs = {run_dir / f"seed{seed}": s for seed, s in summary["seeds"].items()}
+    for path, run in runs.items():
+        if "eval" not in run:
+            continue
+        print(f"run {path}: {run['step']} steps, final loss {run['final_loss']:.4f}")
+        _print_eval(run["eval_all_targets"])
+        score = run["eval"]["normalized_mean"]
         if score is not None:
-            print(
-                f"normalized score: {score:.1f} (target {summary['eval']['target_return']:.0f}, "
-                f"{summary['eval']['score_reference']})"
-            )
+            target, reference = run["eval"]["target_return"], run["eval"]["score_reference"]
+            print(f"normalized score: {score:.1f} (target {target:.0f}, {reference})")
     return 0
+
+
+def _seed_group_dirs(run_dir: Path) -> list[int]:
+    """The seeds of a seed group's directory (seed<N>/config.yaml inside, no config.yaml of its own), or []."""
+    if not run_dir.is_dir() or (run_dir / "config.yaml").exists():
+        return []
+    seeds = [p.name[4:] for p in run_dir.glob("seed*") if (p / "config.yaml").is_file() and p.name[4:].isdigit()]
+    return sorted(int(s) for s in seeds)
 
 
 def cmd_evaluate(args) -> int:

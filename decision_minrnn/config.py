@@ -77,6 +77,9 @@ class TrainConfig:
     min_lr: float = 0.0  # floor of the cosine / linear decay, reached at train.steps
     grad_clip: float = 0.25
     seed: int = 0
+    # Several seeds in one process, one vmapped step for all (update.SeedGroup); each goes to RUN/seed<N> as
+    # a complete run of its own. Empty: train.seed alone. BENCHMARKS.md section 10 has its speed.
+    seeds: list[int] = field(default_factory=list)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     amp: str = "none"  # none | bf16 (autocast; the scan stays float32)
     compile: bool = False  # torch.compile the model
@@ -165,6 +168,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.forget_bias={cfg.model.forget_bias} is not a finite number")
     if cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip={cfg.train.grad_clip} must be > 0 (it is the gradient-norm bound)")
+    seeds = cfg.train.seeds
+    if seeds and (len(set(seeds)) != len(seeds) or min(seeds) < 0):
+        raise ConfigError(f"train.seeds={list(seeds)} must be distinct integers >= 0")
+    if len(seeds) > 1 and cfg.train.compile:
+        raise ConfigError("train.compile does not apply to a seed group (train.seeds); train the seeds one by one")
     nonnegative = [
         ("train", "weight_decay"),
         ("train", "threads"),

@@ -46,14 +46,16 @@ def training_bytes(cfg, obs_dim: int, act_dim: int, tokens_per_step: int, contex
     return FLOAT * (4 * params + activations)
 
 
-def check_training_memory(cfg, obs_dim: int, act_dim: int, context_len: int) -> None:
+def check_training_memory(cfg, obs_dim: int, act_dim: int, context_len: int, models: int = 1) -> None:
+    """models: how many models train at once (a seed group, train.seeds)."""
     tokens_per_step = 3 if cfg.model.token_layout == "interleaved" else 1
-    need, have = training_bytes(cfg, obs_dim, act_dim, tokens_per_step, context_len), available_bytes()
+    need, have = models * training_bytes(cfg, obs_dim, act_dim, tokens_per_step, context_len), available_bytes()
     if have is not None and need > SAFETY * have:
         raise ConfigError(
             f"a training step would need about {need / 2**30:.1f} GiB, more than the "
             f"{have / 2**30:.1f} GiB available; lower train.batch_size, data.context_len or "
             f"model.embed_dim (now {cfg.train.batch_size}, {context_len}, {cfg.model.embed_dim})"
+            + (f", or train fewer seeds at once (now {models})" if models > 1 else "")
         )
 
 

@@ -16,7 +16,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from .memory import check_training_memory
 from .models import DecisionModel
 from .nn.scan import opaque_to_compile
 from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
+from .update import SeedGroup
 
 
 def resolve_device(name: str, what: str = "train.device") -> torch.device:
@@ -53,12 +54,6 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
 
 def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
     return DecisionModel(obs_dim, act_dim, cfg.model, cfg.data.max_ep_len)
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over real positions: sum over mask / (number of real positions * act_dim)."""
-    m = mask.unsqueeze(-1).to(pred.dtype)
-    return ((pred.float() - target.float()) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1.0)
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -99,18 +94,6 @@ def training_sampler(cfg: Config, dataset: OfflineDataset, obs_norm: ObsNormaliz
         d.sampler_mode,
         seed=cfg.train.seed,
     )
-
-
-def optimizer_step(
-    loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
-) -> torch.Tensor:
-    """DT's update (kzl/decision-transformer training/trainer.py): backward, clip the gradient norm, step.
-    Returns the gradient norm before clipping."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return grad_norm
 
 
 def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
@@ -217,12 +200,24 @@ def train(
     """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
+    With train.seeds, every seed trains at once into RUN_DIR/seed<N>, a complete run of its own (resumable
+    and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
     train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
     threads_before = torch.get_num_threads()
     try:
-        return _train(cfg, run_dir, resume, force, overrides, progress, stop_after, callbacks or [])
+        if not cfg.train.seeds:
+            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_after, callbacks or [])[0]
+        members = [member_config(cfg, seed) for seed in cfg.train.seeds]
+        run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds]
+        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, callbacks or [])
+        return {"name": cfg.name, "seeds": dict(zip(cfg.train.seeds, summaries))}
     finally:
         torch.set_num_threads(threads_before)
+
+
+def member_config(cfg: Config, seed: int) -> Config:
+    """One seed of a group as the plain single-seed run it is on disk: train.seed set, train.seeds empty."""
+    return replace(cfg, name=f"{cfg.name}/seed{seed}", train=replace(cfg.train, seed=seed, seeds=[]))
 
 
 class _StopSignals:
@@ -270,17 +265,24 @@ def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
         )
 
 
-def _train(
-    cfg: Config,
-    run_dir: str | Path,
-    resume: bool,
-    force: bool,
-    overrides: list[str] | None,
-    progress: bool,
-    stop_after: int | None,
-    callbacks: list,
-) -> dict:
-    paths = RunPaths(Path(run_dir))
+@dataclass
+class _Member:
+    """One run of the (possibly one-seed) group: its directory, model, data stream and optimizer."""
+
+    cfg: Config
+    paths: RunPaths
+    ckpt: object  # the checkpoint resumed from, or None
+    model: DecisionModel | None = None
+    sampler: WindowSampler | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    replace: ForceReplace | None = None
+    lock: RunDirLock | None = None
+    index: int = 0  # its place in the caller's list of run directories
+
+
+def _open_member(cfg: Config, run_dir: Path, resume: bool, force: bool, overrides: list[str] | None, group: bool):
+    """Checks and the checkpoint to resume from; returns (member, None) or (None, summary) if it finished."""
+    paths = RunPaths(run_dir)
     # Everything that can be refused is checked before the run directory is touched.
     probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
     check_run_dir(paths.root, resume, force)
@@ -293,10 +295,58 @@ def _train(
                 "resumed exactly; it still evaluates"
             )
         # The run's own config wins, except what the user overrides now (e.g. more train.steps).
+        seed = cfg.train.seed
         cfg = config_from_dict(ckpt.state["config"], overrides)
+        if group:  # the group's train.seeds override is the group's, not this member's
+            cfg = replace(cfg, train=replace(cfg.train, seeds=[]))
+            if cfg.train.seed != seed:
+                raise CheckpointError(f"{paths.root} holds a run of seed {cfg.train.seed}, not of seed {seed}")
     if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:
         print(f"run {paths.root} already finished at step {ckpt.step}")
-        return json.loads(paths.final.read_text())
+        return None, json.loads(paths.final.read_text())
+    return _Member(cfg, paths, ckpt), None
+
+
+def _check_group(members: list[_Member]) -> None:
+    """A group trains in lockstep: one config apart from the seed, and one step to resume from."""
+    first = members[0]
+    for m in members[1:]:
+        if replace(m.cfg, name="", train=replace(m.cfg.train, seed=0)) != replace(
+            first.cfg, name="", train=replace(first.cfg.train, seed=0)
+        ):
+            raise ConfigError(
+                f"{m.paths.root} and {first.paths.root} have different settings; a seed group trains one "
+                "config (resume the runs one by one)"
+            )
+    steps = {m.paths.root.name: m.ckpt.step if m.ckpt is not None else 0 for m in members}
+    if len(set(steps.values())) > 1:
+        listed = ", ".join(f"{name} at {step}" for name, step in steps.items())
+        raise CheckpointError(f"the seeds resume from different steps ({listed}); resume them one by one")
+
+
+def _train(
+    cfgs: list[Config],
+    run_dirs: list[Path],
+    resume: bool,
+    force: bool,
+    overrides: list[str] | None,
+    progress: bool,
+    stop_after: int | None,
+    callbacks: list,
+) -> list[dict]:
+    group = len(cfgs) > 1
+    members, summaries = [], [None] * len(cfgs)
+    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
+        member, finished = _open_member(cfg, run_dir, resume, force, overrides, group)
+        if member is None:
+            summaries[i] = finished
+        else:
+            member.index = i
+            members.append(member)
+    if not members:
+        return summaries
+    _check_group(members)
+    cfg, ckpt = members[0].cfg, members[0].ckpt  # what the members share: data, device, evaluation
     if not cfg.data.source:
         raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
     if cfg.train.threads:
@@ -312,54 +362,61 @@ def _train(
     data = data_state(dataset, obs_norm)
     device = resolve_device(cfg.train.device)
     longest = max(len(e) for e in dataset.episodes)
-    check_training_memory(
-        cfg, dataset.obs_dim, dataset.act_dim, longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
-    )
+    context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
+    check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
     if dataset.env_id:
         _check_env_spaces(dataset.env_id, dataset.obs_dim, dataset.act_dim)
     ctx, targets = None, None
     if cfg.eval.episodes > 0:  # training alone needs no env
         ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, dataset.obs_dim, dataset.act_dim).to(device)
-    sampler = training_sampler(cfg, dataset, obs_norm)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
-    start_step = 0
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt.model)
-            restore_optimizer(optimizer, ckpt)
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(
-                f"the overrides do not fit the checkpoint in {paths.root} "
-                f"({first_line(exc, 160)}); resume with the run's own model settings"
-            ) from None
+    for m in members:
+        torch.manual_seed(m.cfg.train.seed)
+        m.model = build_model(m.cfg, dataset.obs_dim, dataset.act_dim).to(device)
+        m.sampler = training_sampler(m.cfg, dataset, obs_norm)
+        m.optimizer = torch.optim.AdamW(m.model.parameters(), lr=lr_at(0, m.cfg), weight_decay=m.cfg.train.weight_decay)
+        if m.ckpt is not None:
+            try:
+                m.model.load_state_dict(m.ckpt.model)
+                restore_optimizer(m.optimizer, m.ckpt)
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"the overrides do not fit the checkpoint in {m.paths.root} "
+                    f"({first_line(exc, 160)}); resume with the run's own model settings"
+                ) from None
+            m.sampler.set_state(m.ckpt.train["rng.sampler"])
+    if ckpt is not None:  # one dropout generator for the whole group: every member's checkpoint holds it
         torch.set_rng_state(ckpt.train["rng.torch"])
-        sampler.set_state(ckpt.train["rng.sampler"])
         if device.type == "cuda" and "rng.cuda" in ckpt.train:
             torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
-        start_step = ckpt.step
+    start_step = ckpt.step if ckpt is not None else 0
 
-    replace = ForceReplace(paths.root) if force and not resume else None
-    lock = RunDirLock(paths.root)
-    lock.acquire()  # creates the directory; refused if another process holds it
     try:
-        # Again under the lock: another process may have written a run here since the first check.
-        check_run_dir(paths.root, resume, force)
-        if replace is not None:
-            replace.begin()
-        save_config(cfg, paths.config)
-        run = _Run(cfg, paths, model, sampler, optimizer, device, data, ctx, targets, start_step, ckpt, replace)
-        return _loop(run, progress, stop_after, callbacks)
+        for m in members:
+            m.replace = ForceReplace(m.paths.root) if force and not resume else None
+            m.lock = RunDirLock(m.paths.root)
+            m.lock.acquire()  # creates the directory; refused if another process holds it
+            # Again under the lock: another process may have written a run here since the first check.
+            check_run_dir(m.paths.root, resume, force)
+            if m.replace is not None:
+                m.replace.begin()
+            save_config(m.cfg, m.paths.config)
+        resume_dir = run_dirs[0].parent if group else run_dirs[0]
+        run = _Run(members, device, data, ctx, targets, start_step, resume_dir)
+        for m, summary in zip(members, _loop(run, progress, stop_after, callbacks)):
+            summaries[m.index] = summary
+        return summaries
     except BaseException:
-        if replace is not None:
-            replace.rollback()  # the new run never checkpointed: the old one comes back
-        if not resume and _is_fresh(paths.root):
-            shutil.rmtree(paths.root, ignore_errors=True)  # a new run that failed before writing anything
+        for m in members:
+            if m.replace is not None:
+                m.replace.rollback()  # the new run never checkpointed: the old one comes back
+            if m.lock is not None and m.lock.file is not None and not resume and _is_fresh(m.paths.root):
+                shutil.rmtree(m.paths.root, ignore_errors=True)  # a new run that failed before writing anything
         raise
     finally:
-        lock.release()
+        for m in members:
+            if m.lock is not None:
+                m.lock.release()
 
 
 def _headline(results: list[dict]) -> float:
@@ -372,125 +429,140 @@ def _headline(results: list[dict]) -> float:
 class _Run:
     """Everything the training loop works on, restored or initialised by _train."""
 
-    cfg: Config
-    paths: RunPaths
-    model: DecisionModel
-    sampler: WindowSampler
-    optimizer: torch.optim.Optimizer
+    members: list[_Member]
     device: torch.device
     data: dict
     ctx: object  # PolicyContext, None without evaluation
     targets: list | None
     start_step: int
-    ckpt: object  # the checkpoint resumed from, or None
-    replace: ForceReplace | None
+    resume_dir: Path  # what --resume --run-dir names to continue (a seed group's parent directory)
 
 
-def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) -> dict:
-    cfg, paths, model, sampler, optimizer, device = (
-        run.cfg,
-        run.paths,
-        run.model,
-        run.sampler,
-        run.optimizer,
-        run.device,
-    )
-    data, ctx, targets, start_step, ckpt, replace = (
-        run.data,
-        run.ctx,
-        run.targets,
-        run.start_step,
-        run.ckpt,
-        run.replace,
-    )
+class _Logged:
+    """A member's state that the loop updates: its loggers, checkpoint state and last loss."""
+
+    def __init__(self, member: _Member, start_step: int):
+        cfg, ckpt = member.cfg, member.ckpt
+        self.loggers = RunLoggers(
+            cfg.train.loggers, member.paths.root, config_to_dict(cfg), cfg.name, start_step, cfg.train.wandb_project
+        )
+        self.loss = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
+        self.state = {"config": config_to_dict(cfg), "data": None}
+        self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
+
+
+def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) -> list[dict]:
+    members, device, data, ctx, targets = run.members, run.device, run.data, run.ctx, run.targets
+    cfg = members[0].cfg  # every setting but the seed is the members' common one (_check_group)
     from tqdm import tqdm
 
-    if cfg.train.compile:
+    forward = None
+    if cfg.train.compile:  # one member only (config.validate refuses it for a seed group)
         opaque_to_compile()
-    forward = torch.compile(model) if cfg.train.compile else model
-    state = {"config": config_to_dict(cfg), "data": data}
-    loss_value = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
-    state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of checkpoints/best
+        forward = torch.compile(members[0].model)
+    update = SeedGroup([m.model for m in members], [m.optimizer for m in members], cfg.train.grad_clip, forward)
+    logs = [_Logged(m, run.start_step) for m in members]
+    for log in logs:
+        log.state["data"] = data
 
     def checkpoint(step):
-        state["loss"] = loss_value
-        save_checkpoint(
-            paths.root, step, model, optimizer, state, _rng_state(sampler, device), keep=cfg.train.keep_checkpoints
-        )
-        if replace is not None:
-            replace.commit()  # the new run has started for real: the replaced one can go
+        for m, log in zip(members, logs):
+            log.state["loss"] = log.loss
+            save_checkpoint(
+                m.paths.root,
+                step,
+                m.model,
+                m.optimizer,
+                log.state,
+                _rng_state(m.sampler, device),
+                keep=cfg.train.keep_checkpoints,
+            )
+            if m.replace is not None:
+                m.replace.commit()  # the new run has started for real: the replaced one can go
 
     def evaluate(step):
-        results = evaluate_targets(
-            model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model), cfg.eval.seed, cfg.eval.max_steps, device
-        )
-        model.train()
-        for r in results:
-            _append_jsonl(paths.metrics, {"step": step, **{k: v for k, v in r.items() if k != "timing"}})
-        loggers.evaluation(results, step)
-        score = _headline(results)
-        if cfg.train.keep_best and (state["best"] is None or score > state["best"]["score"]):
-            state["best"] = {"step": step, "score": score}
-            save_checkpoint(paths.root, step, model, optimizer, state, _rng_state(sampler, device), name=BEST)
-        for callback in callbacks:
-            callback(step, results)
-        return results
+        all_results = []
+        for m, log in zip(members, logs):
+            model = m.model
+            results = evaluate_targets(
+                model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model), cfg.eval.seed, cfg.eval.max_steps, device
+            )
+            model.train()
+            for r in results:
+                _append_jsonl(m.paths.metrics, {"step": step, **{k: v for k, v in r.items() if k != "timing"}})
+            log.loggers.evaluation(results, step)
+            score = _headline(results)
+            if cfg.train.keep_best and (log.state["best"] is None or score > log.state["best"]["score"]):
+                log.state["best"] = {"step": step, "score": score}
+                rng = _rng_state(m.sampler, device)
+                save_checkpoint(m.paths.root, step, model, m.optimizer, log.state, rng, name=BEST)
+            for callback in callbacks:
+                callback(step, results)
+            all_results.append(results)
+        return all_results
 
-    loggers = RunLoggers(
-        cfg.train.loggers, paths.root, config_to_dict(cfg), cfg.name, start_step, cfg.train.wandb_project
-    )
+    def finish_loggers(summaries):
+        for log, summary in zip(logs, summaries):
+            log.loggers.finish(summary)
+
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
-    model.train()
+    for m in members:
+        m.model.train()
     end_step = min(cfg.train.steps, stop_after) if stop_after is not None else cfg.train.steps
     bar = tqdm(
         total=cfg.train.steps,
-        initial=start_step,
+        initial=run.start_step,
         disable=not progress,
-        desc=cfg.name,
+        desc=cfg.name if len(members) == 1 else f"{cfg.name.rsplit('/', 1)[0]} x{len(members)} seeds",
         dynamic_ncols=True,
         mininterval=1.0,
     )
     window_start, window_samples = time.perf_counter(), 0
     with _StopSignals() as signals:
         try:
-            for step in range(start_step, end_step):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, cfg)
-                batch = sampler.sample()
+            for step in range(run.start_step, end_step):
+                lr = lr_at(step, cfg)
+                for m in members:
+                    for group in m.optimizer.param_groups:
+                        group["lr"] = lr
+                batches = [m.sampler.sample() for m in members]
                 if device.type == "cuda":  # pinned host memory lets the copy overlap the previous step's kernels
-                    batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+                    batches = [{k: v.pin_memory().to(device, non_blocking=True) for k, v in b.items()} for b in batches]
                 with amp:
-                    pred = forward(batch)
-                loss = masked_mse(pred, batch["act"], batch["mask"])
+                    losses = update.losses(batches)
                 done = step + 1
-                if not torch.isfinite(loss):  # stop before this step touches the weights or a checkpoint
+                if not torch.isfinite(losses).all():  # stop before this step touches the weights or a checkpoint
+                    bad = [m.paths.root.name for m, ok in zip(members, torch.isfinite(losses).tolist()) if not ok]
+                    which = f" ({', '.join(bad)})" if len(members) > 1 else ""
                     raise DivergedError(
-                        f"loss became {loss.item()} at step {done}; no checkpoint was written for "
-                        "it. Lower train.lr or check the data"
+                        f"loss became {losses.max().item()}{which} at step {done}; no checkpoint was written "
+                        "for it. Lower train.lr or check the data"
                     )
-                grad_norm = optimizer_step(loss, model, optimizer, cfg.train.grad_clip)
+                grad_norms = update.step(losses)
                 window_samples += cfg.train.batch_size
-                loss_value = loss.item()
+                for log, loss in zip(logs, losses.tolist()):
+                    log.loss = loss
                 if done % cfg.train.log_every == 0 or done == end_step:
                     elapsed = time.perf_counter() - window_start
-                    loggers.scalars(
-                        {
-                            "train/loss": loss_value,
-                            "train/lr": optimizer.param_groups[0]["lr"],
-                            "train/grad_norm": float(grad_norm),
-                            "train/samples_per_s": window_samples / max(elapsed, 1e-9),
-                        },
-                        done,
-                    )
+                    for m, log, grad_norm in zip(members, logs, grad_norms):
+                        log.loggers.scalars(
+                            {
+                                "train/loss": log.loss,
+                                "train/lr": m.optimizer.param_groups[0]["lr"],
+                                "train/grad_norm": float(grad_norm),
+                                "train/samples_per_s": window_samples / max(elapsed, 1e-9),
+                            },
+                            done,
+                        )
                     window_start, window_samples = time.perf_counter(), 0
-                    bar.set_postfix(loss=f"{loss_value:.4f}")
+                    bar.set_postfix(loss=f"{logs[0].loss:.4f}")
                 bar.update(1)
                 if signals.received is not None:
                     checkpoint(done)
                     name = signal.Signals(signals.received).name
                     raise Interrupted(
                         f"{name}: stopped at step {done} with a checkpoint; continue with "
-                        f"--resume --run-dir {paths.root}",
+                        f"--resume --run-dir {run.resume_dir}",
                         exit_code=128 + signals.received,
                     )
                 if (
@@ -503,35 +575,40 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) ->
                 if done % cfg.train.checkpoint_every == 0 or done == end_step:
                     checkpoint(done)
         except BaseException:
-            loggers.finish(None)
+            finish_loggers([None] * len(members))
             raise
         finally:
             bar.close()
     if end_step < cfg.train.steps:  # stopped early on purpose (tests): no final evaluation
-        loggers.finish(None)
-        return {"step": end_step, "finished": False}
-    if replace is not None:
-        replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started
-    summary = {
-        "name": cfg.name,
-        "step": cfg.train.steps,
-        "finished": True,
-        "final_loss": loss_value,
-        "backbone": cfg.model.backbone,
-        "dataset": data["name"],
-        "seed": cfg.train.seed,
-        "behaviour_normalized": data.get("behaviour_normalized"),
-    }
+        finish_loggers([None] * len(members))
+        return [{"step": end_step, "finished": False} for _ in members]
+    for m in members:
+        if m.replace is not None:
+            m.replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started
+    summaries = [
+        {
+            "name": m.cfg.name,
+            "step": cfg.train.steps,
+            "finished": True,
+            "final_loss": log.loss,
+            "backbone": cfg.model.backbone,
+            "dataset": data["name"],
+            "seed": m.cfg.train.seed,
+            "behaviour_normalized": data.get("behaviour_normalized"),
+        }
+        for m, log in zip(members, logs)
+    ]
     try:
         if cfg.eval.episodes > 0:
-            results = evaluate(cfg.train.steps)
-            summary["eval"] = summarize_eval(results)
-            summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
-            if state["best"] is not None:
-                summary["best"] = state["best"]
+            for summary, log, results in zip(summaries, logs, evaluate(cfg.train.steps)):
+                summary["eval"] = summarize_eval(results)
+                summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
+                if log.state["best"] is not None:
+                    summary["best"] = log.state["best"]
     except BaseException:
-        loggers.finish(None)
+        finish_loggers([None] * len(members))
         raise
-    loggers.finish(summary)
-    paths.final.write_text(json.dumps(summary, indent=1))
-    return summary
+    finish_loggers(summaries)
+    for m, summary in zip(members, summaries):
+        m.paths.final.write_text(json.dumps(summary, indent=1))
+    return summaries

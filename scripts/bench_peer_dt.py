@@ -49,12 +49,11 @@ from decision_minrnn.train import (
     data_state,
     eval_targets,
     lr_at,
-    masked_mse,
-    optimizer_step,
     policy_context,
     train,
     training_sampler,
 )
+from decision_minrnn.update import masked_mse, optimizer_step
 
 DT_RECIPE = [
     "data.context_len=20",

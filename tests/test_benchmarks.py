@@ -61,3 +61,19 @@ def test_bench_policy_latency_reports_every_path():
         "onnxruntime_recurrent",
     }
     assert set(row["speedup_vs_torch_recurrent"]) == set(row["ms_per_step"]) - {"torch_recurrent"}
+
+
+def test_bench_seed_group_times_both_paths_on_the_same_models():
+    from decision_minrnn.benchmarks import bench_seed_group
+
+    out = bench_seed_group(n_seeds=2, backbones=("mingru", "transformer"), layouts=("fused",), K=4, batch=2, repeats=1)
+    assert [(r["backbone"], r["layout"], r["seeds"]) for r in out["results"]] == [
+        ("mingru", "fused", 2),
+        ("transformer", "fused", 2),
+    ]
+    for row in out["results"]:
+        assert set(row["ms"]) == {"sequential", "group"}
+        assert (
+            row["speedup"] == round(row["ms"]["sequential"] / row["ms"]["group"], 2)
+            or abs(row["speedup"] - row["ms"]["sequential"] / row["ms"]["group"]) < 0.05
+        )

@@ -14,7 +14,8 @@ from decision_minrnn.data.episodes import load_source  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
 from decision_minrnn.envs.evaluate import evaluate_targets  # noqa: E402
-from decision_minrnn.train import data_state, masked_mse, policy_context  # noqa: E402
+from decision_minrnn.train import data_state, policy_context  # noqa: E402
+from decision_minrnn.update import masked_mse  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_peer_dt.py"
 spec = importlib.util.spec_from_file_location("bench_peer_dt", SCRIPT)

@@ -17,6 +17,7 @@ def cmd_sweep(args) -> int:
         max_parallel=args.max_parallel,
         threads_per_run=args.threads_per_run,
         use_ray=not args.no_ray,
+        seed_groups=args.seed_groups,
     )
     print(
         f"sweep {summary['grid']}: ran {summary['ran']}, skipped {summary['skipped']} finished, "
@@ -36,7 +37,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ..benchmarks import bench_inference, bench_policy_latency, bench_scan, bench_train_step, machine_info
+    from ..benchmarks import (
+        bench_inference,
+        bench_policy_latency,
+        bench_scan,
+        bench_seed_group,
+        bench_train_step,
+        machine_info,
+    )
     from ..train import resolve_device
 
     args.device = str(resolve_device(args.device, "--device"))  # one line for --device foo or missing CUDA
@@ -60,6 +68,13 @@ def cmd_bench(args) -> int:
     out["train_step"] = bench_train_step(
         contexts=(20, 200) if quick else (20, 200, 1000), repeats=1 if quick else 3, device=args.device
     )["results"]
+    out["seed_group"] = bench_seed_group(
+        n_seeds=2 if quick else 5,
+        backbones=("mingru",) if quick else ("mingru", "minlstm", "transformer"),
+        layouts=("fused",) if quick else ("fused", "interleaved"),
+        repeats=1 if quick else 5,
+        device=args.device,
+    )["results"]
     out["inference"] = bench_inference(steps=30 if quick else 100, repeats=1 if quick else 3, device=args.device)[
         "results"
     ]
@@ -77,6 +92,9 @@ def cmd_bench(args) -> int:
     print("training step (ms):")
     for row in out["train_step"]:
         print(f"  K={row['K']:<5} {row['layout']:11s} B={row['batch']:<3} {row['ms']}")
+    print("seed group: N seeds stepped one after another vs as one group (ms):")
+    for row in out["seed_group"]:
+        print(f"  {row['backbone']:11s} {row['layout']:11s} N={row['seeds']} {row['ms']} speedup {row['speedup']}")
     print("inference per env step (ms):")
     for row in out["inference"]:
         print(
@@ -112,6 +130,12 @@ def register(sub) -> None:
     sw.add_argument("--max-parallel", type=int, default=None, help="runs at once on a local Ray (default: one per CPU)")
     sw.add_argument("--threads-per-run", type=int, default=1, help="CPUs (and torch threads) per run")
     sw.add_argument("--no-ray", action="store_true", help="run sequentially in this process, without Ray")
+    sw.add_argument(
+        "--seed-groups",
+        action="store_true",
+        help="train the pending seeds of each dataset x backbone together in one process (train.seeds); "
+        "slower than separate runs on CPU (BENCHMARKS.md section 10), meant for a GPU",
+    )
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="tables and plots from a sweep's runs")
@@ -120,7 +144,7 @@ def register(sub) -> None:
     rp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
     rp.set_defaults(func=cmd_report)
 
-    bn = sub.add_parser("bench", help="speed suite: scan, training step, inference (ratios from one run)")
+    bn = sub.add_parser("bench", help="speed suite: scan, training step, seed group, inference (ratios from one run)")
     bn.add_argument("--quick", action="store_true")
     bn.add_argument("--json", action="store_true")
     bn.add_argument("--device", default="cpu")

@@ -57,6 +57,65 @@ def run_one(spec: RunSpec, run_dir: str, threads: int, env: dict | None = None) 
     return record
 
 
+def run_group(specs: list[RunSpec], run_dirs: list[str], threads: int, env: dict | None = None) -> list[dict]:
+    """Train several seeds of one dataset x backbone as one seed group (train.seeds) in this process, into
+    their usual run directories (RUNS/GRID/dataset/backbone/seed<N>). Never raises: one record per seed."""
+    if len(specs) == 1:
+        return [run_one(specs[0], run_dirs[0], threads, env)]
+    from ..train import train
+
+    os.environ.update(env or {})
+    first = specs[0]
+    records = [
+        {"dataset": s.dataset, "backbone": s.backbone, "seed": s.seed, "run_dir": d} for s, d in zip(specs, run_dirs)
+    ]
+    start = time.time()
+    try:
+        parent = Path(run_dirs[0]).parent
+        if any(Path(d) != parent / f"seed{s.seed}" for s, d in zip(specs, run_dirs)):
+            raise ValueError("a seed group's runs must be the seed<N> directories of one folder")
+        seeds = ",".join(str(s.seed) for s in specs)
+        group_overrides = [f"train.seeds=[{seeds}]", f"name={first.dataset}/{first.backbone}"]
+        overrides = first.overrides + group_overrides + ([f"train.threads={threads}"] if threads else [])
+        cfg = RunSpec(first.dataset, first.backbone, first.seed, first.config_path, overrides).config()
+        # The sweep groups runs by the step of their newest checkpoint: all resume from it, or all start over.
+        resume = _checkpoint_step(Path(run_dirs[0])) > 0
+        summary = train(
+            cfg, parent, resume=resume, force=not resume, progress=False, overrides=overrides if resume else None
+        )
+        for record in records:
+            run = summary["seeds"][record["seed"]]
+            normalized = (run.get("eval") or {}).get("normalized_mean")
+            record.update(status="done", seconds=time.time() - start, normalized=normalized, group=seeds)
+    except Exception as exc:  # noqa: BLE001 - a failed group must not stop the sweep
+        for record in records:
+            record.update(
+                status="failed",
+                error=f"{type(exc).__name__}: {first_line(exc)}",
+                traceback=traceback.format_exc() if not isinstance(exc, UserError) else None,
+            )
+    return records
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    """The step of a run directory's newest checkpoint; 0 without one."""
+    from ..checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(run_dir)
+    return int(checkpoints[-1].name.split("-")[1]) if checkpoints else 0
+
+
+def _seed_groups(pending: list) -> list[tuple[list, list]]:
+    """Pending runs grouped by dataset, backbone and the step they resume from (one group trains in lockstep)."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for spec, run_dir in pending:
+        key = (spec.dataset, spec.backbone, _checkpoint_step(Path(run_dir)))
+        specs, dirs = groups.setdefault(key, ([], []))
+        specs.append(spec)
+        dirs.append(run_dir)
+    return list(groups.values())
+
+
 def is_finished(run_dir: Path) -> bool:
     final = run_dir / "final.json"
     if not final.is_file():
@@ -75,7 +134,10 @@ def sweep(
     threads_per_run: int = 1,
     use_ray: bool = True,
     log=print,
+    seed_groups: bool = False,
 ) -> dict:
+    """seed_groups: train the pending seeds of each dataset x backbone as one seed group (train.seeds) in one
+    task instead of one task per seed."""
     grid = load_grid(grid_path)
     root = Path(runs_root).resolve() / grid.name
     pending, skipped = [], []
@@ -84,12 +146,14 @@ def sweep(
         (skipped if is_finished(run_dir) else pending).append((spec, str(run_dir)))
     log(f"sweep {grid.name}: {len(grid.runs)} runs, {len(skipped)} already finished, {len(pending)} to run -> {root}")
     records = []
-    if pending and use_ray:
-        records = _run_on_ray(pending, address, max_parallel, threads_per_run, log)
-    elif pending:
-        for spec, run_dir in pending:
-            records.append(run_one(spec, run_dir, threads_per_run))
-            _log_record(records[-1], log)
+    tasks = _seed_groups(pending) if seed_groups else [([spec], [run_dir]) for spec, run_dir in pending]
+    if tasks and use_ray:
+        records = _run_on_ray(tasks, address, max_parallel, threads_per_run, log)
+    elif tasks:
+        for specs, run_dirs in tasks:
+            for record in run_group(specs, run_dirs, threads_per_run):
+                records.append(record)
+                _log_record(record, log)
     failed = [r for r in records if r["status"] == "failed"]
     summary = {
         "grid": grid.name,
@@ -117,7 +181,7 @@ def _log_record(record, log):
         log(f"  FAILED  {name}: {record['error']}")
 
 
-def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
+def _run_on_ray(tasks, address, max_parallel, threads_per_run, log):
     try:
         import ray
     except ImportError:
@@ -131,26 +195,30 @@ def _run_on_ray(pending, address, max_parallel, threads_per_run, log):
     if started_here:
         ray.init(**init_kwargs)
     try:
-        remote = ray.remote(num_cpus=threads_per_run)(run_one)
-        futures = {remote.remote(spec, run_dir, threads_per_run, env): (spec, run_dir) for spec, run_dir in pending}
+        remote = ray.remote(num_cpus=threads_per_run)(run_group)
+        futures = {remote.remote(specs, dirs, threads_per_run, env): (specs, dirs) for specs, dirs in tasks}
         records, waiting = [], list(futures)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
             for ref in done:
                 try:
-                    record = ray.get(ref)
+                    finished = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a worker that died: report, continue
-                    spec, run_dir = futures[ref]
-                    record = {
-                        "dataset": spec.dataset,
-                        "backbone": spec.backbone,
-                        "seed": spec.seed,
-                        "run_dir": run_dir,
-                        "status": "failed",
-                        "error": f"worker died: {type(exc).__name__}",
-                    }
-                records.append(record)
-                _log_record(record, log)
+                    specs, dirs = futures[ref]
+                    finished = [
+                        {
+                            "dataset": spec.dataset,
+                            "backbone": spec.backbone,
+                            "seed": spec.seed,
+                            "run_dir": run_dir,
+                            "status": "failed",
+                            "error": f"worker died: {type(exc).__name__}",
+                        }
+                        for spec, run_dir in zip(specs, dirs)
+                    ]
+                for record in finished:
+                    records.append(record)
+                    _log_record(record, log)
         return records
     finally:
         if started_here:

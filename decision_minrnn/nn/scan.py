@@ -95,23 +95,49 @@ def _grads_from_adjoint(grad_h, a, h, h0):
     return grad_a, grad_h, grad_h0
 
 
+def _fold_vmapped(info, in_dims, *tensors):
+    """For the scans' vmap rules: every (batch, feature) lane is an independent recurrence, so the vmapped
+    dim folds into the batch dim and one scan runs over all lanes, exactly what each vmapped slice would
+    compute alone (update.SeedGroup trains several seeds' models this way). Returns (B*n, ...) tensors."""
+    n = info.batch_size
+
+    def fold(t, dim):
+        if t is None:
+            return None
+        t = t.movedim(dim, 0) if dim is not None else t.unsqueeze(0).expand(n, *t.shape)
+        return t.flatten(0, 1)
+
+    return [fold(t, d) for t, d in zip(tensors, in_dims)]
+
+
 class _SequentialScan(torch.autograd.Function):
+    # forward / setup_context / vmap (not forward(ctx, ...)): the form torch.func's vmap accepts.
     @staticmethod
-    def forward(ctx, a, b, h0):
+    def forward(a, b, h0):
         a_tm = a.transpose(0, 1).contiguous()
         b_tm = b.transpose(0, 1).contiguous()
-        h = _sequential_forward(a_tm, b_tm, h0).transpose(0, 1)
-        ctx.save_for_backward(a_tm, h, h0)
-        return h
+        return _sequential_forward(a_tm, b_tm, h0).transpose(0, 1), a_tm  # a_tm: kept for the backward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, a_tm = output
+        ctx.mark_non_differentiable(a_tm)
+        ctx.save_for_backward(a_tm, h, inputs[2])
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_a_tm):
         a_tm, h, h0 = ctx.saved_tensors
         g_tm = grad_out.transpose(0, 1).contiguous()
         grad_h = _sequential_forward(a_tm, g_tm, None, reverse=True).transpose(0, 1)
         grad_a, grad_b, grad_h0 = _grads_from_adjoint(grad_h, a_tm.transpose(0, 1), h, h0)
         return grad_a, grad_b, grad_h0
+
+    @staticmethod
+    def vmap(info, in_dims, a, b, h0):
+        h, a_tm = _SequentialScan.apply(*_fold_vmapped(info, in_dims[:3], a, b, h0))
+        n = info.batch_size
+        return (h.unflatten(0, (n, -1)), a_tm.unflatten(1, (n, -1))), (0, 1)
 
 
 def _chunked_forward(a, b, h0, chunk):
@@ -145,11 +171,14 @@ def _default_chunk(T: int) -> int:
 
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, h0, chunk):
-        h = _chunked_forward(a, b, h0, chunk)
-        ctx.save_for_backward(a, h, h0)
+    def forward(a, b, h0, chunk):
+        return _chunked_forward(a, b, h0, chunk)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, _, h0, chunk = inputs
+        ctx.save_for_backward(a, output, h0)
         ctx.chunk = chunk
-        return h
 
     @staticmethod
     @once_differentiable
@@ -163,14 +192,22 @@ class _ChunkedScan(torch.autograd.Function):
         grad_a, grad_b, grad_h0 = _grads_from_adjoint(grad_h, a, h, h0)
         return grad_a, grad_b, grad_h0, None
 
+    @staticmethod
+    def vmap(info, in_dims, a, b, h0, chunk):
+        h = _ChunkedScan.apply(*_fold_vmapped(info, in_dims[:3], a, b, h0), chunk)
+        return h.unflatten(0, (info.batch_size, -1)), 0
+
 
 def scan_sequential(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """Exact scan as a loop over T, vectorized over (B, H), with an O(T) reverse-scan backward."""
-    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (a, b, h0)):
+    # Under vmap a tensor reports requires_grad=False even when its physical data needs a gradient, and the
+    # loop's out= writes have no batching rule: vmapped inputs always go through the Function (its vmap rule).
+    no_grad_needed = not any(t is not None and t.requires_grad for t in (a, b, h0))
+    if not torch.is_grad_enabled() or (no_grad_needed and not torch._C._functorch.is_batchedtensor(a)):
         # Inference (e.g. a rollout feeding 3 tokens per env step): skip the autograd Function's
         # bookkeeping and contiguous copies, which cost more than the loop itself at small T.
         return _sequential_forward(a.transpose(0, 1), b.transpose(0, 1), h0).transpose(0, 1)
-    return _SequentialScan.apply(a, b, h0)
+    return _SequentialScan.apply(a, b, h0)[0]
 
 
 def scan_chunked(

@@ -96,6 +96,24 @@ def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_p
     assert len(sorted(root.rglob("final.json"))) == 8
 
 
+def test_a_sweep_with_seed_groups_trains_each_dataset_backbone_seeds_together(tiny_grid, tmp_path):
+    runs_root = tmp_path / "runs"
+    out = sweep(str(tiny_grid), runs_root=str(runs_root), use_ray=False, seed_groups=True, log=lambda *_: None)
+    assert out["ran"] == 8 and out["failed"] == 0, out["records"]
+    assert {r["group"] for r in out["records"]} == {"0,1"}  # 4 groups of 2 seeds, one process each
+    root = runs_root / "tiny"
+    for final in root.rglob("final.json"):
+        summary = json.loads(final.read_text())
+        assert summary["finished"] and final.parent.name == f"seed{summary['seed']}"
+        assert summary["name"] == "/".join(final.parent.relative_to(root).parts)  # the grid's usual run names
+    assert len(list(root.rglob("final.json"))) == 8
+    assert report(root, tmp_path / "report", reps=200)["runs"] == 8
+    # One seed loses its result and is redone alone; the finished ones are skipped.
+    (root / "hopper-medium" / "mingru" / "seed1" / "final.json").unlink()
+    again = sweep(str(tiny_grid), runs_root=str(runs_root), use_ray=False, seed_groups=True, log=lambda *_: None)
+    assert again["skipped"] == 7 and again["ran"] == 1 and again["failed"] == 0
+
+
 def test_a_failed_run_is_reported_and_the_others_continue(tmp_path, minari_root, capsys):
     make_minari_dataset("test/hopper/ok-v0", synthetic_episodes(4))
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"

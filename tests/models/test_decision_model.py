@@ -4,7 +4,7 @@ import torch
 from decision_minrnn.config import ModelConfig
 from decision_minrnn.data import ObsNormalizer, WindowSampler, load_source
 from decision_minrnn.models import DecisionModel
-from decision_minrnn.train import masked_mse
+from decision_minrnn.update import masked_mse
 
 RECURRENT = ["mingru", "minlstm", "gru", "lstm"]
 LAYOUTS = ["interleaved", "fused"]
