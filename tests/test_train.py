@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import DEVICES
 from safetensors.torch import load_file
 
 from decision_minrnn.cli import main
@@ -53,9 +54,13 @@ def weights(run_dir):
     return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", ["mingru", "transformer"])
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_minari, backbone):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 30, [f"model.backbone={backbone}"])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_minari, backbone, device):
+    # On CUDA this checks that the CUDA generator (dropout) is checkpointed and restored too.
+    path, overrides = tiny_config(
+        tmp_path, tiny_minari[0], 30, [f"model.backbone={backbone}", f"train.device={device}"]
+    )
     cfg = load_config(path, overrides)
     train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", progress=False, stop_after=20)
@@ -169,9 +174,11 @@ def test_force_with_bad_data_keeps_the_earlier_run(tmp_path, tiny_minari, capsys
     assert same_ckpt == ckpt and all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", ["mingru", "minlstm"])
-def test_bf16_autocast_trains_with_a_float32_scan(tmp_path, tiny_minari, backbone):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.amp=bf16", f"model.backbone={backbone}"])
+def test_bf16_autocast_trains_with_a_float32_scan(tmp_path, tiny_minari, backbone, device):
+    extra = ["train.amp=bf16", f"model.backbone={backbone}", f"train.device={device}"]
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, extra)
     summary = train(load_config(path, overrides), tmp_path / "run", progress=False)
     assert summary["finished"] and math.isfinite(summary["final_loss"])
 

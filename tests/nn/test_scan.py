@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import DEVICES
 
 from decision_minrnn.nn import linear_scan, scan_chunked, scan_log, scan_sequential
 
@@ -51,9 +52,10 @@ def test_scan_gradients_match_autograd_of_loop(name):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", ["auto", "log", "sequential", "chunked"])
-def test_linear_scan_keeps_float32_under_bf16_inputs(method):
-    a, b, h0 = random_coeffs(dtype=torch.float32)
+def test_linear_scan_keeps_float32_under_bf16_inputs(method, device):
+    a, b, h0 = (t.to(device) for t in random_coeffs(dtype=torch.float32))
     out = linear_scan(a.bfloat16(), b.bfloat16(), h0.bfloat16(), method=method)
     assert out.dtype == torch.float32
 
