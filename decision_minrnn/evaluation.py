@@ -9,18 +9,21 @@ import torch
 
 from .checkpoint import BEST, load_checkpoint
 from .config import config_from_dict, validate
-from .envs.evaluate import evaluate_targets
+from .data.info import DataInfo
+from .device import resolve_device
+from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_context
 from .envs.video import check_encoder
 from .errors import CheckpointError, first_line
-from .train import build_model, eval_mode, eval_targets, policy_context, resolve_device
+from .models import build_model
 
 
 def model_from_checkpoint(path, device="cpu"):
+    """(Checkpoint, its Config, its DataInfo, the DecisionModel with its weights, in eval mode on device)."""
     ckpt = load_checkpoint(path)
     try:
         cfg = config_from_dict(ckpt.state["config"])
-        data = ckpt.state["data"]
-        model = build_model(cfg, data["obs_dim"], data["act_dim"])
+        data = DataInfo.from_dict(ckpt.state["data"])
+        model = build_model(cfg, data.obs_dim, data.act_dim)
         model.load_state_dict(ckpt.model)
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{ckpt.path} does not fit this code's model ({first_line(exc)})") from None
@@ -55,7 +58,7 @@ def evaluate_checkpoint(
     device = resolve_device(device, "--device")
     ckpt, cfg, data, model = model_from_checkpoint(best_checkpoint(path) if best else path, device)
     if env_id:
-        data = {**data, "env_id": env_id}
+        data = replace(data, env_id=env_id)
     eval_cfg = replace(
         cfg.eval,
         episodes=episodes if episodes is not None else cfg.eval.episodes,

@@ -166,9 +166,9 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
 def export_onnx(checkpoint, out: str | Path) -> dict:
     """Write OUT (.onnx) and OUT with .json for a checkpoint; returns the JSON metadata."""
     _require_onnx()
+    from .envs.evaluate import eval_targets, policy_context
     from .evaluation import model_from_checkpoint
     from .policy import action_bounds
-    from .train import eval_targets, policy_context
 
     out = Path(out)
     if out.suffix != ".onnx":
@@ -196,6 +196,6 @@ def export_onnx(checkpoint, out: str | Path) -> dict:
             "target_returns": eval_targets(cfg, data),
             "action_low": low.tolist(),
             "action_high": high.tolist(),
-            "ref_scores": data.get("ref_scores"),
+            "ref_scores": data.to_dict()["ref_scores"],
         },
     )

@@ -341,8 +341,8 @@ def load_policy(
     clip_to_env: clip actions to the action space of the run's environment (made once to read it).
     compile: torch.compile the recurrent step (a few seconds once, then a faster step; needs a C++ compiler
     on CPU, falls back to eager with a warning). threads: torch CPU threads while acting (0: the caller's)."""
+    from .envs.evaluate import eval_targets, policy_context
     from .evaluation import model_from_checkpoint
-    from .train import eval_targets, policy_context
 
     _, cfg, data, model = model_from_checkpoint(run_dir, device)
     ctx = policy_context(cfg, data)

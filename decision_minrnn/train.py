@@ -1,9 +1,12 @@
-"""Training: the Decision Transformer's recipe over any backbone, with TensorBoard, resumable checkpoints
-and periodic evaluation.
+"""Training: a run (or a group of seeds) from restore-or-initialise to its final evaluation.
 
-Loss: MSE between predicted and dataset actions on real (unpadded) positions only, averaged over those
-positions and the action dimensions (kzl/decision-transformer gym/decision_transformer/training/seq_trainer.py).
-Optimizer: AdamW with DT's linear warmup, gradient-norm clipping.
+Read top to bottom: `train` -> `_train` (check every run directory, load the data, then restore each
+run from its checkpoint or initialise it) -> `_loop` (sample, update, log, evaluate, checkpoint).
+What it puts together lives next to what it is about: the model (models.build_model), the batches
+(data.sampler.training_sampler), DT's update and schedule (update.py: the masked MSE of
+kzl/decision-transformer training/seq_trainer.py, AdamW with clipping, lr_at, SeedGroup), the rollouts
+(envs.evaluate: policy_context, eval_targets, evaluate_targets) and what a checkpoint keeps of the data
+(data.info.DataInfo).
 Determinism: the model init, the sampler and dropout all draw from seeded generators whose states are
 checkpointed, so a resumed run reaches the same weights as one that was never interrupted.
 """
@@ -11,7 +14,6 @@ checkpointed, so a resumed run reaches the same weights as one that was never in
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import threading
@@ -23,123 +25,19 @@ import torch
 
 from .checkpoint import BEST, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, save_config
-from .data.episodes import OfflineDataset, load_source
+from .data.episodes import load_source
+from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
-from .data.sampler import WindowSampler
-from .envs.evaluate import PolicyContext, evaluate_targets
-from .envs.scores import RefScores, default_targets
+from .data.sampler import WindowSampler, training_sampler
+from .device import resolve_device
+from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_context
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, Interrupted, first_line
 from .loggers import RunLoggers
 from .memory import check_training_memory
-from .models import DecisionModel
+from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
 from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
-from .update import SeedGroup
-
-
-def resolve_device(name: str, what: str = "train.device") -> torch.device:
-    """auto -> CUDA when present, else CPU. `what` names the setting in errors (train.device, --device)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{what}={name!r} is not a device; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{what}={name} but no CUDA device is available")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{what}={name!r}: only cpu and cuda are supported")
-    return device
-
-
-def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
-    return DecisionModel(obs_dim, act_dim, cfg.model, cfg.data.max_ep_len)
-
-
-def lr_at(step: int, cfg: Config) -> float:
-    """The learning rate of optimizer step `step` (0-based), a pure function of the step so that a resumed
-    run needs no scheduler state.
-
-    Warmup is DT's: linear from lr/warmup to lr over warmup_steps (kzl/decision-transformer
-    gym/experiment.py, `LambdaLR(lambda steps: min((steps+1)/warmup_steps, 1))`). After it:
-    * constant: lr (DT's schedule, what configs/d4rl/ use);
-    * cosine: lr -> min_lr along half a cosine (the closed form of torch.optim.lr_scheduler.CosineAnnealingLR
-      with T_max = steps - warmup_steps, eta_min = min_lr);
-    * linear: lr -> min_lr in a straight line.
-    Both reach min_lr at step train.steps, one past the last step taken. Resuming with a larger train.steps
-    stretches the rest of the decay.
-    """
-    t = cfg.train
-    if t.warmup_steps > 0 and step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant":
-        return t.lr
-    decay_steps = t.steps - t.warmup_steps
-    progress = min((step - t.warmup_steps) / decay_steps, 1.0) if decay_steps > 0 else 1.0
-    if t.lr_schedule == "cosine":
-        return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return t.lr + (t.min_lr - t.lr) * progress
-
-
-def training_sampler(cfg: Config, dataset: OfflineDataset, obs_norm: ObsNormalizer) -> WindowSampler:
-    """The run's batch stream: its seed fixes every batch, so two models given it see the same data."""
-    d = cfg.data
-    return WindowSampler(
-        dataset,
-        obs_norm,
-        d.context_len,
-        cfg.train.batch_size,
-        d.rtg_scale,
-        d.max_ep_len,
-        d.sampler_mode,
-        seed=cfg.train.seed,
-    )
-
-
-def data_state(dataset: OfflineDataset, obs_norm: ObsNormalizer) -> dict:
-    """Everything derived from the data that evaluation needs; stored in the checkpoint, not the config."""
-    ref = dataset.ref_scores
-    return {
-        "name": dataset.name,
-        "parts": dataset.parts or [dataset.name],
-        "obs_dim": dataset.obs_dim,
-        "act_dim": dataset.act_dim,
-        "env_id": dataset.env_id,
-        "task": dataset.task,
-        "episodes": len(dataset.episodes),
-        "steps": dataset.num_steps,
-        "obs_norm": obs_norm.to_dict(),
-        "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source},
-        "behaviour_normalized": dataset.describe()["normalized_behaviour_score"],
-    }
-
-
-def policy_context(cfg: Config, data: dict) -> PolicyContext:
-    ref = data.get("ref_scores")
-    if not data.get("env_id"):
-        raise CheckpointError("the checkpoint's dataset names no environment; set data.env_id")
-    return PolicyContext(
-        env_id=data["env_id"],
-        obs_norm=ObsNormalizer.from_dict(data["obs_norm"]),
-        rtg_scale=cfg.data.rtg_scale,
-        context_len=cfg.data.context_len,
-        ref_scores=None if ref is None else RefScores(ref["min"], ref["max"], ref["source"]),
-    )
-
-
-def eval_targets(cfg: Config, data: dict) -> list[float]:
-    if cfg.eval.target_returns:
-        return list(cfg.eval.target_returns)
-    targets = default_targets(data.get("task"))
-    if targets is None:
-        raise ConfigError(f"no default target returns for task {data.get('task')!r}; set eval.target_returns")
-    return list(targets)
-
-
-def eval_mode(cfg: Config, model: DecisionModel) -> str:
-    if cfg.eval.mode == "auto":
-        return "recurrent" if model.recurrent else "window"
-    return cfg.eval.mode
+from .update import SeedGroup, lr_at
 
 
 def summarize_eval(results: list[dict]) -> dict:
@@ -352,14 +250,17 @@ def _train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
-    if ckpt is not None:
-        obs_norm = ObsNormalizer.from_dict(ckpt.state["data"]["obs_norm"])
-        dims = (ckpt.state["data"]["obs_dim"], ckpt.state["data"]["act_dim"])
-        if dims != (dataset.obs_dim, dataset.act_dim):
-            raise CheckpointError(f"data dims {dataset.obs_dim}/{dataset.act_dim} do not match the checkpoint's {dims}")
+    if ckpt is not None:  # the normalizer the run started with, not one refitted on today's copy of the data
+        saved = DataInfo.from_dict(ckpt.state["data"])
+        if (saved.obs_dim, saved.act_dim) != (dataset.obs_dim, dataset.act_dim):
+            raise CheckpointError(
+                f"data dims {dataset.obs_dim}/{dataset.act_dim} do not match the checkpoint's "
+                f"({saved.obs_dim}, {saved.act_dim})"
+            )
+        obs_norm = saved.obs_norm
     else:
         obs_norm = ObsNormalizer.fit(dataset.episodes)
-    data = data_state(dataset, obs_norm)
+    data = DataInfo.of(dataset, obs_norm)
     device = resolve_device(cfg.train.device)
     longest = max(len(e) for e in dataset.episodes)
     context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
@@ -431,7 +332,7 @@ class _Run:
 
     members: list[_Member]
     device: torch.device
-    data: dict
+    data: DataInfo
     ctx: object  # PolicyContext, None without evaluation
     targets: list | None
     start_step: int
@@ -463,7 +364,7 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) ->
     update = SeedGroup([m.model for m in members], [m.optimizer for m in members], cfg.train.grad_clip, forward)
     logs = [_Logged(m, run.start_step) for m in members]
     for log in logs:
-        log.state["data"] = data
+        log.state["data"] = data.to_dict()
 
     def checkpoint(step):
         for m, log in zip(members, logs):
@@ -592,9 +493,9 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) ->
             "finished": True,
             "final_loss": log.loss,
             "backbone": cfg.model.backbone,
-            "dataset": data["name"],
+            "dataset": data.name,
             "seed": m.cfg.train.seed,
-            "behaviour_normalized": data.get("behaviour_normalized"),
+            "behaviour_normalized": data.behaviour_normalized,
         }
         for m, log in zip(members, logs)
     ]

@@ -19,8 +19,12 @@ Speed: BENCHMARKS.md section 10 (scripts/bench_seed_group.py) has the ratio agai
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.func import functional_call, vmap
+
+from .config import Config
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -40,6 +44,31 @@ def optimizer_step(
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return grad_norm
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """The learning rate of optimizer step `step` (0-based), a pure function of the step so that a resumed
+    run needs no scheduler state.
+
+    Warmup is DT's: linear from lr/warmup to lr over warmup_steps (kzl/decision-transformer
+    gym/experiment.py, `LambdaLR(lambda steps: min((steps+1)/warmup_steps, 1))`). After it:
+    * constant: lr (DT's schedule, what configs/d4rl/ use);
+    * cosine: lr -> min_lr along half a cosine (the closed form of torch.optim.lr_scheduler.CosineAnnealingLR
+      with T_max = steps - warmup_steps, eta_min = min_lr);
+    * linear: lr -> min_lr in a straight line.
+    Both reach min_lr at step train.steps, one past the last step taken. Resuming with a larger train.steps
+    stretches the rest of the decay.
+    """
+    t = cfg.train
+    if t.warmup_steps > 0 and step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.lr
+    decay_steps = t.steps - t.warmup_steps
+    progress = min((step - t.warmup_steps) / decay_steps, 1.0) if decay_steps > 0 else 1.0
+    if t.lr_schedule == "cosine":
+        return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return t.lr + (t.min_lr - t.lr) * progress
 
 
 class SeedGroup:

@@ -41,19 +41,13 @@ from torch import nn
 from decision_minrnn.benchmarks import machine_info, time_interleaved
 from decision_minrnn.config import load_config
 from decision_minrnn.data.episodes import load_source
+from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.normalization import ObsNormalizer
-from decision_minrnn.data.sampler import WindowSampler
-from decision_minrnn.envs.evaluate import evaluate_targets
-from decision_minrnn.train import (
-    build_model,
-    data_state,
-    eval_targets,
-    lr_at,
-    policy_context,
-    train,
-    training_sampler,
-)
-from decision_minrnn.update import masked_mse, optimizer_step
+from decision_minrnn.data.sampler import WindowSampler, training_sampler
+from decision_minrnn.envs.evaluate import eval_targets, evaluate_targets, policy_context
+from decision_minrnn.models import build_model
+from decision_minrnn.train import train
+from decision_minrnn.update import lr_at, masked_mse, optimizer_step
 
 DT_RECIPE = [
     "data.context_len=20",
@@ -222,7 +216,7 @@ def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, ob
     seed_cfg = load_config(None, overrides + VARIANTS[variant] + [f"train.seed={seed}", f"name={variant}-seed{seed}"])
     start = time.perf_counter()
     if variant == "peer":
-        data = data_state(dataset, obs_norm)
+        data = DataInfo.of(dataset, obs_norm)
         model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps)
         results = evaluate_targets(
             model,
@@ -289,7 +283,7 @@ def main() -> None:
     if not args.no_time:
         out["step_time"] = step_times(cfg, dataset, obs_norm, args.time_repeats)
     if not args.time_only:
-        out["behaviour_normalized"] = data_state(dataset, obs_norm)["behaviour_normalized"]
+        out["behaviour_normalized"] = DataInfo.of(dataset, obs_norm).behaviour_normalized
         fixed_windows = WindowSampler(
             dataset, obs_norm, cfg.data.context_len, 1024, cfg.data.rtg_scale, cfg.data.max_ep_len, seed=12345
         ).sample()

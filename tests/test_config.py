@@ -27,7 +27,7 @@ def test_a_setting_the_backbone_would_ignore_is_an_error(overrides, message):
 
 
 def test_every_minrnn_setting_reaches_the_cell_from_the_config():
-    from decision_minrnn.train import build_model
+    from decision_minrnn.models import build_model
 
     cfg = load_config(
         None,

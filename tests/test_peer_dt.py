@@ -11,10 +11,13 @@ pytest.importorskip("transformers")
 
 from decision_minrnn.config import load_config  # noqa: E402
 from decision_minrnn.data.episodes import load_source  # noqa: E402
+from decision_minrnn.data.info import DataInfo  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
-from decision_minrnn.envs.evaluate import evaluate_targets  # noqa: E402
-from decision_minrnn.train import data_state, policy_context  # noqa: E402
+from decision_minrnn.envs.evaluate import (
+    evaluate_targets,  # noqa: E402
+    policy_context,  # noqa: E402
+)
 from decision_minrnn.update import masked_mse  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_peer_dt.py"
@@ -72,7 +75,7 @@ def test_peer_trains_on_our_batches_and_our_evaluator_scores_it(tiny_minari):
     with torch.no_grad():
         after = masked_mse(peer(held_out), held_out["act"], held_out["mask"]).item()
     assert seconds > 0 and after < 0.5 * before  # the synthetic actions are a smooth function of the state
-    ctx = policy_context(cfg, data_state(dataset, obs_norm))
+    ctx = policy_context(cfg, DataInfo.of(dataset, obs_norm))
     (result,) = evaluate_targets(peer, ctx, [3600.0], 2, "window", 0, 20, torch.device("cpu"))
     assert result["mode"] == "window" and len(result["returns"]) == 2 and result["normalized_mean"] is not None
 
@@ -80,7 +83,7 @@ def test_peer_trains_on_our_batches_and_our_evaluator_scores_it(tiny_minari):
 def test_ours_computes_the_peers_actions_from_the_peers_weights(tiny_minari):
     """Same weights, same function: what differs between our transformer and the peer is the initialisation
     (and the order of dropout draws), nothing in the forward pass."""
-    from decision_minrnn.train import build_model
+    from decision_minrnn.models import build_model
 
     cfg, dataset, obs_norm = setup(tiny_minari[0])
     batch = WindowSampler(dataset, obs_norm, 10, 32, seed=1).sample()
@@ -98,7 +101,7 @@ def test_ours_computes_the_peers_actions_from_the_peers_weights(tiny_minari):
 
 
 def test_the_peer_copy_refuses_a_nonzero_position_embedding(tiny_minari):
-    from decision_minrnn.train import build_model
+    from decision_minrnn.models import build_model
 
     cfg, dataset, _ = setup(tiny_minari[0])
     peer = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg)

@@ -7,7 +7,7 @@ import torch
 
 from decision_minrnn.config import load_config
 from decision_minrnn.errors import ConfigError
-from decision_minrnn.train import lr_at
+from decision_minrnn.update import lr_at
 
 
 def cfg(schedule, steps=1000, warmup=100, lr=1e-3, min_lr=1e-4):

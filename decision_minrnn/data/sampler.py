@@ -81,3 +81,18 @@ class WindowSampler:
 
     def set_state(self, state: torch.Tensor) -> None:
         self.generator.set_state(state)
+
+
+def training_sampler(cfg, dataset: OfflineDataset, obs_norm: ObsNormalizer) -> WindowSampler:
+    """The run's batch stream: its seed fixes every batch, so two models given it see the same data."""
+    d = cfg.data
+    return WindowSampler(
+        dataset,
+        obs_norm,
+        d.context_len,
+        cfg.train.batch_size,
+        d.rtg_scale,
+        d.max_ep_len,
+        d.sampler_mode,
+        seed=cfg.train.seed,
+    )

@@ -25,11 +25,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ..data.info import DataInfo
 from ..data.normalization import ObsNormalizer
-from ..errors import CheckpointError, DivergedError
+from ..errors import CheckpointError, ConfigError, DivergedError
 from ..memory import check_evaluation_memory
 from ..policy import Policy
-from .scores import RefScores
+from .scores import RefScores, default_targets
 from .video import prepare_headless_rendering, render_frame, write_mp4
 
 
@@ -103,6 +104,30 @@ class PolicyContext:
     rtg_scale: float
     context_len: int
     ref_scores: RefScores | None
+
+
+def policy_context(cfg, data: DataInfo) -> PolicyContext:
+    """What a rollout of a run's policy needs, from its config and its checkpoint's data block."""
+    if not data.env_id:
+        raise CheckpointError("the checkpoint's dataset names no environment; set data.env_id")
+    return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, cfg.data.context_len, data.ref_scores)
+
+
+def eval_targets(cfg, data: DataInfo) -> list[float]:
+    """The run's target returns: eval.target_returns, else DT's two per task (envs/scores.py)."""
+    if cfg.eval.target_returns:
+        return list(cfg.eval.target_returns)
+    targets = default_targets(data.task)
+    if targets is None:
+        raise ConfigError(f"no default target returns for task {data.task!r}; set eval.target_returns")
+    return list(targets)
+
+
+def eval_mode(cfg, model) -> str:
+    """eval.mode, with auto resolved: recurrent when the backbone can step, else window."""
+    if cfg.eval.mode == "auto":
+        return "recurrent" if model.recurrent else "window"
+    return cfg.eval.mode
 
 
 def _check_spaces(batch: EpisodeBatch, model) -> None:

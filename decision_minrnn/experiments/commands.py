@@ -45,7 +45,7 @@ def cmd_bench(args) -> int:
         bench_train_step,
         machine_info,
     )
-    from ..train import resolve_device
+    from ..device import resolve_device
 
     args.device = str(resolve_device(args.device, "--device"))  # one line for --device foo or missing CUDA
     quick = args.quick

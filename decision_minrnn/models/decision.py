@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..choices import EMBED_INITS, TOKEN_LAYOUTS
-from ..config import ModelConfig
+from ..config import Config, ModelConfig
 from .backbones import build_backbone, map_state
 
 
@@ -150,3 +150,8 @@ class DecisionModel(nn.Module):
             embedding = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev)
             y, state = self.backbone.step(self._token(embedding, timestep), state)
         return self.predict_action(y), state
+
+
+def build_model(cfg: Config, obs_dim: int, act_dim: int) -> DecisionModel:
+    """The model a run's config describes, for data of these dims."""
+    return DecisionModel(obs_dim, act_dim, cfg.model, cfg.data.max_ep_len)
