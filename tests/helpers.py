@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import torch
+
+from decision_minrnn.data.episodes import Episode, write_d4rl_hdf5
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper's spaces, so tiny datasets evaluate in the real Hopper-v5
 
@@ -69,19 +72,42 @@ def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.2
 
 
 def make_d4rl_file(path, episodes, drop_keys=(), nan_obs=False):
-    """Write D4RL v2 flat arrays (terminals / timeouts mark episode ends)."""
-    obs = np.concatenate([e["observations"][:-1] for e in episodes])
-    if nan_obs:
-        obs[3, 2] = np.nan
-    arrays = {
-        "observations": obs,
-        "actions": np.concatenate([e["actions"] for e in episodes]),
-        "rewards": np.concatenate([e["rewards"] for e in episodes]),
-        "terminals": np.concatenate([e["terminations"] for e in episodes]),
-        "timeouts": np.concatenate([e["truncations"] for e in episodes]),
-    }
-    with h5py.File(path, "w") as f:
-        for key, value in arrays.items():
-            if key not in drop_keys:
-                f.create_dataset(key, data=value)
+    """Write D4RL v2 flat arrays (terminals / timeouts mark episode ends) with the package's writer; then,
+    for error tests, drop keys or put a NaN into the observations."""
+    write_d4rl_hdf5(
+        path,
+        [
+            Episode(
+                e["observations"][:-1],
+                e["actions"],
+                e["rewards"],
+                bool(e["terminations"][-1]),
+                bool(e["truncations"][-1]),
+            )
+            for e in episodes
+        ],
+    )
+    if drop_keys or nan_obs:
+        with h5py.File(path, "a") as f:
+            for key in drop_keys:
+                del f[key]
+            if nan_obs:
+                f["observations"][3, 2] = np.nan
     return path
+
+
+def random_batch(B=2, K=9, obs_dim=OBS_DIM, act_dim=ACT_DIM, dtype=torch.float64, seed=0, device="cpu", padded=False):
+    """A training batch as the sampler gives it (obs, act, rtg, timesteps, mask), from random numbers.
+    padded: the first window ends 3 steps early (right padding, masked out), as a short episode's does."""
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, K, dtype=torch.bool)
+    if padded:
+        mask[0, K - 3 :] = False
+    batch = {
+        "obs": torch.randn(B, K, obs_dim, generator=gen, dtype=dtype),
+        "act": torch.rand(B, K, act_dim, generator=gen, dtype=dtype) * 2 - 1,
+        "rtg": torch.randn(B, K, 1, generator=gen, dtype=dtype),
+        "timesteps": torch.arange(K).repeat(B, 1),
+        "mask": mask,
+    }
+    return {k: v.to(device) for k, v in batch.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DEVICES
+from helpers import random_batch
 from safetensors.torch import load_file
 from test_train import cli_sets, tiny_config, weights
 
@@ -16,21 +17,6 @@ from decision_minrnn.errors import CheckpointError, ConfigError
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.train import train
 from decision_minrnn.update import SeedGroup, masked_mse, optimizer_step
-
-
-def random_batch(seed, batch=6, K=10, obs_dim=5, act_dim=3, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.ones(batch, K, dtype=torch.bool)
-    mask[0, 7:] = False  # a right-padded window, as the sampler makes
-    batch = {
-        "obs": torch.randn(batch, K, obs_dim, generator=g, dtype=torch.float64),
-        "act": torch.rand(batch, K, act_dim, generator=g, dtype=torch.float64) * 2 - 1,
-        "rtg": torch.randn(batch, K, 1, generator=g, dtype=torch.float64),
-        "timesteps": torch.randint(0, 90, (batch, K), generator=g),
-        "mask": mask,
-    }
-    return {k: v.to(device) for k, v in batch.items()}
-
 
 CASES = [
     ("mingru", "interleaved", "sequential"),
@@ -58,7 +44,7 @@ def test_a_seed_group_step_equals_each_seed_stepped_alone_in_float64(backbone, l
     alone, together = [build(s) for s in seeds], [build(s) for s in seeds]
     group = SeedGroup([m for m, _ in together], [o for _, o in together], grad_clip=0.25)
     for step in range(6):
-        batches = [random_batch(100 * s + step, device=device) for s in seeds]
+        batches = [random_batch(6, 10, 5, 3, seed=100 * s + step, device=device, padded=True) for s in seeds]
         for (model, opt), batch in zip(alone, batches):
             optimizer_step(masked_mse(model(batch), batch["act"], batch["mask"]), model, opt, 0.25)
         norms = group.step(group.losses(batches))

@@ -219,6 +219,33 @@ def split_flat_arrays(obs, act, rew, terminals, timeouts) -> list[Episode]:
     return episodes
 
 
+def write_d4rl_hdf5(
+    path: str | Path, episodes: list[Episode], attrs: dict | None = None, compress: bool = False
+) -> Path:
+    """Episodes as a D4RL v2 hdf5 file, the layout load_d4rl_hdf5 reads: flat float32 arrays, with the last
+    step of each episode flagged in terminals (it terminated) or timeouts (it was cut off)."""
+    import h5py
+
+    def last_step_flags(flag_of):
+        return np.concatenate(
+            [np.arange(len(e)) == len(e) - 1 if flag_of(e) else np.zeros(len(e), bool) for e in episodes]
+        )
+
+    arrays = {
+        "observations": np.concatenate([e.obs for e in episodes]).astype(np.float32),
+        "actions": np.concatenate([e.act for e in episodes]).astype(np.float32),
+        "rewards": np.concatenate([e.rew for e in episodes]).astype(np.float32),
+        "terminals": last_step_flags(lambda e: e.terminated),
+        "timeouts": last_step_flags(lambda e: not e.terminated),
+    }
+    options = {"compression": "gzip", "compression_opts": 9, "shuffle": True} if compress else {}
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, **options)
+        f.attrs.update(attrs or {})
+    return Path(path)
+
+
 def load_d4rl_hdf5(path: str, env_id: str | None = None, env_version: str = "v5") -> OfflineDataset:
     """A D4RL v2 hdf5 file (keys observations, actions, rewards, terminals, timeouts).
 

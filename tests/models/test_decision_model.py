@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import random_batch
 
 from decision_minrnn.config import ModelConfig
 from decision_minrnn.data import ObsNormalizer, WindowSampler, load_source
@@ -8,17 +9,6 @@ from decision_minrnn.update import masked_mse
 
 RECURRENT = ["mingru", "minlstm", "gru", "lstm"]
 LAYOUTS = ["interleaved", "fused"]
-
-
-def random_batch(B=2, K=9, obs_dim=11, act_dim=3, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    act = torch.rand(B, K, act_dim, generator=gen, dtype=dtype) * 2 - 1
-    return {
-        "obs": torch.randn(B, K, obs_dim, generator=gen, dtype=dtype),
-        "act": act,
-        "rtg": torch.randn(B, K, 1, generator=gen, dtype=dtype),
-        "timesteps": torch.arange(K).repeat(B, 1),
-    }
 
 
 def make_model(backbone, layout, dtype=torch.float64, **kw):
