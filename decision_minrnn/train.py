@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -30,7 +31,7 @@ from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_device
-from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_context
+from .envs.evaluate import TargetResult, eval_mode, eval_targets, evaluate_targets, policy_context
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, Interrupted, first_line
 from .loggers import RunLoggers
 from .memory import check_training_memory
@@ -40,8 +41,42 @@ from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
 from .update import SeedGroup, lr_at
 
 
-def summarize_eval(results: list[dict]) -> dict:
-    """The headline score is the first target's (DT's higher target), as DT's tables report."""
+class EvalSummary(TypedDict):
+    """The headline of an evaluation: the first target's (DT's higher target), as DT's tables report."""
+
+    target_return: float
+    return_mean: float
+    normalized_mean: float | None
+    normalized_std: float | None
+    score_reference: str | None
+
+
+class RunSummary(TypedDict, total=False):
+    """What train() returns and final.json holds (report.py reads it back). eval, eval_all_targets and best
+    are present when the run evaluated (and kept a best checkpoint); a run stopped early has step and
+    finished only."""
+
+    name: str
+    step: int
+    finished: bool
+    final_loss: float
+    backbone: str
+    dataset: str
+    seed: int
+    behaviour_normalized: float | None
+    eval: EvalSummary
+    eval_all_targets: list[TargetResult]  # without timing
+    best: dict  # {"step", "score"} of checkpoints/best
+
+
+class GroupSummary(TypedDict):
+    """What train() returns for a seed group (train.seeds): every seed's own RunSummary."""
+
+    name: str
+    seeds: dict[int, RunSummary]
+
+
+def summarize_eval(results: list[TargetResult]) -> EvalSummary:
     first = results[0]
     return {
         "target_return": first["target_return"],
@@ -94,7 +129,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     callbacks: list | None = None,
-) -> dict:
+) -> RunSummary | GroupSummary:
     """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
@@ -108,7 +143,7 @@ def train(
         members = [member_config(cfg, seed) for seed in cfg.train.seeds]
         run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds]
         summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, callbacks or [])
-        return {"name": cfg.name, "seeds": dict(zip(cfg.train.seeds, summaries))}
+        return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
     finally:
         torch.set_num_threads(threads_before)
 
@@ -231,7 +266,7 @@ def _train(
     progress: bool,
     stop_after: int | None,
     callbacks: list,
-) -> list[dict]:
+) -> list[RunSummary]:
     group = len(cfgs) > 1
     members, summaries = [], [None] * len(cfgs)
     for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
@@ -352,7 +387,7 @@ class _Logged:
         self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
 
 
-def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) -> list[dict]:
+def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) -> list[RunSummary]:
     members, device, data, ctx, targets = run.members, run.device, run.data, run.ctx, run.targets
     cfg = members[0].cfg  # every setting but the seed is the members' common one (_check_group)
     from tqdm import tqdm

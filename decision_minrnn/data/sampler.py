@@ -13,12 +13,26 @@ All data live as flat tensors; a batch is one gather, so sampling costs far less
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import torch
 
 from ..choices import SAMPLER_MODES
 from .episodes import OfflineDataset
 from .normalization import ObsNormalizer, clipped_timesteps, returns_to_go
+
+
+class Batch(TypedDict, total=False):
+    """A training batch, what WindowSampler.sample returns and DecisionModel.forward reads. Windows are
+    right-padded: positions where mask is False hold zeros and are left out of the loss."""
+
+    obs: torch.Tensor  # (B, K, obs_dim), normalized
+    act: torch.Tensor  # (B, K, act_dim), the targets
+    prev_act: torch.Tensor  # (B, K, act_dim), act shifted one step right (zero before the episode's first step)
+    rtg: torch.Tensor  # (B, K, 1), return-to-go / rtg_scale
+    timesteps: torch.Tensor  # (B, K) long, the step within the episode
+    mask: torch.Tensor  # (B, K) bool, True on real steps
 
 
 class WindowSampler:
@@ -49,9 +63,8 @@ class WindowSampler:
         self.probs = self.lengths.double() / self.lengths.sum()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample(self) -> dict[str, torch.Tensor]:
-        """A batch: obs (B, K, obs_dim), act and prev_act (B, K, act_dim), rtg (B, K, 1), timesteps (B, K),
-        mask (B, K) (True on real steps)."""
+    def sample(self) -> Batch:
+        """The next Batch of this sampler's seeded stream."""
         B, K = self.batch_size, self.context_len
         ep = torch.multinomial(self.probs, B, replacement=True, generator=self.generator)
         length = self.lengths[ep]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import gymnasium as gym
 import numpy as np
@@ -95,6 +96,33 @@ class EpisodeBatch:
             env.close()
 
 
+class RolloutTiming(TypedDict):
+    model_seconds: float
+    env_seconds: float
+    model_per_batched_step_ms: float  # one policy call for all episodes at once
+    env_per_env_step_ms: float
+
+
+class TargetResult(TypedDict, total=False):
+    """One target return's rollouts, as rollout() returns them and metrics.jsonl stores them (without timing).
+    The normalized fields are present when the run has reference scores, video when one was asked for."""
+
+    target_return: float
+    mode: str  # recurrent | window
+    episodes: int
+    returns: list[float]
+    lengths: list[int]
+    return_mean: float
+    return_std: float  # population std over the episodes
+    env_steps: int
+    timing: RolloutTiming
+    normalized: list[float]
+    normalized_mean: float
+    normalized_std: float
+    score_reference: str  # where the reference scores came from ("minari metadata", "D4RL table")
+    video: str
+
+
 @dataclass
 class PolicyContext:
     """What a rollout needs besides the model: all of it comes from the checkpoint, not the config."""
@@ -151,7 +179,7 @@ def rollout(
     device: torch.device | str = "cpu",
     video_path: str | Path | None = None,
     compile: bool = False,
-) -> dict:
+) -> TargetResult:
     """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings.
     video_path: also write the first episode (seed `seed`) there as an mp4. compile: Policy(compile=True)."""
     device = torch.device(device)
@@ -205,7 +233,7 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
             f"evaluation in {ctx.env_id} produced a non-finite return (NaN or inf weights, "
             "normalizer or target?); no score was recorded"
         )
-    result = {
+    result: TargetResult = {
         "target_return": float(target_return),
         "mode": policy.mode,
         "episodes": episodes,
@@ -243,7 +271,7 @@ def evaluate_targets(
     device,
     video_dir: str | Path | None = None,
     compile: bool = False,
-) -> list[dict]:
+) -> list[TargetResult]:
     """One rollout batch per target return (DT evaluates each of its two targets separately).
     video_dir: one mp4 per target, of the episode seeded `seed`."""
     return [

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..choices import EMBED_INITS, TOKEN_LAYOUTS
 from ..config import Config, ModelConfig
+from ..data.sampler import Batch
 from .backbones import build_backbone, map_state
 
 
@@ -88,8 +89,8 @@ class DecisionModel(nn.Module):
             y = y.reshape(y.shape[0], K, 3, -1)[:, :, 1]  # the state token of each step
         return self.predict_action(y)
 
-    def forward(self, batch: dict, state=None):
-        """batch with obs, act, rtg, timesteps (and optional prev_act) -> predicted actions (B, K, act_dim)."""
+    def forward(self, batch: Batch, state=None) -> torch.Tensor:
+        """A Batch (data.sampler; obs, act, rtg, timesteps, optional prev_act) -> predicted actions (B, K, act_dim)."""
         K = batch["timesteps"].shape[1]
         tokens = self.embed(batch["obs"], batch["act"], batch["rtg"], batch["timesteps"], batch.get("prev_act"))
         y, _ = self.backbone(tokens, state)
