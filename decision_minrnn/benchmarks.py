@@ -245,8 +245,6 @@ def bench_seed_group(
             models = [DecisionModel(11, 3, cfg).to(device) for _ in range(n_seeds)]
             opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4) for m in models]
             batches = [_random_batch(batch, K, 11, 3, device) for _ in range(n_seeds)]
-            for b in batches:
-                del b["prev_act"]  # as the sampler gives it for a fused layout: the shift happens inside
             group = SeedGroup(models, opts, grad_clip=0.25)
 
             def sequential():
