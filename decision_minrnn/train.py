@@ -129,20 +129,25 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     callbacks: list | None = None,
+    on_checkpoint: list | None = None,
 ) -> RunSummary | GroupSummary:
     """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
+    on_checkpoint: functions called as fn(step, run_dir) after every checkpoint is written (e.g. to copy it
+    to storage that outlives this machine, as the sweep's --storage does).
     With train.seeds, every seed trains at once into RUN_DIR/seed<N>, a complete run of its own (resumable
     and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
     train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
     threads_before = torch.get_num_threads()
     try:
         if not cfg.train.seeds:
-            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_after, callbacks or [])[0]
+            hooks = _Hooks(callbacks or [], on_checkpoint or [])
+            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_after, hooks)[0]
         members = [member_config(cfg, seed) for seed in cfg.train.seeds]
         run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds]
-        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, callbacks or [])
+        hooks = _Hooks(callbacks or [], on_checkpoint or [])
+        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, hooks)
         return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
     finally:
         torch.set_num_threads(threads_before)
@@ -151,6 +156,12 @@ def train(
 def member_config(cfg: Config, seed: int) -> Config:
     """One seed of a group as the plain single-seed run it is on disk: train.seed set, train.seeds empty."""
     return replace(cfg, name=f"{cfg.name}/seed{seed}", train=replace(cfg.train, seed=seed, seeds=[]))
+
+
+@dataclass
+class _Hooks:
+    evaluation: list  # fn(step, results) after every evaluation
+    checkpoint: list  # fn(step, run_dir) after every checkpoint
 
 
 class _StopSignals:
@@ -265,7 +276,7 @@ def _train(
     overrides: list[str] | None,
     progress: bool,
     stop_after: int | None,
-    callbacks: list,
+    hooks: _Hooks,
 ) -> list[RunSummary]:
     group = len(cfgs) > 1
     members, summaries = [], [None] * len(cfgs)
@@ -339,7 +350,7 @@ def _train(
             save_config(m.cfg, m.paths.config)
         resume_dir = run_dirs[0].parent if group else run_dirs[0]
         run = _Run(members, device, data, ctx, targets, start_step, resume_dir)
-        for m, summary in zip(members, _loop(run, progress, stop_after, callbacks)):
+        for m, summary in zip(members, _loop(run, progress, stop_after, hooks)):
             summaries[m.index] = summary
         return summaries
     except BaseException:
@@ -387,7 +398,7 @@ class _Logged:
         self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
 
 
-def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) -> list[RunSummary]:
+def _loop(run: _Run, progress: bool, stop_after: int | None, hooks: _Hooks) -> list[RunSummary]:
     members, device, data, ctx, targets = run.members, run.device, run.data, run.ctx, run.targets
     cfg = members[0].cfg  # every setting but the seed is the members' common one (_check_group)
     from tqdm import tqdm
@@ -415,6 +426,8 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) ->
             )
             if m.replace is not None:
                 m.replace.commit()  # the new run has started for real: the replaced one can go
+            for callback in hooks.checkpoint:
+                callback(step, m.paths.root)
 
     def evaluate(step):
         all_results = []
@@ -432,7 +445,7 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, callbacks: list) ->
                 log.state["best"] = {"step": step, "score": score}
                 rng = _rng_state(m.sampler, device)
                 save_checkpoint(m.paths.root, step, model, m.optimizer, log.state, rng, name=BEST)
-            for callback in callbacks:
+            for callback in hooks.evaluation:
                 callback(step, results)
             all_results.append(results)
         return all_results

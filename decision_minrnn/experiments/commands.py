@@ -18,6 +18,8 @@ def cmd_sweep(args) -> int:
         threads_per_run=args.threads_per_run,
         use_ray=not args.no_ray,
         seed_groups=args.seed_groups,
+        storage=args.storage,
+        gpus_per_run=args.gpus_per_run,
     )
     print(
         f"sweep {summary['grid']}: ran {summary['ran']}, skipped {summary['skipped']} finished, "
@@ -128,7 +130,27 @@ def register(sub) -> None:
     sw.add_argument("--runs-root", default="runs/sweeps")
     sw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     sw.add_argument("--max-parallel", type=int, default=None, help="runs at once on a local Ray (default: one per CPU)")
-    sw.add_argument("--threads-per-run", type=int, default=1, help="CPUs (and torch threads) per run")
+    sw.add_argument(
+        "--cpus-per-run",
+        "--threads-per-run",
+        dest="threads_per_run",
+        type=int,
+        default=1,
+        help="CPUs Ray reserves for each run, which are also its torch threads",
+    )
+    sw.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help="GPU share Ray reserves for each run (0.25: four runs share one GPU); runs then train on CUDA",
+    )
+    sw.add_argument(
+        "--storage",
+        default=None,
+        help="where runs keep their checkpoints on a cluster without a shared filesystem (a path, or an fsspec "
+        "URI such as s3://bucket/dir): workers train in scratch space, resume from it after losing a node, and "
+        "send each run's files back to RUNS_ROOT on the driver",
+    )
     sw.add_argument("--no-ray", action="store_true", help="run sequentially in this process, without Ray")
     sw.add_argument(
         "--seed-groups",
