@@ -99,6 +99,11 @@ def run_one(
         record.update(
             status="done", seconds=time.time() - start, normalized=(summary.get("eval") or {}).get("normalized_mean")
         )
+        from .storage import run_files
+
+        # For a driver on another machine that cannot see this one's RUNS_ROOT: _bring_home writes them there
+        # unless final.json is already visible (one machine, or a shared filesystem).
+        record["files"] = run_files(path)
     except Exception as exc:  # noqa: BLE001 - a failed run must not stop the sweep
         record.update(
             status="failed",
@@ -257,10 +262,10 @@ def _log_record(record, log):
 
 
 def _bring_home(record: dict) -> dict:
-    """A record from a worker that trained elsewhere (storage): its run's files go into the driver's run
-    directory, and the record keeps only their names."""
+    """A record from a worker that trained elsewhere (in storage, or on a node whose disk the driver cannot
+    see): its run's files go into the driver's run directory, and the record keeps only their names."""
     files = record.pop("files", None)
-    if files:
+    if files and not (Path(record["run_dir"]) / "final.json").is_file():
         from .storage import write_run_files
 
         write_run_files(Path(record["run_dir"]), files)

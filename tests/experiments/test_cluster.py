@@ -104,6 +104,7 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
             time.sleep(0.2)
         killed_at = store.latest_step("hopper-medium/mingru/seed0")
         assert 20 <= killed_at < 200, "the run finished (or never checkpointed) before the node could be killed"
+        assert not (driver / "g" / "hopper-medium").exists()  # the worker trains elsewhere, never in the driver's root
         cluster.remove_node(worker)  # SIGKILLs the node's raylet and its workers, mid-run
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         thread.join(timeout=600)
@@ -122,3 +123,22 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
     losses = [line for line in (home / "scalars.csv").read_text().splitlines() if ",train/loss," in line]
     assert [int(line.split(",")[0]) for line in losses] == list(range(20, 201, 20))  # the rows from both nodes
     assert report(driver / "g", tmp_path / "report", reps=200)["runs"] == 1
+
+
+def test_without_storage_a_run_trained_on_another_disk_still_comes_home(tmp_path, minari_root):
+    """No shared filesystem and no --storage: the worker writes RUNS_ROOT/... on its own disk. The same path on
+    the driver's disk is simulated by a second directory; the record's files land there."""
+    from decision_minrnn.experiments.grid import load_grid
+    from decision_minrnn.experiments.sweep import _bring_home, run_one
+
+    (spec,) = load_grid(grid_file(tmp_path, seeds=(0,))).runs
+    record = run_one(spec, str(tmp_path / "worker-disk" / "run"), threads=1)
+    assert record["status"] == "done" and "config.yaml" in record["files"]
+    record["run_dir"] = str(tmp_path / "driver-disk" / "run")
+    _bring_home(record)
+    home = tmp_path / "driver-disk" / "run"
+    assert json.loads((home / "final.json").read_text())["finished"] and "files" not in record
+    assert (home / "metrics.jsonl").read_bytes() == (tmp_path / "worker-disk" / "run" / "metrics.jsonl").read_bytes()
+    # On one machine the driver already sees final.json: nothing is written twice.
+    again = run_one(spec, str(home), threads=1)
+    assert "files_home" not in _bring_home(again)
