@@ -33,12 +33,10 @@ from torch.autograd.function import once_differentiable
 
 from ..choices import SCAN_METHODS
 
-# Chosen by measurement (scripts/bench_scan.py, BENCHMARKS.md). CUDA was not measured in the session
-# that wrote this (no GPU lent); the log-space scan is the official code's GPU path, one kernel each
-# for cumsum and logcumsumexp, and stays the CUDA default until a measurement says otherwise.
-# CUDA: the chunked linear-space scan, chosen for accuracy (BENCHMARKS.md section 9). In float32 at T=5000 with
-# saturated gates the log-space scan is off by 2e-2 of the output's scale (7e-4 even in 128-step chunks);
-# the linear-space scans stay at 1e-5. Its speed on a GPU is not measured yet: no GPU has been lent.
+# CPU: the fastest exact scan measured (scripts/bench_scan.py, BENCHMARKS.md section 1).
+# CUDA: the chunked linear-space scan, chosen for accuracy (BENCHMARKS.md section 9): on long sequences with
+# saturated gates the log-space scan's float32 error grows with T, the linear-space scans' does not. Its
+# speed on a GPU is not measured yet.
 AUTO_METHOD = {"cpu": "sequential", "cuda": "chunked"}
 
 
