@@ -97,8 +97,9 @@ def make_d4rl_file(path, episodes, drop_keys=(), nan_obs=False):
 
 
 def random_batch(B=2, K=9, obs_dim=OBS_DIM, act_dim=ACT_DIM, dtype=torch.float64, seed=0, device="cpu", padded=False):
-    """A training batch as the sampler gives it (obs, act, rtg, timesteps, mask), from random numbers.
-    padded: the first window ends 3 steps early (right padding, masked out), as a short episode's does."""
+    """A training batch as the sampler gives it (obs, act, prev_act, rtg, timesteps, mask), from random numbers.
+    Every window starts at its episode's first step (timesteps 0..K-1), so prev_act is act shifted right
+    with zeros first. padded: the first window ends 3 steps early (right padding, masked out)."""
     gen = torch.Generator().manual_seed(seed)
     mask = torch.ones(B, K, dtype=torch.bool)
     if padded:
@@ -110,4 +111,5 @@ def random_batch(B=2, K=9, obs_dim=OBS_DIM, act_dim=ACT_DIM, dtype=torch.float64
         "timesteps": torch.arange(K).repeat(B, 1),
         "mask": mask,
     }
+    batch["prev_act"] = torch.cat([torch.zeros_like(batch["act"][:, :1]), batch["act"][:, :-1]], dim=1)
     return {k: v.to(device) for k, v in batch.items()}

@@ -79,8 +79,8 @@ class DecisionModel(nn.Module):
             r, s, a = self.embed_return(rtg) + time, self.embed_state(obs) + time, self.embed_action(act) + time
             tokens = torch.stack([r, s, a], dim=2).reshape(B, 3 * K, -1)
         else:
-            if prev_act is None:  # previous action inside the window; zero before the first step
-                prev_act = torch.cat([torch.zeros_like(act[:, :1]), act[:, :-1]], dim=1)
+            if prev_act is None:  # the previous action comes from the data (sampler) or the rollout (Policy)
+                raise ValueError("the fused token layout needs the batch's prev_act (the sampler provides it)")
             tokens = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev_act) + time
         return self.embed_dropout(self.embed_ln(tokens))
 
@@ -90,7 +90,8 @@ class DecisionModel(nn.Module):
         return self.predict_action(y)
 
     def forward(self, batch: Batch, state=None) -> torch.Tensor:
-        """A Batch (data.sampler; obs, act, rtg, timesteps, optional prev_act) -> predicted actions (B, K, act_dim)."""
+        """A Batch (data.sampler; obs, act, rtg, timesteps, and prev_act for the fused layout) -> predicted
+        actions (B, K, act_dim)."""
         K = batch["timesteps"].shape[1]
         tokens = self.embed(batch["obs"], batch["act"], batch["rtg"], batch["timesteps"], batch.get("prev_act"))
         y, _ = self.backbone(tokens, state)

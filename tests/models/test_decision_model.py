@@ -41,10 +41,19 @@ def test_action_does_not_see_its_own_target_or_the_future(backbone, layout):
     batch = random_batch()
     changed = {k: v.clone() for k, v in batch.items()}
     changed["act"][:, 4:] += 1.0  # a_4 is the target at step 4: predictions up to 4 must not move
+    changed["prev_act"][:, 5:] += 1.0  # the same change, where the fused layout reads it (a_4 is step 5's prev)
     changed["obs"][:, 5:] += 1.0
     a, b = model(batch), model(changed)
     torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=0)
     assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_the_fused_layout_refuses_a_batch_without_prev_act():
+    batch = random_batch()
+    del batch["prev_act"]  # it is never reconstructed from act inside a window, which would zero a_{-1} wrongly
+    with pytest.raises(ValueError, match="prev_act"):
+        make_model("mingru", "fused")(batch)
+    assert make_model("mingru", "interleaved")(batch).shape == batch["act"].shape
 
 
 def test_transformer_has_no_recurrent_act():
