@@ -66,8 +66,9 @@ def test_a_sweep_with_storage_brings_every_run_home(tmp_path, minari_root):
 
 @pytest.mark.slow
 def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_root, monkeypatch):
-    """A head node that runs no task and a worker node, as separate Ray processes. The worker trains in its own
-    scratch space; the driver's runs root is never given to it. The worker node is killed after the first run
+    """A head node that runs no task and a worker node, as separate Ray processes started in different working
+    directories, on loopback addresses only. The worker trains in its own scratch space and never writes
+    the driver's runs root (checked mid-run). The worker node is killed after the first run
     has stored a checkpoint; a new worker node joins; the run resumes from that checkpoint there."""
     ray = pytest.importorskip("ray")
     from ray._private import ray_constants
@@ -86,9 +87,15 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
     # A dead node is noticed after 3 missed health checks 0.5 s apart, instead of Ray's default of about 30 s.
     health = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
     head = {"num_cpus": 0, "node_ip_address": "127.0.0.1", "_system_config": health}
+    # Each node's processes start in a working directory of their own (they inherit this process's at start).
+    for name in ("head-cwd", "worker-cwd", "worker2-cwd", "driver-cwd"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "head-cwd")
     cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
+        monkeypatch.chdir(tmp_path / "worker-cwd")
         worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        monkeypatch.chdir(tmp_path / "driver-cwd")
         result = {}
 
         def run_sweep():
@@ -106,7 +113,9 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
         assert 20 <= killed_at < 200, "the run finished (or never checkpointed) before the node could be killed"
         assert not (driver / "g" / "hopper-medium").exists()  # the worker trains elsewhere, never in the driver's root
         cluster.remove_node(worker)  # SIGKILLs the node's raylet and its workers, mid-run
+        monkeypatch.chdir(tmp_path / "worker2-cwd")
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        monkeypatch.chdir(tmp_path / "driver-cwd")
         thread.join(timeout=600)
         assert not thread.is_alive()
     finally:
