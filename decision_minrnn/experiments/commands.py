@@ -134,12 +134,14 @@ def register(sub) -> None:
         "--cpus-per-run",
         "--threads-per-run",
         dest="threads_per_run",
+        metavar="N",
         type=int,
         default=1,
         help="CPUs Ray reserves for each run, which are also its torch threads",
     )
     sw.add_argument(
         "--gpus-per-run",
+        metavar="F",
         type=float,
         default=0.0,
         help="GPU share Ray reserves for each run (0.25: four runs share one GPU); runs then train on CUDA",

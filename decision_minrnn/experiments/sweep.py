@@ -287,6 +287,9 @@ def _run_on_ray(tasks, address, max_parallel, threads_per_run, gpus_per_run, opt
     if started_here:
         ray.init(**init_kwargs)
     try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus_per_run > gpus:  # Ray would wait forever for a GPU that no node has
+            raise ConfigError(f"--gpus-per-run {gpus_per_run}, but the Ray cluster has {gpus:g} GPUs")
         remote = ray.remote(num_cpus=threads_per_run, num_gpus=gpus_per_run, max_retries=MAX_RETRIES)(run_group)
         futures = {remote.remote(specs, dirs, threads_per_run, env, **options): (specs, dirs) for specs, dirs in tasks}
         records, waiting = [], list(futures)

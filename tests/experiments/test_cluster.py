@@ -151,3 +151,19 @@ def test_without_storage_a_run_trained_on_another_disk_still_comes_home(tmp_path
     # On one machine the driver already sees final.json: nothing is written twice.
     again = run_one(spec, str(home), threads=1)
     assert "files_home" not in _bring_home(again)
+
+
+@pytest.mark.slow
+def test_asking_for_a_gpu_the_cluster_lacks_is_one_line_not_a_hang(tmp_path, minari_root, capsys):
+    pytest.importorskip("ray")
+    import torch
+
+    from decision_minrnn.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    grid = grid_file(tmp_path, seeds=(0,))
+    code = main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--gpus-per-run", "0.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == "error: --gpus-per-run 0.5, but the Ray cluster has 0 GPUs"
+    assert not (tmp_path / "runs" / "g" / "hopper-medium").exists()
