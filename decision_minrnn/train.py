@@ -143,11 +143,11 @@ def train(
     try:
         if not cfg.train.seeds:
             hooks = _Hooks(callbacks or [], on_checkpoint or [])
-            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_after, hooks)[0]
+            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_after, hooks, False)[0]
         members = [member_config(cfg, seed) for seed in cfg.train.seeds]
         run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds]
         hooks = _Hooks(callbacks or [], on_checkpoint or [])
-        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, hooks)
+        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, hooks, True)
         return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
     finally:
         torch.set_num_threads(threads_before)
@@ -277,8 +277,9 @@ def _train(
     progress: bool,
     stop_after: int | None,
     hooks: _Hooks,
+    group: bool,
 ) -> list[RunSummary]:
-    group = len(cfgs) > 1
+    """group: the runs are the seeds of train.seeds (even just one), in RUN_DIR/seed<N>."""
     members, summaries = [], [None] * len(cfgs)
     for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
         member, finished = _open_member(cfg, run_dir, resume, force, overrides, group)

@@ -140,3 +140,13 @@ def test_the_cli_trains_a_seed_group_and_prints_every_seed(tmp_path, tiny_minari
     assert f"run {tmp_path / 'g' / 'seed0'}" in out and f"run {tmp_path / 'g' / 'seed1'}" in out
     for seed in (0, 1):
         assert load_file(str(weights(tmp_path / "g" / f"seed{seed}")[1] / "model.safetensors"))
+
+
+def test_a_group_of_one_seed_resumes_as_a_group_and_its_run_stays_a_plain_run(tmp_path, tiny_minari):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    train(load_config(path, overrides + ["train.seeds=[3]"]), tmp_path / "g", progress=False, stop_after=5)
+    assert main(["train", "--resume", "--run-dir", str(tmp_path / "g"), "--no-progress"]) == 0
+    run = tmp_path / "g" / "seed3"
+    assert load_config(run / "config.yaml").train.seeds == []  # the group's setting is not the run's
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=15"]) == 0
+    assert weights(run)[1].name == "step-00000015" and not (run / "seed3").exists()
