@@ -56,7 +56,13 @@ def cmd_train(args) -> int:
         cfg = replace(cfg, name=cfg.name.rsplit("/", 1)[0])
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
     summary = train(
-        cfg, run_dir, resume=args.resume, force=args.force, overrides=overrides, progress=not args.no_progress
+        cfg,
+        run_dir,
+        resume=args.resume,
+        force=args.force,
+        overrides=overrides,
+        progress=not args.no_progress,
+        stop_at=args.stop_at,
     )
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -65,6 +71,12 @@ def cmd_train(args) -> int:
     if "seeds" in summary:
         runs = {run_dir / f"seed{seed}": s for seed, s in summary["seeds"].items()}
     for path, run in runs.items():
+        if not run.get("finished"):
+            print(
+                f"run {path}: stopped at step {run['step']} of {cfg.train.steps} with a checkpoint; continue with "
+                f"decision-minrnn train --resume --run-dir {run_dir}"
+            )
+            continue
         if "eval" not in run:
             continue
         print(f"run {path}: {run['step']} steps, final loss {run['final_loss']:.4f}")
@@ -137,6 +149,12 @@ def register(sub) -> None:
     train.add_argument("--runs-root", default="runs")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     train.add_argument("--force", action="store_true", help="replace an existing run directory")
+    train.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop at this step with a checkpoint, before train.steps (continue later with --resume)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the final summary as JSON")
     train.set_defaults(func=cmd_train)

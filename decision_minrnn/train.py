@@ -127,11 +127,13 @@ def train(
     force: bool = False,
     overrides: list[str] | None = None,
     progress: bool = True,
-    stop_after: int | None = None,
+    stop_at: int | None = None,
     callbacks: list | None = None,
     on_checkpoint: list | None = None,
 ) -> RunSummary | GroupSummary:
-    """Train (or resume) a run; returns the final summary. stop_after: stop early at that step (tests).
+    """Train (or resume) a run; returns the final summary. stop_at: train only up to that step, write a checkpoint
+    there and return {"step", "finished": False} without the final evaluation, so that a run longer than one
+    sitting (a job time limit, a shared machine) continues later with resume=True.
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
     on_checkpoint: functions called as fn(step, run_dir) after every checkpoint is written (e.g. to copy it
@@ -139,15 +141,17 @@ def train(
     With train.seeds, every seed trains at once into RUN_DIR/seed<N>, a complete run of its own (resumable
     and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
     train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
+    if stop_at is not None and stop_at < 1:
+        raise ConfigError(f"--stop-at must be a step >= 1, got {stop_at}")
     threads_before = torch.get_num_threads()
     try:
         if not cfg.train.seeds:
             hooks = _Hooks(callbacks or [], on_checkpoint or [])
-            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_after, hooks, False)[0]
+            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_at, hooks, False)[0]
         members = [member_config(cfg, seed) for seed in cfg.train.seeds]
         run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds]
         hooks = _Hooks(callbacks or [], on_checkpoint or [])
-        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_after, hooks, True)
+        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_at, hooks, True)
         return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
     finally:
         torch.set_num_threads(threads_before)
@@ -275,7 +279,7 @@ def _train(
     force: bool,
     overrides: list[str] | None,
     progress: bool,
-    stop_after: int | None,
+    stop_at: int | None,
     hooks: _Hooks,
     group: bool,
 ) -> list[RunSummary]:
@@ -351,7 +355,7 @@ def _train(
             save_config(m.cfg, m.paths.config)
         resume_dir = run_dirs[0].parent if group else run_dirs[0]
         run = _Run(members, device, data, ctx, targets, start_step, resume_dir)
-        for m, summary in zip(members, _loop(run, progress, stop_after, hooks)):
+        for m, summary in zip(members, _loop(run, progress, stop_at, hooks)):
             summaries[m.index] = summary
         return summaries
     except BaseException:
@@ -399,7 +403,7 @@ class _Logged:
         self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
 
 
-def _loop(run: _Run, progress: bool, stop_after: int | None, hooks: _Hooks) -> list[RunSummary]:
+def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list[RunSummary]:
     members, device, data, ctx, targets = run.members, run.device, run.data, run.ctx, run.targets
     cfg = members[0].cfg  # every setting but the seed is the members' common one (_check_group)
     from tqdm import tqdm
@@ -458,7 +462,7 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, hooks: _Hooks) -> l
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
     for m in members:
         m.model.train()
-    end_step = min(cfg.train.steps, stop_after) if stop_after is not None else cfg.train.steps
+    end_step = min(cfg.train.steps, stop_at) if stop_at is not None else cfg.train.steps
     bar = tqdm(
         total=cfg.train.steps,
         initial=run.start_step,
@@ -529,9 +533,9 @@ def _loop(run: _Run, progress: bool, stop_after: int | None, hooks: _Hooks) -> l
             raise
         finally:
             bar.close()
-    if end_step < cfg.train.steps:  # stopped early on purpose (tests): no final evaluation
+    if end_step < cfg.train.steps:  # stopped at stop_at on purpose: no final evaluation
         finish_loggers([None] * len(members))
-        return [{"step": end_step, "finished": False} for _ in members]
+        return [{"step": max(end_step, run.start_step), "finished": False} for _ in members]
     for m in members:
         if m.replace is not None:
             m.replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started

@@ -66,7 +66,7 @@ def test_csv_holds_training_scalars_and_evaluations(tmp_path, tiny_minari):
 
 def test_resume_drops_csv_rows_after_the_checkpoint(tmp_path, tiny_minari):
     cfg = tiny(tiny_minari[0], "train.loggers=[csv]", "eval.episodes=0")
-    train(cfg, tmp_path / "r", progress=False, stop_after=9)  # checkpoint at 6 and 9 (the stop)
+    train(cfg, tmp_path / "r", progress=False, stop_at=9)  # checkpoint at 6 and 9 (the stop)
     with (tmp_path / "r" / "scalars.csv").open("a") as f:
         f.write("10,train/loss,123.0\n")  # as if logged after the last checkpoint, then killed
     train(cfg, tmp_path / "r", resume=True, progress=False)

@@ -85,7 +85,7 @@ def test_an_interrupted_seed_group_resumes_to_the_weights_of_an_uninterrupted_on
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 30, ["model.dropout=0.1"])  # the shared dropout stream
     cfg = load_config(path, overrides + ["train.seeds=[1,2]"])
     train(cfg, tmp_path / "straight", progress=False)
-    assert train(cfg, tmp_path / "cut", progress=False, stop_after=20)["seeds"][1]["finished"] is False
+    assert train(cfg, tmp_path / "cut", progress=False, stop_at=20)["seeds"][1]["finished"] is False
     # Through the CLI, as a user resumes it: the group's directory, no --config.
     assert main(["train", "--resume", "--run-dir", str(tmp_path / "cut"), "--no-progress"]) == 0
     for seed in (1, 2):
@@ -144,7 +144,7 @@ def test_the_cli_trains_a_seed_group_and_prints_every_seed(tmp_path, tiny_minari
 
 def test_a_group_of_one_seed_resumes_as_a_group_and_its_run_stays_a_plain_run(tmp_path, tiny_minari):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
-    train(load_config(path, overrides + ["train.seeds=[3]"]), tmp_path / "g", progress=False, stop_after=5)
+    train(load_config(path, overrides + ["train.seeds=[3]"]), tmp_path / "g", progress=False, stop_at=5)
     assert main(["train", "--resume", "--run-dir", str(tmp_path / "g"), "--no-progress"]) == 0
     run = tmp_path / "g" / "seed3"
     assert load_config(run / "config.yaml").train.seeds == []  # the group's setting is not the run's

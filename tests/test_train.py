@@ -63,7 +63,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
     )
     cfg = load_config(path, overrides)
     train(cfg, tmp_path / "straight", progress=False)
-    train(cfg, tmp_path / "resumed", progress=False, stop_after=20)
+    train(cfg, tmp_path / "resumed", progress=False, stop_at=20)
     summary = train(load_config(path, overrides), tmp_path / "resumed", resume=True, progress=False)
     assert summary["step"] == 30
     a, _ = weights(tmp_path / "straight")
@@ -71,6 +71,32 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
     assert ckpt.name == "step-00000030"
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_the_cli_stops_at_a_step_and_resumes_from_there(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 30)
+    run, sets = str(tmp_path / "run"), cli_sets(overrides)
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", "--stop-at", "20", *sets]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"stopped at step 20 of 30 with a checkpoint; continue with decision-minrnn train --resume --run-dir {run}"
+        in out
+    )
+    assert not (Path(run) / "final.json").exists() and weights(run)[1].name == "step-00000020"
+    assert main(["train", "--resume", "--run-dir", run, "--no-progress"]) == 0
+    assert json.loads((Path(run) / "final.json").read_text())["step"] == 30
+    train(load_config(path, overrides), tmp_path / "straight", progress=False)
+    a, b = weights(tmp_path / "straight")[0], weights(run)[0]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_stop_at_below_one_is_one_line_and_writes_nothing(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 30)
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(path), "--run-dir", str(run), "--stop-at", "0", *cli_sets(overrides)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --stop-at must be a step >= 1, got 0"]
+    assert not run.exists()
 
 
 @pytest.mark.slow

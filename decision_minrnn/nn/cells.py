@@ -145,25 +145,10 @@ class MinLSTM(_MinCell):
 
     n_chunks = 3
 
-    def __init__(
-        self,
-        dim: int,
-        expansion: float = 1.0,
-        proj_out: bool | None = None,
-        scan: str = "auto",
-        forget_bias: float | None = None,
-        time_chunk: int | None = 128,
-        compile_gates: bool = False,
-    ):
-        super().__init__(
-            dim,
-            expansion,
-            proj_out,
-            scan,
-            bias=forget_bias is not None,
-            time_chunk=time_chunk,
-            compile_gates=compile_gates,
-        )
+    def __init__(self, dim: int, forget_bias: float | None = None, **cell_kwargs):
+        """cell_kwargs: the shared cell settings of _MinCell (expansion, proj_out, scan, time_chunk,
+        compile_gates). The gate projection has a bias only when forget_bias is given."""
+        super().__init__(dim, bias=forget_bias is not None, **cell_kwargs)
         if forget_bias is not None:
             with torch.no_grad():
                 self.to_gates.bias.zero_()

@@ -68,8 +68,9 @@ def test_a_sweep_with_storage_brings_every_run_home(tmp_path, minari_root):
 def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_root, monkeypatch):
     """A head node that runs no task and a worker node, as separate Ray processes started in different working
     directories, on loopback addresses only. The worker trains in its own scratch space and never writes
-    the driver's runs root (checked mid-run). The worker node is killed after the first run
-    has stored a checkpoint; a new worker node joins; the run resumes from that checkpoint there."""
+    the driver's runs root (checked mid-run). A grid of two runs is submitted with --address; the worker node
+    is killed once a run has stored a checkpoint; a new worker node joins; that run resumes from its
+    checkpoint there, the other run trains too, and report on the driver lists both."""
     ray = pytest.importorskip("ray")
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
@@ -82,7 +83,7 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
 
     # Long enough that the kill lands mid-run: 200 steps, a checkpoint every 20.
     steps = ["train.steps=200", "train.checkpoint_every=20", "train.eval_every=0", "train.log_every=20"]
-    grid = grid_file(tmp_path, seeds=(0,), extra=steps)
+    grid = grid_file(tmp_path, seeds=(0, 1), extra=steps)  # one worker CPU: the two runs train one after another
     store_dir, driver = tmp_path / "store", tmp_path / "driver"
     # A dead node is noticed after 3 missed health checks 0.5 s apart, instead of Ray's default of about 30 s.
     health = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
@@ -106,10 +107,11 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
         thread = threading.Thread(target=run_sweep)
         thread.start()
         store = RunStorage(str(store_dir))
+        runs = [f"hopper-medium/mingru/seed{seed}" for seed in (0, 1)]
         deadline = time.time() + 300
-        while store.latest_step("hopper-medium/mingru/seed0") < 20 and time.time() < deadline:
+        while max(store.latest_step(r) for r in runs) < 20 and time.time() < deadline:
             time.sleep(0.2)
-        killed_at = store.latest_step("hopper-medium/mingru/seed0")
+        killed_run, killed_at = max(((r, store.latest_step(r)) for r in runs), key=lambda x: x[1])
         assert 20 <= killed_at < 200, "the run finished (or never checkpointed) before the node could be killed"
         assert not (driver / "g" / "hopper-medium").exists()  # the worker trains elsewhere, never in the driver's root
         cluster.remove_node(worker)  # SIGKILLs the node's raylet and its workers, mid-run
@@ -123,15 +125,17 @@ def test_a_two_node_cluster_survives_losing_the_worker_node(tmp_path, minari_roo
             ray.shutdown()
         cluster.shutdown()
     out = result["out"]
-    (record,) = out["records"]
-    assert record["status"] == "done", record
-    assert record["resumed_from"] >= killed_at > 0  # not restarted from step 0
-    home = driver / "g" / "hopper-medium" / "mingru" / "seed0"
-    final = json.loads((home / "final.json").read_text())
-    assert final["finished"] and final["step"] == 200
-    losses = [line for line in (home / "scalars.csv").read_text().splitlines() if ",train/loss," in line]
-    assert [int(line.split(",")[0]) for line in losses] == list(range(20, 201, 20))  # the rows from both nodes
-    assert report(driver / "g", tmp_path / "report", reps=200)["runs"] == 1
+    assert out["ran"] == 2 and out["failed"] == 0, out["records"]
+    records = {f"hopper-medium/mingru/seed{r['seed']}": r for r in out["records"]}
+    assert all(r["status"] == "done" for r in records.values()), records
+    assert records[killed_run]["resumed_from"] >= killed_at > 0  # not restarted from step 0
+    for run in runs:
+        home = driver / "g" / run
+        final = json.loads((home / "final.json").read_text())
+        assert final["finished"] and final["step"] == 200
+        losses = [line for line in (home / "scalars.csv").read_text().splitlines() if ",train/loss," in line]
+        assert [int(line.split(",")[0]) for line in losses] == list(range(20, 201, 20))  # the killed one: both nodes
+    assert report(driver / "g", tmp_path / "report", reps=200)["runs"] == 2
 
 
 def test_without_storage_a_run_trained_on_another_disk_still_comes_home(tmp_path, minari_root):
