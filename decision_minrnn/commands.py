@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError, UsageError
 
 
 def _print_eval(results: list[dict]) -> None:
@@ -46,7 +46,7 @@ def cmd_train(args) -> int:
         )
     if config_path is None:
         if not (args.resume and args.run_dir):
-            raise CheckpointError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
+            raise UsageError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
         config_path = Path(args.run_dir) / "config.yaml"
         if group_seeds:  # a seed group's directory: its seeds' runs, resumed together
             config_path = Path(args.run_dir) / f"seed{group_seeds[0]}" / "config.yaml"

@@ -19,6 +19,15 @@ class CheckpointError(UserError):
     """A checkpoint or run directory that is missing, not ours, or does not fit the environment."""
 
 
+class UsageError(UserError):
+    """A command-line option or a Python API argument that is wrong (missing, out of range, or of the wrong kind
+    for this run), as opposed to a config file, dataset or checkpoint that is."""
+
+
+class EnvError(UserError):
+    """A Gymnasium environment that cannot be made, or whose spaces do not fit the model's."""
+
+
 class DivergedError(UserError):
     """Training produced a non-finite loss (or evaluation a non-finite return)."""
 

@@ -13,7 +13,7 @@ from .data.info import DataInfo
 from .device import resolve_device
 from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_context
 from .envs.video import check_encoder
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError, UsageError, first_line
 from .models import build_model
 
 
@@ -54,7 +54,7 @@ def evaluate_checkpoint(
     if video_dir is not None:
         check_encoder()  # fail before any episode runs
         if Path(video_dir).exists() and not Path(video_dir).is_dir():
-            raise CheckpointError(f"--video {video_dir} is a file; give a directory for the mp4s")
+            raise UsageError(f"--video {video_dir} is a file; give a directory for the mp4s")
     device = resolve_device(device, "--device")
     ckpt, cfg, data, model = model_from_checkpoint(best_checkpoint(path) if best else path, device)
     if env_id:
@@ -68,7 +68,7 @@ def evaluate_checkpoint(
         max_steps=max_steps if max_steps is not None else cfg.eval.max_steps,
     )
     if eval_cfg.episodes <= 0:
-        raise CheckpointError("--episodes must be > 0")
+        raise UsageError("--episodes must be > 0")
     cfg = validate(replace(cfg, eval=eval_cfg))  # --max-steps 0, --seed -1, --target-return inf: one line each
     ctx = policy_context(cfg, data)
     with torch.inference_mode():

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, MissingExtraError
+from .errors import CheckpointError, MissingExtraError, UsageError
 
 EXPORT_FORMAT = "decision-minrnn-onnx-step"
 EXPORT_VERSION = 1
@@ -172,9 +172,9 @@ def export_onnx(checkpoint, out: str | Path) -> dict:
 
     out = Path(out)
     if out.suffix != ".onnx":
-        raise CheckpointError(f"--out {out} must end in .onnx")
+        raise UsageError(f"--out {out} must end in .onnx")
     if not out.parent.is_dir():
-        raise CheckpointError(f"--out {out}: directory {out.parent} does not exist")
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     ckpt, cfg, data, model = model_from_checkpoint(checkpoint, "cpu")
     if not model.recurrent:
         raise CheckpointError(

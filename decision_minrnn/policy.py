@@ -29,7 +29,7 @@ import torch
 
 from .choices import POLICY_MODES
 from .data.normalization import ObsNormalizer
-from .errors import CheckpointError, ConfigError, DivergedError, first_line
+from .errors import DivergedError, EnvError, UsageError, first_line
 
 
 @contextmanager
@@ -80,11 +80,11 @@ class Policy:
         compile: bool = False,
     ):
         if mode not in POLICY_MODES:
-            raise ConfigError(f"mode={mode!r} is not one of {', '.join(POLICY_MODES)}")
+            raise UsageError(f"mode={mode!r} is not one of {', '.join(POLICY_MODES)}")
         if mode == "auto":
             mode = "recurrent" if model.recurrent else "window"
         if mode == "recurrent" and not model.recurrent:
-            raise ConfigError(f"the {model.backbone_name} backbone cannot step recurrently; use mode='window'")
+            raise UsageError(f"the {model.backbone_name} backbone cannot step recurrently; use mode='window'")
         check_target(target_return)
         self.model = model.eval()
         self.device = torch.device(device)
@@ -113,7 +113,7 @@ class Policy:
     def reset(self, n: int = 1, target_return: float | None = None) -> None:
         """Start n episodes, conditioned on target_return (raw; default: the policy's)."""
         if n < 1:
-            raise ConfigError(f"reset(n={n}): n must be >= 1")
+            raise UsageError(f"reset(n={n}): n must be >= 1")
         target = self.target_return if target_return is None else check_target(target_return)
         self.state = self.initial_state(n, target)
         if self._compiled is not None and n not in self._compiled_sizes:
@@ -133,7 +133,7 @@ class Policy:
         obs = self._check_obs(obs)
         if self.state is None or self.state.rtg.shape[0] != obs.shape[0]:
             if self.state is not None and reward is not None:
-                raise ConfigError(
+                raise UsageError(
                     f"act() got {obs.shape[0]} observations but reset() started {self.state.rtg.shape[0]} episodes"
                 )
             self.reset(obs.shape[0])
@@ -156,7 +156,7 @@ class Policy:
             if state is None:
                 state = self.initial_state(obs.shape[0], self.target_return)
             elif state.rtg.shape[0] != obs.shape[0]:
-                raise ConfigError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
+                raise UsageError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
             if episode_start is not None:
                 starts = torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=self.device)
                 if starts.any():
@@ -195,7 +195,7 @@ class Policy:
                 np.asarray(reward, dtype=np.float64).reshape(-1), dtype=torch.float32, device=self.device
             )
             if reward.shape[0] != rtg.shape[0] or not torch.isfinite(reward).all():
-                raise ConfigError(f"reward must hold {rtg.shape[0]} finite values")
+                raise UsageError(f"reward must hold {rtg.shape[0]} finite values")
             # RTG_{t+1} = RTG_t - r_t / scale (DT)
             rtg = rtg - reward.unsqueeze(1) / self.rtg_scale
         timestep = state.t.clamp(max=self.model.max_ep_len - 1)
@@ -295,19 +295,19 @@ class Policy:
         if array.ndim == 1:
             array = array[None]
         if array.ndim != 2 or array.shape[1] != self.obs_dim:
-            raise ConfigError(
+            raise UsageError(
                 f"observation of shape {np.shape(obs)} does not fit the policy's obs_dim "
                 f"{self.obs_dim}: pass (obs_dim,) or (N, obs_dim)"
             )
         if not np.isfinite(array).all():
-            raise ConfigError("observation contains NaN or inf")
+            raise UsageError("observation contains NaN or inf")
         return torch.as_tensor(array, device=self.device)
 
 
 def check_target(target_return) -> float:
     value = float(target_return)
     if not np.isfinite(value):
-        raise ConfigError(f"target return {target_return} is not finite")
+        raise UsageError(f"target return {target_return} is not finite")
     return value
 
 
@@ -318,7 +318,7 @@ def action_bounds(env_id: str):
     try:
         env = gym.make(env_id)
     except gym.error.Error as exc:
-        raise CheckpointError(f"cannot make environment {env_id!r}: {exc}") from None
+        raise EnvError(f"cannot make environment {env_id!r}: {exc}") from None
     try:
         return env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
     finally:

@@ -32,7 +32,16 @@ from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_device
 from .envs.evaluate import TargetResult, eval_mode, eval_targets, evaluate_targets, policy_context
-from .errors import CheckpointError, ConfigError, DataError, DivergedError, Interrupted, first_line
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergedError,
+    EnvError,
+    Interrupted,
+    UsageError,
+    first_line,
+)
 from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel, build_model
@@ -142,7 +151,7 @@ def train(
     and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
     train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
     if stop_at is not None and stop_at < 1:
-        raise ConfigError(f"--stop-at must be a step >= 1, got {stop_at}")
+        raise UsageError(f"--stop-at must be a step >= 1, got {stop_at}")
     threads_before = torch.get_num_threads()
     try:
         if not cfg.train.seeds:
@@ -203,7 +212,7 @@ def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
     try:
         env = gym.make(env_id)
     except gym.error.Error as exc:
-        raise ConfigError(f"cannot make environment {env_id!r}: {first_line(exc)}") from None
+        raise EnvError(f"cannot make environment {env_id!r}: {first_line(exc)}") from None
     obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
     env.close()
     if obs_shape != (obs_dim,) or act_shape != (act_dim,):

@@ -11,7 +11,7 @@ from helpers import make_minari_dataset, synthetic_episodes
 
 from decision_minrnn import load_policy
 from decision_minrnn.config import load_config
-from decision_minrnn.errors import CheckpointError, ConfigError
+from decision_minrnn.errors import CheckpointError, UsageError
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.train import train
 
@@ -145,19 +145,19 @@ def test_reward_lowers_the_return_to_go(runs):
 
 def test_bad_inputs_are_one_line_errors(runs, tmp_path):
     policy = load_policy(runs[("mingru", "interleaved")])
-    with pytest.raises(ConfigError, match=r"observation of shape \(5,\) does not fit the policy's obs_dim 11"):
+    with pytest.raises(UsageError, match=r"observation of shape \(5,\) does not fit the policy's obs_dim 11"):
         policy.act(np.zeros(5))
-    with pytest.raises(ConfigError, match="NaN"):
+    with pytest.raises(UsageError, match="NaN"):
         policy.act(np.full(11, np.nan))
-    with pytest.raises(ConfigError, match="not finite"):
+    with pytest.raises(UsageError, match="not finite"):
         policy.reset(target_return=float("inf"))
     policy.reset(2)
-    with pytest.raises(ConfigError, match="act\\(\\) got 3 observations but reset\\(\\) started 2 episodes"):
+    with pytest.raises(UsageError, match="act\\(\\) got 3 observations but reset\\(\\) started 2 episodes"):
         policy.act(np.zeros((3, 11)), reward=[0.0, 0.0, 0.0])
-    with pytest.raises(ConfigError, match="cannot step recurrently"):
+    with pytest.raises(UsageError, match="cannot step recurrently"):
         load_policy(runs[("transformer", "interleaved")], mode="recurrent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="neither a decision-minrnn checkpoint nor a run directory"):
         load_policy(tmp_path / "empty")
     assert torch.get_num_threads() >= 1
 

@@ -28,7 +28,7 @@ import torch
 
 from ..data.info import DataInfo
 from ..data.normalization import ObsNormalizer
-from ..errors import CheckpointError, ConfigError, DivergedError
+from ..errors import ConfigError, DivergedError, EnvError, UsageError
 from ..memory import check_evaluation_memory
 from ..policy import Policy
 from .scores import RefScores, default_targets
@@ -53,7 +53,7 @@ class EpisodeBatch:
                 for i in range(n)
             ]
         except gym.error.Error as exc:
-            raise CheckpointError(f"cannot make environment {env_id!r}: {exc}") from None
+            raise EnvError(f"cannot make environment {env_id!r}: {exc}") from None
         self.frames: list[np.ndarray] | None = [] if record_first else None
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
@@ -137,7 +137,7 @@ class PolicyContext:
 def policy_context(cfg, data: DataInfo) -> PolicyContext:
     """What a rollout of a run's policy needs, from its config and its checkpoint's data block."""
     if not data.env_id:
-        raise CheckpointError("the checkpoint's dataset names no environment; set data.env_id")
+        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
     return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, cfg.data.context_len, data.ref_scores)
 
 
@@ -161,7 +161,7 @@ def eval_mode(cfg, model) -> str:
 def _check_spaces(batch: EpisodeBatch, model) -> None:
     obs_shape, act_shape = batch.observation_space.shape, batch.action_space.shape
     if obs_shape != (model.obs_dim,) or act_shape != (model.act_dim,):
-        raise CheckpointError(
+        raise EnvError(
             f"environment spaces obs {obs_shape} / act {act_shape} do not match the checkpoint's "
             f"obs ({model.obs_dim},) / act ({model.act_dim},)"
         )
@@ -184,7 +184,7 @@ def rollout(
     video_path: also write the first episode (seed `seed`) there as an mp4. compile: Policy(compile=True)."""
     device = torch.device(device)
     if mode == "recurrent" and not model.recurrent:
-        raise CheckpointError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
+        raise UsageError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
     model.eval()
     check_evaluation_memory(episodes)
     if video_path is not None:
