@@ -96,25 +96,19 @@ def summarize_eval(results: list[TargetResult]) -> EvalSummary:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunPaths:
+    """The files of a run directory that the trainer writes besides its checkpoints."""
+
     root: Path
+    config: Path
+    metrics: Path
+    final: Path
+    tensorboard: Path
 
-    @property
-    def config(self):
-        return self.root / "config.yaml"
-
-    @property
-    def metrics(self):
-        return self.root / "metrics.jsonl"
-
-    @property
-    def final(self):
-        return self.root / "final.json"
-
-    @property
-    def tensorboard(self):
-        return self.root / "tb"
+    @classmethod
+    def of(cls, root: Path) -> RunPaths:
+        return cls(root, root / "config.yaml", root / "metrics.jsonl", root / "final.json", root / "tb")
 
 
 def _rng_state(sampler: WindowSampler, device: torch.device) -> dict:
@@ -239,7 +233,7 @@ class _Member:
 
 def _open_member(cfg: Config, run_dir: Path, resume: bool, force: bool, overrides: list[str] | None, group: bool):
     """Checks and the checkpoint to resume from; returns (member, None) or (None, summary) if it finished."""
-    paths = RunPaths(run_dir)
+    paths = RunPaths.of(run_dir)
     # Everything that can be refused is checked before the run directory is touched.
     probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
     check_run_dir(paths.root, resume, force)
