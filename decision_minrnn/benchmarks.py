@@ -27,6 +27,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _peak_mb(fn, device: torch.device) -> float:
+    """Peak CUDA memory allocated during one call of fn (already warmed up), in MiB."""
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
 def time_interleaved(fns: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict:
     """Median seconds per call for each named zero-argument function, called round-robin."""
     for fn in fns.values():
@@ -156,18 +165,29 @@ def bench_train_step(
     embed_dim=128,
     n_layers=3,
     compiled_gates=True,
+    bf16: bool | None = None,
+    train_compile: bool | None = None,
 ) -> dict:
     """One optimizer step (forward, masked MSE, backward, AdamW) of a DecisionModel, per backbone x K x layout.
     Hopper's dims (11 / 3). Batch 64 by default, 16 at K >= 1000 (a transformer over 3000 tokens at 64 does
     not fit a laptop's budget); the batch used is printed with every row.
 
     compiled_gates: also time each minRNN backbone with model.compile_gates=true, as "<name>_compiled"
-    (its compile happens in the untimed warm-up call)."""
+    (its compile happens in the untimed warm-up call).
+    bf16: also time every backbone under bf16 autocast (train.amp=bf16), as "<name>_bf16".
+    train_compile: also time every backbone through torch.compile of the whole model (train.compile=true), as
+    "<name>_train_compile". Both default to on for CUDA and off for CPU.
+    On CUDA each row also gives every variant's peak allocated memory over one step ("peak_mb")."""
     from .config import ModelConfig
     from .models import DecisionModel
+    from .nn.scan import opaque_to_compile
     from .update import masked_mse
 
     device = torch.device(device)
+    bf16 = device.type == "cuda" if bf16 is None else bf16
+    train_compile = device.type == "cuda" if train_compile is None else train_compile
+    if train_compile:
+        opaque_to_compile()
     batch_for_context = batch_for_context or {K: (64 if K < 1000 else 16) for K in contexts}
     rows = []
     for K in contexts:
@@ -175,10 +195,15 @@ def bench_train_step(
         for layout in layouts:
             fns = {}
             data = _random_batch(B, K, 11, 3, device)
-            variants = [(name, name, False) for name in backbones]
+            # (label, backbone, compile_gates, bf16 autocast, whole-model torch.compile)
+            variants = [(name, name, False, False, False) for name in backbones]
             if compiled_gates:
-                variants += [(f"{name}_compiled", name, True) for name in backbones if name in ("mingru", "minlstm")]
-            for label, name, compile_gates in variants:
+                variants += [(f"{n}_compiled", n, True, False, False) for n in backbones if n in ("mingru", "minlstm")]
+            if bf16:
+                variants += [(f"{name}_bf16", name, False, True, False) for name in backbones]
+            if train_compile:
+                variants += [(f"{name}_train_compile", name, False, False, True) for name in backbones]
+            for label, name, compile_gates, amp, whole in variants:
                 torch.manual_seed(0)
                 model = (
                     DecisionModel(
@@ -188,9 +213,11 @@ def bench_train_step(
                     .train()
                 )
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                forward = torch.compile(model) if whole else model
 
-                def step(model=model, opt=opt):
-                    loss = masked_mse(model(data), data["act"], data["mask"])
+                def step(forward=forward, opt=opt, amp=amp):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        loss = masked_mse(forward(data), data["act"], data["mask"])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -198,18 +225,19 @@ def bench_train_step(
                 fns[label] = step
             times = time_interleaved(fns, repeats, device)
             ref = times.get("transformer")
-            rows.append(
-                {
-                    "K": K,
-                    "tokens": K * (3 if layout == "interleaved" else 1),
-                    "layout": layout,
-                    "batch": B,
-                    "ms": {k: round(v * 1e3, 1) for k, v in times.items()},
-                    "speedup_vs_transformer": None
-                    if ref is None
-                    else {k: round(ref / v, 2) for k, v in times.items() if k != "transformer"},
-                }
-            )
+            row = {
+                "K": K,
+                "tokens": K * (3 if layout == "interleaved" else 1),
+                "layout": layout,
+                "batch": B,
+                "ms": {k: round(v * 1e3, 1) for k, v in times.items()},
+                "speedup_vs_transformer": None
+                if ref is None
+                else {k: round(ref / v, 2) for k, v in times.items() if k != "transformer"},
+            }
+            if device.type == "cuda":
+                row["peak_mb"] = {label: round(_peak_mb(fn, device), 1) for label, fn in fns.items()}
+            rows.append(row)
     return {
         "benchmark": "train_step",
         "embed_dim": embed_dim,

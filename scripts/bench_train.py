@@ -1,8 +1,10 @@
 """Training step time per backbone x context length K x token layout, measured side by side.
 
     python scripts/bench_train.py [--contexts 20 200 1000] [--repeats 3] [--no-compiled-gates]
+                                  [--bf16] [--train-compile] [--device cuda]
 
-Prints JSON (batch 64, 16 at K >= 1000; embed 128, 3 layers; Hopper dims).
+Prints JSON (batch 64, 16 at K >= 1000; embed 128, 3 layers; Hopper dims). --bf16 and --train-compile default to on
+with --device cuda, where each row also gives peak memory per variant.
 """
 
 import argparse
@@ -19,6 +21,10 @@ parser.add_argument("--device", default="cpu")
 parser.add_argument(
     "--no-compiled-gates", action="store_true", help="skip the minRNN variants with model.compile_gates=true"
 )
+parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast variants")
+parser.add_argument(
+    "--train-compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile(model) variants"
+)
 args = parser.parse_args()
 print(
     json.dumps(
@@ -29,6 +35,8 @@ print(
             repeats=args.repeats,
             device=args.device,
             compiled_gates=not args.no_compiled_gates,
+            bf16=args.bf16,
+            train_compile=args.train_compile,
         ),
         indent=1,
     )

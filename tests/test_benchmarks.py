@@ -1,5 +1,7 @@
 """The benchmark functions run and report ratios (tiny sizes: this checks the plumbing, not the speed)."""
 
+import pytest
+
 from decision_minrnn.benchmarks import bench_inference, bench_sampler, bench_scan, bench_train_step
 
 
@@ -41,6 +43,29 @@ def test_bench_train_step_and_inference_report_ratios():
     infer = bench_inference(contexts=(4,), n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1)
     assert [(r["n_envs"], r["threads"]) for r in infer["results"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert infer["results"][0]["recurrent_speedup"]["window_K4"] > 0
+
+
+@pytest.mark.slow
+def test_bench_train_step_times_bf16_and_whole_model_compile_variants():
+    """The variants a GPU run of the suite adds by default (asked for here on CPU): bf16 autocast and
+    torch.compile of the whole model, each a separate timing beside the eager float32 step."""
+    train = bench_train_step(
+        backbones=("mingru", "transformer"),
+        contexts=(4,),
+        layouts=("fused",),
+        batch_for_context={4: 2},
+        repeats=1,
+        embed_dim=8,
+        n_layers=1,
+        compiled_gates=False,
+        bf16=True,
+        train_compile=True,
+    )
+    (row,) = train["results"]
+    names = ["mingru", "transformer"]
+    assert set(row["ms"]) == {*names, *(f"{n}_bf16" for n in names), *(f"{n}_train_compile" for n in names)}
+    assert all(v > 0 for v in row["ms"].values())
+    assert "peak_mb" not in row  # CUDA only
 
 
 def test_bench_sampler(tiny_minari):

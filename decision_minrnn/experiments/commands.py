@@ -94,6 +94,8 @@ def cmd_bench(args) -> int:
     print("training step (ms):")
     for row in out["train_step"]:
         print(f"  K={row['K']:<5} {row['layout']:11s} B={row['batch']:<3} {row['ms']}")
+        if "peak_mb" in row:  # CUDA only
+            print(f"          peak MiB {row['peak_mb']}")
     print("seed group: N seeds stepped one after another vs as one group (ms):")
     for row in out["seed_group"]:
         print(f"  {row['backbone']:11s} {row['layout']:11s} N={row['seeds']} {row['ms']} speedup {row['speedup']}")
