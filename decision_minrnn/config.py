@@ -43,6 +43,9 @@ class DataConfig:
     max_ep_len: int = 1000
     context_len: int = 20  # K
     sampler_mode: str = "window"  # window (DT) | episode (whole episodes, K = longest)
+    # The dataset's name in reports (final.json's "label"): a grid sets its dataset label here, so that report
+    # groups runs by it without parsing run names; default (null): the data's own name.
+    label: str | None = None
 
 
 @dataclass

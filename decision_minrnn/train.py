@@ -70,7 +70,8 @@ class RunSummary(TypedDict, total=False):
     finished: bool
     final_loss: float
     backbone: str
-    dataset: str
+    dataset: str  # the data's own name (Minari id, file name, or parts joined with +)
+    label: str  # how reports name the dataset: data.label (a grid's dataset label), else dataset
     seed: int
     behaviour_normalized: float | None
     eval: EvalSummary
@@ -550,6 +551,7 @@ def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list
             "final_loss": log.loss,
             "backbone": cfg.model.backbone,
             "dataset": data.name,
+            "label": cfg.data.label or data.name,
             "seed": m.cfg.train.seed,
             "behaviour_normalized": data.behaviour_normalized,
         }

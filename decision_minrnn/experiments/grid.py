@@ -97,6 +97,7 @@ def load_grid(path: str | Path) -> Grid:
                     f"model.backbone={backbone}",
                     f"train.seed={int(seed)}",
                     f"name={label}/{backbone}/seed{int(seed)}",
+                    f"data.label={label}",
                     *common,
                     *[str(x) for x in per_backbone.get(backbone, [])],
                 ]

@@ -70,6 +70,13 @@ def _read_curve(metrics: Path, target: float, notes: list[Skipped]) -> list[tupl
     return sorted(by_step.items())
 
 
+def _label_before_data_label(summary: dict) -> str:
+    """The dataset label of a run written before final.json had one (data.label): grid runs were named
+    <dataset label>/<backbone>/seed<seed>, other runs are reported under the data's name."""
+    name_parts = str(summary.get("name", "")).split("/")
+    return name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
+
+
 def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
     run_dir = str(final.parent)
     try:
@@ -88,9 +95,7 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         skipped.append(Skipped(run_dir, "no normalized evaluation score (eval.episodes=0 or no reference scores)"))
         return None
     try:
-        # Grid runs are named <dataset label>/<backbone>/seed<seed> (grid.py); other runs use the data's name.
-        name_parts = str(summary.get("name", "")).split("/")
-        dataset = name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
+        dataset = str(summary["label"]) if "label" in summary else _label_before_data_label(summary)
         run = Run(
             dataset=dataset,
             backbone=str(summary["backbone"]),

@@ -85,6 +85,8 @@ def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_p
     ]
     assert cell["seeds"] == {"0": seeds[0], "1": seeds[1]} and cell["mean"] == pytest.approx(sum(seeds) / 2)
     assert cell["behaviour"] is not None  # the dataset's behaviour policy, from final.json
+    summary = json.loads((root / "hopper-medium" / "mingru" / "seed0" / "final.json").read_text())
+    assert summary["label"] == "hopper-medium" and summary["dataset"] != "hopper-medium"  # the grid's label
 
     # Interrupt: two runs lose their final result (one mid-way with a checkpoint, one from scratch).
     (root / "hopper-medium" / "mingru" / "seed1" / "final.json").unlink()
@@ -167,6 +169,7 @@ def _fake_run(root, label, backbone, seed, score, steps=6, **extra):
     (run / "config.yaml").write_text("name: x\n")
     summary = {
         "name": f"{label}/{backbone}/seed{seed}",
+        "label": label,
         "step": steps,
         "finished": True,
         "backbone": backbone,
@@ -182,6 +185,21 @@ def _fake_run(root, label, backbone, seed, score, steps=6, **extra):
     }
     (run / "final.json").write_text(json.dumps(summary))
     return run
+
+
+def test_report_groups_by_the_label_and_reads_runs_written_before_labels(tmp_path):
+    pytest.importorskip("rliable")
+    root = tmp_path / "runs"
+    _fake_run(root, "hopper-medium", "mingru", 0, 50.0)
+    run = _fake_run(root, "other-dir", "mingru", 1, 60.0)  # a label that is not its run name's first part
+    summary = json.loads((run / "final.json").read_text())
+    (run / "final.json").write_text(json.dumps({**summary, "label": "hopper-medium"}))
+    legacy = _fake_run(root, "hopper-medium", "mingru", 2, 70.0)  # final.json from before data.label
+    summary = json.loads((legacy / "final.json").read_text())
+    (legacy / "final.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "label"}))
+    result = report(root, tmp_path / "report", reps=200)
+    (cell,) = result["stats"]["cells"]
+    assert cell["dataset"] == "hopper-medium" and cell["seeds"] == {"0": 50.0, "1": 60.0, "2": 70.0}
 
 
 def test_report_lists_every_skipped_run_with_its_reason(tmp_path, capsys):
