@@ -72,10 +72,10 @@ class RecurrentStep(nn.Module):
         if m.token_layout == "fused":
             prev = prev_action * (1.0 - first)  # a_{-1} = 0
             y, state = m.backbone.step(
-                m._token(m.embed_return(rtg) + m.embed_state(obs) + m.embed_action(prev), timestep), state
+                m.token(m.embed_return(rtg) + m.embed_state(obs) + m.embed_action(prev), timestep), state
             )
         else:
-            _, after_action = m.backbone.step(m._token(m.embed_action(prev_action), (timestep - 1).clamp(min=0)), state)
+            _, after_action = m.backbone.step(m.token(m.embed_action(prev_action), (timestep - 1).clamp(min=0)), state)
             keep = first > 0.5
             state = unflatten_state(
                 self.template,
@@ -90,8 +90,8 @@ class RecurrentStep(nn.Module):
                     for old, new in zip(state_flat, flatten_state(after_action))
                 ],
             )
-            _, state = m.backbone.step(m._token(m.embed_return(rtg), timestep), state)
-            y, state = m.backbone.step(m._token(m.embed_state(obs), timestep), state)
+            _, state = m.backbone.step(m.token(m.embed_return(rtg), timestep), state)
+            y, state = m.backbone.step(m.token(m.embed_state(obs), timestep), state)
         return (m.predict_action(y), *flatten_state(state))
 
 

@@ -71,18 +71,25 @@ class DecisionModel(nn.Module):
         return self.backbone.recurrent
 
     # ----- training / window mode ---------------------------------------------------------------
+    def tokens(self, parts: list[torch.Tensor], times: list[torch.Tensor]) -> torch.Tensor:
+        """The one place tokens are made, for training (embed) and acting (act): parts[i] (B, K, D) is the i-th
+        token of every step, times[i] (B, K) its timestep; each gets its timestep embedding, then the LayerNorm
+        and dropout of DT's embedding. Returns (B, K * len(parts), D), the tokens of step 0, then step 1, ..."""
+        x = torch.stack([part + self.embed_timestep(t) for part, t in zip(parts, times)], dim=2)
+        return self.embed_dropout(self.embed_ln(x.flatten(1, 2)))
+
+    def token(self, embedding: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """One token per env for a step-by-step caller: embedding (N, D), timestep (N,) -> (N, D)."""
+        return self.tokens([embedding.unsqueeze(1)], [timestep.unsqueeze(1)])[:, 0]
+
     def embed(self, obs, act, rtg, timesteps, prev_act=None):
         """obs (B, K, obs_dim), act (B, K, act_dim), rtg (B, K, 1), timesteps (B, K) -> tokens (B, L, D)."""
-        B, K = timesteps.shape
-        time = self.embed_timestep(timesteps)
-        if self.token_layout == "interleaved":
-            r, s, a = self.embed_return(rtg) + time, self.embed_state(obs) + time, self.embed_action(act) + time
-            tokens = torch.stack([r, s, a], dim=2).reshape(B, 3 * K, -1)
-        else:
-            if prev_act is None:  # the previous action comes from the data (sampler) or the rollout (Policy)
-                raise ValueError("the fused token layout needs the batch's prev_act (the sampler provides it)")
-            tokens = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev_act) + time
-        return self.embed_dropout(self.embed_ln(tokens))
+        if self.token_layout == "interleaved":  # R_t, s_t, a_t
+            parts = [self.embed_return(rtg), self.embed_state(obs), self.embed_action(act)]
+            return self.tokens(parts, [timesteps] * 3)
+        if prev_act is None:  # the previous action comes from the data (sampler) or the rollout (Policy)
+            raise ValueError("the fused token layout needs the batch's prev_act (the sampler provides it)")
+        return self.tokens([self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev_act)], [timesteps])
 
     def _action_from_outputs(self, y, K):
         if self.token_layout == "interleaved":
@@ -123,9 +130,6 @@ class DecisionModel(nn.Module):
 
         return map_state(pick, state, fresh)
 
-    def _token(self, embedding, timestep):
-        return self.embed_dropout(self.embed_ln(embedding + self.embed_timestep(timestep)))
-
     @torch.no_grad()
     def act(self, obs, rtg, timestep, prev_action, state):
         """One environment step for N envs: obs (N, obs_dim), rtg (N, 1), timestep (N,) long,
@@ -139,18 +143,18 @@ class DecisionModel(nn.Module):
             # backbone as one short sequence continuing the carried state, which is exactly the same math as
             # three step() calls (a minRNN's gates do not read h, and forward with a state is tested equal
             # to stepping) at a third of the op launches: still O(1) per env step.
-            embeddings = [self.embed_return(rtg), self.embed_state(obs)]
-            times = [timestep, timestep]
+            parts, times = [self.embed_return(rtg), self.embed_state(obs)], [timestep, timestep]
             if prev_action is not None:
-                embeddings.insert(0, self.embed_action(prev_action))
+                parts.insert(0, self.embed_action(prev_action))
                 times.insert(0, (timestep - 1).clamp(min=0))
-            tokens = torch.stack(embeddings, 1) + self.embed_timestep(torch.stack(times, 1))
-            y, state = self.backbone(self.embed_dropout(self.embed_ln(tokens)), state)
+            # one step of len(parts) tokens: tokens() reads them as K=1 with len(parts) tokens per step
+            tokens = self.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
+            y, state = self.backbone(tokens, state)
             y = y[:, -1]
         else:
             prev = obs.new_zeros(obs.shape[0], self.act_dim) if prev_action is None else prev_action
             embedding = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev)
-            y, state = self.backbone.step(self._token(embedding, timestep), state)
+            y, state = self.backbone.step(self.token(embedding, timestep), state)
         return self.predict_action(y), state
 
 
