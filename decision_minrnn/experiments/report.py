@@ -46,7 +46,8 @@ class Run:
     run_dir: str
     reference: str | None = None
     behaviour: float | None = None  # the dataset's behaviour policy, normalized (None for older runs)
-    curve: list[tuple[int, float]] = field(default_factory=list)
+    curve: list[tuple[int, float]] = field(default_factory=list)  # at the headline target
+    curves: dict[float, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
     by_target: dict[float, float | None] = field(default_factory=dict)
 
 
@@ -56,18 +57,20 @@ class Skipped:
     reason: str
 
 
-def _read_curve(metrics: Path, target: float, notes: list[Skipped]) -> list[tuple[int, float]]:
-    by_step = {}
+def _read_curves(metrics: Path, notes: list[Skipped]) -> dict[float, list[tuple[int, float]]]:
+    """Per target return: (step, normalized score) of every evaluation in metrics.jsonl, by step."""
+    by_target: dict[float, dict[int, float]] = defaultdict(dict)
     for number, line in enumerate(metrics.read_text().splitlines(), 1):
         try:
             record = json.loads(line)
-            if record.get("target_return") == target and record.get("normalized_mean") is not None:
-                by_step[int(record["step"])] = float(record["normalized_mean"])  # last write wins after a resume
+            if record.get("normalized_mean") is not None:
+                # last write wins after a resume
+                by_target[float(record["target_return"])][int(record["step"])] = float(record["normalized_mean"])
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             notes.append(
                 Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest")
             )
-    return sorted(by_step.items())
+    return {target: sorted(by_step.items()) for target, by_step in by_target.items()}
 
 
 def _label_before_data_label(summary: dict) -> str:
@@ -114,7 +117,8 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         return None
     metrics = final.parent / "metrics.jsonl"
     if metrics.is_file():
-        run.curve = _read_curve(metrics, float(evaluation["target_return"]), skipped)
+        run.curves = _read_curves(metrics, skipped)
+        run.curve = run.curves.get(float(evaluation["target_return"]), [])
     return run
 
 
@@ -211,11 +215,71 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
         "cells": cells,
         "aggregate": aggregate,
         "improvement": improvement,
+        "curves": curve_stats(runs, reps),
         "datasets": datasets,
         "backbones": backbones,
         "steps": sorted({r.steps for r in runs}),
         "references": sorted({str(r.reference) for r in runs}),
     }
+
+
+PLATEAU_FRACTION = 2 / 3  # issue 10's test: the last third of training
+
+
+def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
+    """Per dataset x target return x backbone: the mean over seeds at every evaluation step that all seeds
+    reached, the final evaluation's 95% bootstrap interval, and whether the curve has plateaued: every mean
+    from PLATEAU_FRACTION of the training steps on lies inside that final interval (None with one seed,
+    which has no interval, or with no evaluation before the last one in that stretch)."""
+    rows = []
+    for d in _datasets(runs):
+        targets = sorted({t for r in runs if r.dataset == d for t in r.curves}, reverse=True)
+        for t in targets:
+            for b in _backbones(runs):
+                curves = [dict(r.curves[t]) for r in runs if r.dataset == d and r.backbone == b and r.curves.get(t)]
+                if not curves:
+                    continue
+                steps = sorted(set.intersection(*[set(c) for c in curves]))
+                if not steps:
+                    continue
+                means = {step: float(np.mean([c[step] for c in curves])) for step in steps}
+                final = score_stats([c[steps[-1]] for c in curves], reps=reps)
+                last_third = [step for step in steps[:-1] if step >= PLATEAU_FRACTION * steps[-1]]
+                flat = None
+                if len(curves) > 1 and last_third:
+                    flat = all(final.mean_ci[0] <= means[step] <= final.mean_ci[1] for step in last_third)
+                rows.append(
+                    {
+                        "dataset": d,
+                        "target_return": t,
+                        "backbone": b,
+                        "n": len(curves),
+                        "means": {str(step): m for step, m in means.items()},
+                        "final_ci": list(final.mean_ci) if len(curves) > 1 else None,
+                        "plateau": flat,
+                    }
+                )
+    return rows
+
+
+def markdown_curves(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = [
+        "| dataset | target return | backbone | n | mean at each evaluation step | final [95% CI] "
+        "| flat over the last third |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        steps = list(row["means"])
+        means = ", ".join(f"{step}: {row['means'][step]:.1f}" for step in steps)
+        final = _ci(row["means"][steps[-1]], row["final_ci"] or (0, 0), row["n"])
+        flat = {True: "yes", False: "no", None: "-"}[row["plateau"]]
+        lines.append(
+            f"| {row['dataset']} | {row['target_return']:.0f} | {row['backbone']} | {row['n']} | {means} | {final} "
+            f"| {flat} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _ci(value, interval, n):
@@ -458,6 +522,13 @@ def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFA
     by_target = markdown_targets_table(runs)
     if by_target:
         table += "\nMean normalized score at each target return:\n\n" + by_target
+    curves = markdown_curves(stats["curves"])
+    if curves:
+        table += (
+            "\nLearning curves (mean over the seeds that reached every step). A curve is flat over the last third "
+            "when every mean from 2/3 of the training steps on lies inside the final evaluation's 95% interval:\n\n"
+            + curves
+        )
     (out / "table.md").write_text(table)
     write_csv(out / "table.csv", stats)
     (out / "stats.json").write_text(json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))

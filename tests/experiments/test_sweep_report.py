@@ -187,6 +187,38 @@ def _fake_run(root, label, backbone, seed, score, steps=6, **extra):
     return run
 
 
+def test_learning_curves_say_whether_the_last_third_is_flat_within_the_final_interval(tmp_path):
+    pytest.importorskip("rliable")
+    root = tmp_path / "runs"
+    # At target 3600 mingru's curve rises through its last third; at 1800 it is flat. The transformer has one
+    # seed: no interval, so no verdict.
+    curves = {
+        ("mingru", 0): {3600: [10, 20, 30, 40], 1800: [40, 50, 51, 51]},
+        ("mingru", 1): {3600: [12, 22, 32, 44], 1800: [41, 52, 52, 52]},
+        ("transformer", 0): {3600: [10, 20, 30, 40], 1800: [40, 50, 50, 50]},
+    }
+    for (backbone, seed), by_target in curves.items():
+        run = _fake_run(root, "hopper-medium", backbone, seed, by_target[3600][-1], steps=4000)
+        lines = [
+            json.dumps({"step": 1000 * (i + 1), "target_return": float(t), "normalized_mean": float(v)})
+            for t, values in by_target.items()
+            for i, v in enumerate(values)
+        ]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    result = report(root, tmp_path / "report", reps=200)
+    rows = {(r["target_return"], r["backbone"]): r for r in result["stats"]["curves"]}
+    assert rows[(3600.0, "mingru")]["means"] == {"1000": 11.0, "2000": 21.0, "3000": 31.0, "4000": 42.0}
+    assert rows[(3600.0, "mingru")]["final_ci"] == [40.0, 44.0]  # two seeds: the bootstrap spans both
+    assert rows[(3600.0, "mingru")]["plateau"] is False  # 31.0 at step 3000 lies below [40, 44]
+    assert rows[(1800.0, "mingru")]["plateau"] is True  # 51.5 at step 3000 lies inside [51, 52]
+    assert rows[(3600.0, "transformer")]["plateau"] is None and rows[(3600.0, "transformer")]["final_ci"] is None
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert (
+        "| hopper-medium | 3600 | mingru | 2 | 1000: 11.0, 2000: 21.0, 3000: 31.0, 4000: 42.0 "
+        "| 42.0 [40.0, 44.0] | no |" in table
+    )
+
+
 def test_report_groups_by_the_label_and_reads_runs_written_before_labels(tmp_path):
     pytest.importorskip("rliable")
     root = tmp_path / "runs"
