@@ -123,8 +123,8 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
     batch_dim = model.backbone.state_batch_dim
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = tuple({0: batch} for _ in range(5)) + (tuple({batch_dim: batch} for _ in state),)
-    # torch.export-based exporter with onnxscript's optimizer: 209 nodes and 0.135 ms per batch-1 step for the
-    # DT-size interleaved minGRU, against 237 / 0.147 ms from the TorchScript exporter (measured here).
+    # torch.export-based exporter with onnxscript's optimizer: a smaller and faster graph than the TorchScript
+    # exporter's for the same step (node counts and latency in BENCHMARKS.md section 4b).
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"

@@ -56,8 +56,8 @@ class _MinCell(nn.Module):
         self.compile_gates = compile_gates
         # On CPU, sequences longer than time_chunk run in time chunks with the carried state: the same math
         # (tested equal to one pass), but each chunk's (B, chunk, H) intermediates stay cache-sized instead of
-        # streaming (B, T, H) tensors through memory. scripts/bench_scan.py at B=64, D=128: minGRU 2.9x faster
-        # at T=3000, a few percent at T=1000 (BENCHMARKS.md section 1). None turns it off.
+        # streaming (B, T, H) tensors through memory; what it gains per T is in BENCHMARKS.md section 1
+        # (scripts/bench_scan.py). None turns it off.
         self.time_chunk = time_chunk
         self.dim = dim
         self.hidden_dim = int(round(dim * expansion))
