@@ -80,7 +80,9 @@ def test_offline_wandb_run_records_config_scalars_and_summary(tmp_path, tiny_min
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     train(tiny(tiny_minari[0], "train.loggers=[wandb]", "train.wandb_project=dmr-test"), tmp_path / "r", progress=False)
-    (record,) = (tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb")
+    records = sorted((tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(records) == 1, sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "r" / "wandb").rglob("*"))
+    (record,) = records
     strings = set(re.findall(rb"[ -~]{4,}", record.read_bytes()))
     blob = b"\n".join(strings)
     for key in (
@@ -90,7 +92,7 @@ def test_offline_wandb_run_records_config_scalars_and_summary(tmp_path, tiny_min
         b"dmr-test",
         b"mingru",
     ):
-        assert key in blob, key
+        assert key in blob, (key, record.stat().st_size)
     run_id = (tmp_path / "r" / "wandb_id").read_text()
     assert run_id in record.name
 
