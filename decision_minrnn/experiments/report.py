@@ -46,9 +46,14 @@ class Run:
     run_dir: str
     reference: str | None = None
     behaviour: float | None = None  # the dataset's behaviour policy, normalized (None for older runs)
-    curve: list[tuple[int, float]] = field(default_factory=list)  # at the headline target
+    target_return: float | None = None  # the headline target, whose score is `normalized`
     curves: dict[float, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
     by_target: dict[float, float | None] = field(default_factory=dict)
+
+    @property
+    def curve(self) -> list[tuple[int, float]]:
+        """(step, score) at the headline target."""
+        return self.curves.get(self.target_return, [])
 
 
 @dataclass
@@ -104,6 +109,7 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
             backbone=str(summary["backbone"]),
             seed=summary.get("seed"),
             normalized=float(evaluation["normalized_mean"]),
+            target_return=None if evaluation.get("target_return") is None else float(evaluation["target_return"]),
             steps=int(summary["step"]),
             run_dir=run_dir,
             reference=evaluation.get("score_reference"),
@@ -118,7 +124,6 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
     metrics = final.parent / "metrics.jsonl"
     if metrics.is_file():
         run.curves = _read_curves(metrics, skipped)
-        run.curve = run.curves.get(float(evaluation["target_return"]), [])
     return run
 
 
@@ -226,6 +231,12 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
 PLATEAU_FRACTION = 2 / 3  # issue 10's test: the last third of training
 
 
+def _mean_curve(curves: list[dict[int, float]]) -> dict[int, float]:
+    """The mean over seeds' curves at every step that all of them reached."""
+    steps = sorted(set.intersection(*[set(c) for c in curves]))
+    return {step: float(np.mean([c[step] for c in curves])) for step in steps}
+
+
 def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
     """Per dataset x target return x backbone: the mean over seeds at every evaluation step that all seeds
     reached, the final evaluation's 95% bootstrap interval, and whether the curve has plateaued: every mean
@@ -239,10 +250,10 @@ def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
                 curves = [dict(r.curves[t]) for r in runs if r.dataset == d and r.backbone == b and r.curves.get(t)]
                 if not curves:
                     continue
-                steps = sorted(set.intersection(*[set(c) for c in curves]))
-                if not steps:
+                means = _mean_curve(curves)
+                if not means:
                     continue
-                means = {step: float(np.mean([c[step] for c in curves])) for step in steps}
+                steps = list(means)
                 final = score_stats([c[steps[-1]] for c in curves], reps=reps)
                 last_third = [step for step in steps[:-1] if step >= PLATEAU_FRACTION * steps[-1]]
                 flat = None
@@ -428,11 +439,11 @@ def plot_learning_curves(path: Path, runs: list[Run]) -> bool:
                 continue
             for c in curves:
                 ax.plot(list(c), list(c.values()), color=_color(b), alpha=0.3, linewidth=0.8, marker=".", markersize=3)
-            steps = sorted(set.intersection(*[set(c) for c in curves]))
-            if steps:
+            mean = _mean_curve(curves)
+            if mean:
                 ax.plot(
-                    steps,
-                    np.mean([[c[s] for s in steps] for c in curves], axis=0),
+                    list(mean),
+                    list(mean.values()),
                     color=_color(b),
                     linewidth=2,
                     label=f"{b} (n={len(curves)})",
