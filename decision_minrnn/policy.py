@@ -29,7 +29,7 @@ import torch
 
 from .choices import POLICY_MODES
 from .data.normalization import ObsNormalizer
-from .errors import DivergedError, EnvError, UsageError, first_line
+from .errors import DivergedError, UsageError, first_line
 
 
 @contextmanager
@@ -313,12 +313,9 @@ def check_target(target_return) -> float:
 
 def action_bounds(env_id: str):
     """The action space's bounds of a Gymnasium env (made once, then closed)."""
-    import gymnasium as gym
+    from .envs.make import make_env
 
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as exc:
-        raise EnvError(f"cannot make environment {env_id!r}: {exc}") from None
+    env = make_env(env_id)
     try:
         return env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
     finally:

@@ -32,12 +32,12 @@ from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_device
 from .envs.evaluate import TargetResult, eval_mode, eval_targets, evaluate_targets, policy_context
+from .envs.make import make_env
 from .errors import (
     CheckpointError,
     ConfigError,
     DataError,
     DivergedError,
-    EnvError,
     Interrupted,
     UsageError,
     first_line,
@@ -202,12 +202,7 @@ def _is_fresh(run_dir: Path) -> bool:
 
 def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
     """The data must fit the environment it will be evaluated in: checked before any training step."""
-    import gymnasium as gym
-
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as exc:
-        raise EnvError(f"cannot make environment {env_id!r}: {first_line(exc)}") from None
+    env = make_env(env_id)
     obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
     env.close()
     if obs_shape != (obs_dim,) or act_shape != (act_dim,):

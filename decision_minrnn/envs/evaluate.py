@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -31,6 +30,7 @@ from ..data.normalization import ObsNormalizer
 from ..errors import ConfigError, DivergedError, EnvError, UsageError
 from ..memory import check_evaluation_memory
 from ..policy import Policy
+from .make import make_env
 from .scores import RefScores, default_targets
 from .video import prepare_headless_rendering, render_frame, write_mp4
 
@@ -43,17 +43,12 @@ class EpisodeBatch:
     """
 
     def __init__(self, env_id: str, n: int, max_steps: int = 1000, record_first: bool = False):
-        try:
-            self.envs = [
-                gym.make(
-                    env_id,
-                    max_episode_steps=max_steps,
-                    **({"render_mode": "rgb_array"} if record_first and i == 0 else {}),
-                )
-                for i in range(n)
-            ]
-        except gym.error.Error as exc:
-            raise EnvError(f"cannot make environment {env_id!r}: {exc}") from None
+        self.envs = [
+            make_env(
+                env_id, max_episode_steps=max_steps, **({"render_mode": "rgb_array"} if record_first and i == 0 else {})
+            )
+            for i in range(n)
+        ]
         self.frames: list[np.ndarray] | None = [] if record_first else None
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space

@@ -151,3 +151,14 @@ def test_missing_encoder_is_one_line_exit_2(trained_run, tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decision-minrnn[video]" in err[0]
     assert not (tmp_path / "v").exists()  # failed before any episode ran
+
+
+def test_an_environment_that_cannot_be_made_is_one_line_naming_it():
+    from decision_minrnn.envs.make import make_env
+    from decision_minrnn.errors import EnvError
+
+    with pytest.raises(EnvError) as info:
+        make_env("NoSuchEnv-v5")
+    message = str(info.value)
+    assert message.startswith("cannot make environment 'NoSuchEnv-v5': ") and "\n" not in message
+    make_env("Hopper-v5").close()
