@@ -303,8 +303,9 @@ def main() -> None:
 
 def summarize(runs: list[dict]) -> dict:
     """Per target and variant: mean with its 95% bootstrap interval over seeds, and every seed's score; for each
-    of our variants, whether its mean lies inside the peer's interval and P(variant > peer)."""
-    from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
+    of our variants, whether its mean lies inside the peer's interval, P(variant > peer) and the exact rank
+    test's p-value (at three seeds a bootstrap interval is narrow; the rank test says what the seeds support)."""
+    from decision_minrnn.experiments.stats import probability_of_improvement, rank_test_p, score_stats
 
     by_variant: dict[str, dict[int, dict]] = {}
     for run in runs:
@@ -329,7 +330,9 @@ def summarize(runs: list[dict]) -> dict:
             row["inside_peer_ci"] = peer["ci"][0] <= row["mean"] <= peer["ci"][1]
             if row["n"] > 1:
                 mine = list(row["seeds"].values())
-                row["p_beats_peer"], row["p_ci"] = probability_of_improvement(mine, list(peer["seeds"].values()))
+                theirs = list(peer["seeds"].values())
+                row["p_beats_peer"], row["p_ci"] = probability_of_improvement(mine, theirs)
+                row["rank_test_p"] = rank_test_p(mine, theirs)
         summary[target] = rows
     return summary
 

@@ -107,3 +107,17 @@ def test_the_peer_copy_refuses_a_nonzero_position_embedding(tiny_minari):
     peer = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
     with pytest.raises(ValueError, match="position-0 embedding"):
         peer_dt.copy_peer_into_ours(peer, build_model(cfg, dataset.obs_dim, dataset.act_dim))
+
+
+def test_summary_gives_intervals_the_improvement_probability_and_the_rank_test():
+    runs = [
+        {"seed": s, "variant": v, "normalized": {"3600": score}, "fixed_windows_mse": 0.03}
+        for v, scores in {"peer": [42.1, 36.9, 37.9], "ours-gpt2-init": [66.3, 51.9, 60.2]}.items()
+        for s, score in enumerate(scores)
+    ]
+    row = peer_dt.summarize(runs)["3600"]["ours-gpt2-init"]
+    assert row["n"] == 3 and row["mean"] == pytest.approx((66.3 + 51.9 + 60.2) / 3)
+    assert row["seeds"] == {0: 66.3, 1: 51.9, 2: 60.2}
+    assert row["inside_peer_ci"] is False and row["p_beats_peer"] == pytest.approx(1.0)
+    assert row["rank_test_p"] == pytest.approx(0.1)  # every seed above the peer's, still only 2 / C(6, 3)
+    assert "rank_test_p" not in peer_dt.summarize(runs)["3600"]["peer"]

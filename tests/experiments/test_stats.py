@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
+from decision_minrnn.experiments.stats import probability_of_improvement, rank_test_p, score_stats
 
 
 def test_bootstrap_interval_of_a_hand_computed_case():
@@ -55,6 +55,19 @@ def test_probability_of_improvement_hand_cases():
     # averaged over datasets: 1 on the first, 0 on the second
     p, _ = probability_of_improvement(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), reps=200)
     assert p == pytest.approx(0.5)
+
+
+def test_rank_test_hand_cases():
+    # Complete separation of 3 vs 3: of the C(6, 3) = 20 equally likely splits under "no difference", one puts
+    # all of X above Y and one below, so the two-sided p is 2 / 20, however far apart the scores are.
+    assert rank_test_p([66.3, 51.9, 60.2], [42.1, 36.9, 37.9]) == pytest.approx(0.1)
+    assert rank_test_p([1000.0, 1001.0, 1002.0], [0.0, 1.0, 2.0]) == pytest.approx(0.1)
+    # 4 vs 4, separated: 2 / C(8, 4) = 2 / 70
+    assert rank_test_p([5, 6, 7, 8], [1, 2, 3, 4]) == pytest.approx(2 / 70)
+    # interleaved ranks X = {1, 4}, Y = {2, 3}: U = 2 of 4, the centre of the distribution, p = 1
+    assert rank_test_p([1.0, 4.0], [2.0, 3.0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no scores"):
+        rank_test_p([], [1.0])
 
 
 def test_intervals_do_not_depend_on_the_global_random_state():
