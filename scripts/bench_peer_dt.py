@@ -8,7 +8,8 @@
     python scripts/bench_peer_dt.py --summarize runs/peer-dt/results.jsonl   # intervals over finished runs
 
 Variants (--variants): `ours` (our transformer, torch's default init of the embeddings, as kzl's DT), `ours-gpt2-init`
-(the same with model.embed_init=gpt2, the init the peer uses), `peer`. With the peer's weights copied in, our
+(the same with model.embed_init=gpt2, the init the peer uses), `peer`, and `peer-no-pos` (the peer with its
+position-0 vector zeroed and frozen, the one parameter ours lacks). With the peer's weights copied in, our
 model computes the peer's actions (tests/test_peer_dt.py), so the variants differ only in initialisation
 and in the order of their dropout draws.
 
@@ -149,10 +150,18 @@ def copy_peer_into_ours(peer: PeerDT, ours: nn.Module) -> None:
     ours.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
 
 
-def train_peer(cfg, dataset, obs_norm, steps: int) -> tuple[PeerDT, float]:
-    """Our trainer's loop (same sampler stream, schedule, clip, loss), the peer model in place of ours."""
+def train_peer(cfg, dataset, obs_norm, steps: int, position_vector: bool = True) -> tuple[PeerDT, float]:
+    """Our trainer's loop (same sampler stream, schedule, clip, loss), the peer model in place of ours.
+
+    position_vector=False zeroes the peer's GPT-2 position table and freezes it, removing the one learned vector
+    ours lacks (it duplicates embed_ln's bias, so Adam moves that direction twice as fast, and it adds to the
+    clipped gradient norm); the peer then computes exactly our function, and only the draws differ."""
     torch.manual_seed(cfg.train.seed)
     model = PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
+    if not position_vector:
+        with torch.no_grad():
+            model.hf.encoder.wpe.weight.zero_()
+        model.hf.encoder.wpe.weight.requires_grad_(False)
     sampler = training_sampler(cfg, dataset, obs_norm)  # the batches our trainer draws for this seed
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     model.train()
@@ -197,7 +206,7 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
     }
 
 
-VARIANTS = {"ours": [], "ours-gpt2-init": ["model.embed_init=gpt2"], "peer": []}
+VARIANTS = {"ours": [], "ours-gpt2-init": ["model.embed_init=gpt2"], "peer": [], "peer-no-pos": []}
 
 
 def score(results: list[dict]) -> dict:
@@ -215,9 +224,9 @@ def fixed_windows_mse(model: nn.Module, batch: dict) -> float:
 def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, obs_norm, fixed_windows) -> dict:
     seed_cfg = load_config(None, overrides + VARIANTS[variant] + [f"train.seed={seed}", f"name={variant}-seed{seed}"])
     start = time.perf_counter()
-    if variant == "peer":
+    if variant in ("peer", "peer-no-pos"):
         data = DataInfo.of(dataset, obs_norm)
-        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps)
+        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps, position_vector=variant == "peer")
         results = evaluate_targets(
             model,
             policy_context(seed_cfg, data),

@@ -121,3 +121,23 @@ def test_summary_gives_intervals_the_improvement_probability_and_the_rank_test()
     assert row["inside_peer_ci"] is False and row["p_beats_peer"] == pytest.approx(1.0)
     assert row["rank_test_p"] == pytest.approx(0.1)  # every seed above the peer's, still only 2 / C(6, 3)
     assert "rank_test_p" not in peer_dt.summarize(runs)["3600"]["peer"]
+
+
+def test_peer_without_its_position_vector_trains_and_stays_our_function(tiny_minari):
+    """peer-no-pos: the position table stays zero through training, so the trained peer still copies into ours
+    and gives the same actions, while the ordinary peer's position-0 vector does move."""
+    from decision_minrnn.models import build_model
+
+    cfg, dataset, obs_norm = setup(tiny_minari[0])
+    batch = WindowSampler(dataset, obs_norm, 10, 32, seed=1).sample()
+    peer, _ = peer_dt.train_peer(cfg, dataset, obs_norm, steps=5, position_vector=False)
+    assert not peer.hf.encoder.wpe.weight.requires_grad and peer.hf.encoder.wpe.weight.abs().max() == 0
+    ours = build_model(cfg, dataset.obs_dim, dataset.act_dim).eval()
+    peer_dt.copy_peer_into_ours(peer, ours)
+    peer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(batch)[batch["mask"]], peer(batch)[batch["mask"]], atol=2e-6, rtol=1e-5)
+    torch.manual_seed(cfg.train.seed)
+    initial = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg).hf.encoder.wpe.weight[0].clone()
+    with_vector, _ = peer_dt.train_peer(cfg, dataset, obs_norm, steps=5)
+    assert not torch.equal(with_vector.hf.encoder.wpe.weight[0], initial)
