@@ -10,8 +10,8 @@
 Variants (--variants): `ours` (our transformer, torch's default init of the embeddings, as kzl's DT), `ours-gpt2-init`
 (the same with model.embed_init=gpt2, the init the peer uses), `peer`, and `peer-no-pos` (the peer with its
 position-0 vector zeroed and frozen, the one parameter ours lacks). With the peer's weights copied in, our
-model computes the peer's actions (tests/test_peer_dt.py), so the variants differ only in initialisation
-and in the order of their dropout draws.
+model computes the peer's actions (tests/test_peer_dt.py), so `peer-no-pos` and ours differ only in
+initialisation and in the order of their random draws, and `peer` also by that learned vector.
 
 What is shared, so that only the implementation differs:
 * data and batches: our loader, normalizer and WindowSampler with the run's seed (right-padded windows
@@ -207,6 +207,7 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
 
 
 VARIANTS = {"ours": [], "ours-gpt2-init": ["model.embed_init=gpt2"], "peer": [], "peer-no-pos": []}
+PEER_POSITION_VECTOR = {"peer": True, "peer-no-pos": False}  # the peer variants: train_peer's position_vector
 
 
 def score(results: list[dict]) -> dict:
@@ -224,9 +225,9 @@ def fixed_windows_mse(model: nn.Module, batch: dict) -> float:
 def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, obs_norm, fixed_windows) -> dict:
     seed_cfg = load_config(None, overrides + VARIANTS[variant] + [f"train.seed={seed}", f"name={variant}-seed{seed}"])
     start = time.perf_counter()
-    if variant in ("peer", "peer-no-pos"):
+    if variant in PEER_POSITION_VECTOR:
         data = DataInfo.of(dataset, obs_norm)
-        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps, position_vector=variant == "peer")
+        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps, PEER_POSITION_VECTOR[variant])
         results = evaluate_targets(
             model,
             policy_context(seed_cfg, data),

@@ -110,6 +110,6 @@ def rank_test_p(x, y) -> float:
     if x.size == 0 or y.size == 0:
         raise ValueError("no scores")
     # exact: the permutation distribution itself, not the normal approximation (wrong at a handful of seeds).
-    # With tied scores scipy falls back to the asymptotic method, since the exact table assumes no ties.
+    # scipy's exact table makes no correction for ties, so tied scores get the asymptotic method, which does.
     method = "exact" if np.unique(np.concatenate([x, y])).size == x.size + y.size else "asymptotic"
     return float(mannwhitneyu(x, y, alternative="two-sided", method=method).pvalue)
