@@ -1,4 +1,4 @@
-"""Subcommands sweep, report and bench."""
+"""Subcommands sweep, report, compare and bench."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ def cmd_report(args) -> int:
     from .report import report
 
     result = report(args.runs_dir, args.out, reps=args.reps)
+    print(result["table"])
+    for name, path in result["files"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare
+
+    result = compare(args.runs_a, args.runs_b, labels=args.labels, out=args.out, reps=args.reps)
     print(result["table"])
     for name, path in result["files"].items():
         print(f"{name}: {path}")
@@ -169,6 +179,17 @@ def register(sub) -> None:
     rp.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
     rp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
     rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser(
+        "compare",
+        help="two runs directories side by side (an ablation): means with intervals, P(A > B), rank test",
+    )
+    cp.add_argument("runs_a")
+    cp.add_argument("runs_b")
+    cp.add_argument("--labels", nargs=2, default=["A", "B"], metavar=("A", "B"), help="names of the two sides")
+    cp.add_argument("--out", default=None, help="also write comparison.md and comparison.json here")
+    cp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
+    cp.set_defaults(func=cmd_compare)
 
     bn = sub.add_parser("bench", help="speed suite: scan, training step, seed group, inference (ratios from one run)")
     bn.add_argument("--quick", action="store_true")

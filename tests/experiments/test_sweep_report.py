@@ -328,3 +328,75 @@ def test_a_grid_with_holes_still_compares_where_both_ran_and_gives_no_interval_f
     result = report(root, reps=300)
     assert [p["datasets"] for p in result["stats"]["improvement"]] == ["hopper-medium"]
     assert "| walker2d-medium | mingru | 1 | 5.0 [n=1: none] |" in result["table"]
+
+
+def _fake_two_target_run(root, label, backbone, seed, at_3600, at_1800):
+    targets = [
+        {"target_return": 3600.0, "normalized_mean": at_3600},
+        {"target_return": 1800.0, "normalized_mean": at_1800},
+    ]
+    return _fake_run(root, label, backbone, seed, at_3600, eval_all_targets=targets)
+
+
+def test_compare_puts_two_runs_dirs_side_by_side_where_both_have_runs(tmp_path, capsys):
+    pytest.importorskip("rliable")
+    a, b = tmp_path / "interleaved", tmp_path / "fused"
+    for seed in range(3):
+        _fake_two_target_run(a, "hopper-medium", "mingru", seed, 60.0 + seed, 40.0 + seed)
+        _fake_two_target_run(b, "hopper-medium", "mingru", seed, 50.0 + 2 * seed, 41.5 + seed)
+        _fake_two_target_run(b, "hopper-medium", "transformer", seed, 1.0, 1.0)  # only in B: not compared
+        _fake_two_target_run(b, "walker2d-medium", "mingru", seed, 1.0, 1.0)  # only in B: not compared
+    _fake_run(a, "hopper-medium", "mingru", 9, 1.0, finished=False)
+    out = tmp_path / "comparison"
+    argv = ["compare", str(a), str(b), "--labels", "interleaved", "fused", "--out", str(out), "--reps", "500"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "comparison.json").read_text())
+    assert result["labels"] == ["interleaved", "fused"]
+    rows = result["rows"]
+    # the headline target first, only the dataset x backbone that both sides ran
+    assert [(r["dataset"], r["backbone"], r["target_return"]) for r in rows] == [
+        ("hopper-medium", "mingru", 3600.0),
+        ("hopper-medium", "mingru", 1800.0),
+    ]
+    headline, second = rows
+    assert headline["a"]["seeds"] == {"0": 60.0, "1": 61.0, "2": 62.0}
+    assert headline["b"]["seeds"] == {"0": 50.0, "1": 52.0, "2": 54.0}
+    assert headline["difference"] == pytest.approx(61.0 - 52.0)
+    assert headline["probability"] == pytest.approx(1.0)  # every interleaved run above every fused one
+    assert headline["rank_test_p"] == pytest.approx(0.1)  # 2 / C(6, 3): the most three against three can say
+    # at 1800: 40, 41, 42 against 41.5, 42.5, 43.5 -> pairs won: 42 > 41.5 only, 1 of 9
+    assert second["probability"] == pytest.approx(1 / 9)
+    assert second["difference"] == pytest.approx(41.0 - 42.5)
+    assert "| hopper-medium | mingru | 3600 | 61.0 [60.0, 62.0] (3) | 52.0 [50.0, 54.0] (3) | +9.0 | 1.00 [" in printed
+    assert (out / "comparison.md").read_text() in printed
+    assert "Skipped from interleaved (1):" in printed and "seed9: unfinished" in printed
+
+
+def test_compare_with_one_seed_gives_no_interval(tmp_path):
+    pytest.importorskip("rliable")
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_run(a, "hopper-medium", "mingru", 0, 60.0)
+    for seed in range(3):
+        _fake_run(b, "hopper-medium", "mingru", seed, 50.0 + seed)
+    from decision_minrnn.experiments.report import compare
+
+    result = compare(a, b, reps=300)
+    assert "| 60.0 [n=1: none] (1) | 51.0 [50.0, 52.0] (3) | +9.0 | 1.00 [n=1: none] | 0.500 |" in result["table"]
+    assert result["files"] == {}  # without --out nothing is written
+    assert sorted(p.name for p in tmp_path.rglob("comparison*")) == []
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "disjoint"])
+def test_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path, capsys, case):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_run(a, "hopper-medium", "mingru", 0, 60.0)
+    if case == "empty":
+        b.mkdir()
+    elif case == "disjoint":
+        _fake_run(b, "walker2d-medium", "mingru", 0, 60.0)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--reps", "100"]) == 2
+    err = capsys.readouterr().err.strip()
+    message = {"missing": "does not exist", "empty": "no finished runs", "disjoint": "share no dataset x backbone"}
+    assert len(err.splitlines()) == 1 and message[case] in err, err
+    assert not (tmp_path / "out").exists()
