@@ -314,7 +314,8 @@ def main() -> None:
 def summarize(runs: list[dict]) -> dict:
     """Per target and variant: mean with its 95% bootstrap interval over seeds, and every seed's score; for each
     of our variants, whether its mean lies inside the peer's interval, P(variant > peer) and the exact rank
-    test's p-value (at three seeds a bootstrap interval is narrow; the rank test says what the seeds support)."""
+    test's p-value (at three seeds a bootstrap interval is narrow; the rank test says what the seeds support);
+    under "pairs", P(X > Y) and the rank test for every pair of variants with more than one seed each."""
     from decision_minrnn.experiments.stats import probability_of_improvement, rank_test_p, score_stats
 
     by_variant: dict[str, dict[int, dict]] = {}
@@ -343,7 +344,15 @@ def summarize(runs: list[dict]) -> dict:
                 theirs = list(peer["seeds"].values())
                 row["p_beats_peer"], row["p_ci"] = probability_of_improvement(mine, theirs)
                 row["rank_test_p"] = rank_test_p(mine, theirs)
-        summary[target] = rows
+        # Every other pair too: peer-no-pos is read against ours-gpt2-init as much as against the peer.
+        pairs = []
+        for i, a in enumerate(rows):
+            for b in list(rows)[i + 1 :]:
+                if rows[a]["n"] > 1 and rows[b]["n"] > 1:
+                    x, y = list(rows[a]["seeds"].values()), list(rows[b]["seeds"].values())
+                    p, ci = probability_of_improvement(x, y)
+                    pairs.append({"x": a, "y": b, "p_x_beats_y": p, "p_ci": ci, "rank_test_p": rank_test_p(x, y)})
+        summary[target] = {**rows, "pairs": pairs}
     return summary
 
 

@@ -123,6 +123,22 @@ def test_summary_gives_intervals_the_improvement_probability_and_the_rank_test()
     assert "rank_test_p" not in peer_dt.summarize(runs)["3600"]["peer"]
 
 
+def test_summary_compares_every_pair_of_variants():
+    scores = {"ours-gpt2-init": [66.3, 51.9, 60.2], "peer": [42.1, 36.9, 37.9], "peer-no-pos": [50.0, 40.0, 61.0]}
+    runs = [
+        {"seed": s, "variant": v, "normalized": {"3600": score}}
+        for v, values in scores.items()
+        for s, score in enumerate(values)
+    ]
+    runs.append({"seed": 0, "variant": "ours", "normalized": {"3600": 30.0}})  # one seed: in no pair
+    pairs = {(p["x"], p["y"]): p for p in peer_dt.summarize(runs)["3600"]["pairs"]}
+    assert set(pairs) == {("ours-gpt2-init", "peer"), ("ours-gpt2-init", "peer-no-pos"), ("peer", "peer-no-pos")}
+    # ours-gpt2-init against peer-no-pos: 66.3 beats all 3, 51.9 beats 50.0 and 40.0, 60.2 beats 50.0 and 40.0
+    assert pairs[("ours-gpt2-init", "peer-no-pos")]["p_x_beats_y"] == pytest.approx(7 / 9)
+    assert pairs[("peer", "peer-no-pos")]["p_x_beats_y"] == pytest.approx(1 / 9)  # only 42.1 > 40.0
+    assert pairs[("ours-gpt2-init", "peer")]["rank_test_p"] == pytest.approx(0.1)
+
+
 def test_peer_without_its_position_vector_trains_and_stays_our_function(tiny_minari):
     """peer-no-pos: the position table stays zero through training, so the trained peer still copies into ours
     and gives the same actions, while the ordinary peer's position-0 vector does move."""
