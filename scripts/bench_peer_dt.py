@@ -8,10 +8,13 @@
     python scripts/bench_peer_dt.py --summarize runs/peer-dt/results.jsonl   # intervals over finished runs
 
 Variants (--variants): `ours` (our transformer, torch's default init of the embeddings, as kzl's DT), `ours-gpt2-init`
-(the same with model.embed_init=gpt2, the init the peer uses), `peer`, and `peer-no-pos` (the peer with its
-position-0 vector zeroed and frozen, the one parameter ours lacks). With the peer's weights copied in, our
-model computes the peer's actions (tests/test_peer_dt.py), so `peer-no-pos` and ours differ only in
-initialisation and in the order of their random draws, and `peer` also by that learned vector.
+(the same with model.embed_init=gpt2, the init the peer uses), `peer`, `peer-no-pos` (the peer with its
+position-0 vector zeroed and frozen, the one parameter ours lacks) and `ours-peer-init` (our transformer
+started from `peer-no-pos`'s initial weights for the seed, with the same dropout stream). With the peer's
+weights copied in, our model computes the peer's actions (tests/test_peer_dt.py), so `peer-no-pos` and
+`ours-gpt2-init` differ only in their random draws (the initial values, which follow the same
+distributions, and the dropout masks), `peer` also by that learned vector, and `ours-peer-init` from
+`peer-no-pos` in nothing but the implementation.
 
 What is shared, so that only the implementation differs:
 * data and batches: our loader, normalizer and WindowSampler with the run's seed (right-padded windows
@@ -150,18 +153,30 @@ def copy_peer_into_ours(peer: PeerDT, ours: nn.Module) -> None:
     ours.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
 
 
-def train_peer(cfg, dataset, obs_norm, steps: int, position_vector: bool = True) -> tuple[PeerDT, float]:
+def train_peer(
+    cfg, dataset, obs_norm, steps: int, position_vector: bool = True, into_ours: bool = False
+) -> tuple[nn.Module, float]:
     """Our trainer's loop (same sampler stream, schedule, clip, loss), the peer model in place of ours.
 
     position_vector=False zeroes the peer's GPT-2 position table and freezes it, removing the one learned vector
     ours lacks (it duplicates embed_ln's bias, so Adam moves that direction twice as fast, and it adds to the
-    clipped gradient norm); the peer then computes exactly our function, and only the draws differ."""
+    clipped gradient norm); the peer then computes exactly our function, and only the draws differ.
+
+    into_ours=True (with position_vector=False) trains our transformer instead, started from the peer's initial
+    weights for this seed, with the global generator put back where the peer's training starts, so that its
+    dropout draws come from the same stream: the same start as `peer-no-pos`, our model and code after it."""
     torch.manual_seed(cfg.train.seed)
     model = PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
     if not position_vector:
         with torch.no_grad():
             model.hf.encoder.wpe.weight.zero_()
         model.hf.encoder.wpe.weight.requires_grad_(False)
+    if into_ours:
+        generator = torch.get_rng_state()
+        ours = build_model(cfg, dataset.obs_dim, dataset.act_dim)
+        copy_peer_into_ours(model, ours)  # refuses a peer whose position vector is not zero
+        torch.set_rng_state(generator)
+        model = ours
     sampler = training_sampler(cfg, dataset, obs_norm)  # the batches our trainer draws for this seed
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
     model.train()
@@ -206,8 +221,15 @@ def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
     }
 
 
-VARIANTS = {"ours": [], "ours-gpt2-init": ["model.embed_init=gpt2"], "peer": [], "peer-no-pos": []}
-PEER_POSITION_VECTOR = {"peer": True, "peer-no-pos": False}  # the peer variants: train_peer's position_vector
+VARIANTS = {
+    "ours": [],
+    "ours-gpt2-init": ["model.embed_init=gpt2"],
+    "peer": [],
+    "peer-no-pos": [],
+    "ours-peer-init": [],
+}
+# The variants trained by train_peer: (position_vector, into_ours).
+PEER_LOOP = {"peer": (True, False), "peer-no-pos": (False, False), "ours-peer-init": (False, True)}
 
 
 def score(results: list[dict]) -> dict:
@@ -225,9 +247,9 @@ def fixed_windows_mse(model: nn.Module, batch: dict) -> float:
 def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, obs_norm, fixed_windows) -> dict:
     seed_cfg = load_config(None, overrides + VARIANTS[variant] + [f"train.seed={seed}", f"name={variant}-seed{seed}"])
     start = time.perf_counter()
-    if variant in PEER_POSITION_VECTOR:
+    if variant in PEER_LOOP:
         data = DataInfo.of(dataset, obs_norm)
-        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps, PEER_POSITION_VECTOR[variant])
+        model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps, *PEER_LOOP[variant])
         results = evaluate_targets(
             model,
             policy_context(seed_cfg, data),

@@ -157,3 +157,28 @@ def test_peer_without_its_position_vector_trains_and_stays_our_function(tiny_min
     initial = peer_dt.PeerDT(dataset.obs_dim, dataset.act_dim, cfg).hf.encoder.wpe.weight[0].clone()
     with_vector, _ = peer_dt.train_peer(cfg, dataset, obs_norm, steps=5)
     assert not torch.equal(with_vector.hf.encoder.wpe.weight[0], initial)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_ours_started_from_the_peers_init_trains_as_the_peer_does(tiny_minari, dropout):
+    """ours-peer-init against peer-no-pos: the same initial weights, batches, loop and dropout stream, so any
+    difference after training is the implementation's. It is float rounding, with and without dropout (our
+    dropout masks are drawn in the same order and shapes as GPT-2's)."""
+    cfg, dataset, obs_norm = setup(tiny_minari[0], [f"model.dropout={dropout}"])
+    batch = WindowSampler(dataset, obs_norm, 10, 32, seed=1).sample()
+    peer, _ = peer_dt.train_peer(cfg, dataset, obs_norm, steps=5, position_vector=False)
+    ours, _ = peer_dt.train_peer(cfg, dataset, obs_norm, steps=5, position_vector=False, into_ours=True)
+    assert type(ours).__name__ == "DecisionModel"
+    peer.eval(), ours.eval()
+    with torch.no_grad():
+        mine, theirs = ours(batch)[batch["mask"]], peer(batch)[batch["mask"]]
+    torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+    untrained, _ = peer_dt.train_peer(cfg, dataset, obs_norm, steps=0, position_vector=False)
+    with torch.no_grad():
+        assert (untrained.eval()(batch)[batch["mask"]] - theirs).abs().max() > 1e-3  # training moved it
+
+
+def test_ours_from_the_peers_init_needs_the_peer_without_its_position_vector(tiny_minari):
+    cfg, dataset, obs_norm = setup(tiny_minari[0])
+    with pytest.raises(ValueError, match="position-0 embedding"):
+        peer_dt.train_peer(cfg, dataset, obs_norm, steps=1, position_vector=True, into_ours=True)
