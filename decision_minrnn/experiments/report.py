@@ -600,7 +600,45 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
                         "steps": sorted({r.steps for r in group_a + group_b}),
                     }
                 )
-    return {"labels": list(labels), "rows": rows}
+    return {"labels": list(labels), "rows": rows, "aggregate": _compare_aggregate(rows, reps)}
+
+
+def _common_seed_matrix(sides: list[dict]) -> np.ndarray:
+    """(n_seeds, n_cells) over the seeds that every cell has: one column per dataset x backbone."""
+    common = set.intersection(*(set(side) for side in sides))
+    seeds = sorted(common, key=lambda s: (len(s), s))
+    return np.array([[side[s] for side in sides] for s in seeds]).reshape(len(seeds), len(sides))
+
+
+def _compare_aggregate(rows: list[dict], reps: int) -> list[dict]:
+    """Per target return present in every compared cell, the two sides over all cells at once: P(A > B) is the
+    mean over cells, its interval a bootstrap stratified by cell, which has more seeds to go on than any single
+    cell when the setting moves every backbone the same way. Seeds: those every cell has, on each side."""
+    by_target = defaultdict(list)
+    for row in rows:
+        by_target[row["target_return"]].append(row)
+    cells = {(r["dataset"], r["backbone"]) for r in rows}
+    aggregate = []
+    for t, group in by_target.items():
+        if len(group) < 2 or len(group) != len(cells):
+            continue
+        x = _common_seed_matrix([r["a"]["seeds"] for r in group])
+        y = _common_seed_matrix([r["b"]["seeds"] for r in group])
+        if len(x) < 2 or len(y) < 2:
+            continue
+        p, ci = probability_of_improvement(x, y, reps=reps)
+        aggregate.append(
+            {
+                "target_return": t,
+                "cells": len(group),
+                "a": {"n": len(x), "mean": float(x.mean())},
+                "b": {"n": len(y), "mean": float(y.mean())},
+                "probability": p,
+                "ci": list(ci),
+                "rank_test_p": rank_test_p(x, y),
+            }
+        )
+    return aggregate
 
 
 def _probability(row: dict) -> str:
@@ -626,12 +664,21 @@ def markdown_comparison(result: dict) -> str:
             f"| {', '.join(f'{v:.1f}' for v in ra['seeds'].values())} "
             f"| {', '.join(f'{v:.1f}' for v in rb['seeds'].values())} |"
         )
+    for agg in result.get("aggregate", []):
+        ra, rb = agg["a"], agg["b"]
+        lines.append(
+            f"| **all {agg['cells']} cells** | | {agg['target_return']:.0f} | {ra['mean']:.1f} ({ra['n']} each) "
+            f"| {rb['mean']:.1f} ({rb['n']} each) | {ra['mean'] - rb['mean']:+.1f} | {_probability(agg)} "
+            f"| {agg['rank_test_p']:.3f} | | |"
+        )
     lines += [
         "",
         "D4RL-normalized return of each run's last checkpoint. Intervals: 95% percentile bootstrap over seeds "
         "(rliable). P(A > B): probability that a run of A scores above a run of B; an interval that contains 0.5 "
         "does not tell the two apart. Rank test: exact two-sided Mann-Whitney U (five runs all above five others "
-        "is p = 0.008, three above three p = 0.1).",
+        "is p = 0.008, three above three p = 0.1). The 'all cells' rows pool every dataset x backbone of a target: "
+        "P(A > B) averaged over the cells with a bootstrap stratified by cell, and the rank test on the pooled "
+        "scores, over the seeds that every cell has.",
     ]
     for label, skipped in zip(result["labels"], result.get("skipped", [[], []])):
         if skipped:

@@ -400,3 +400,24 @@ def test_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path, capsys, ca
     message = {"missing": "does not exist", "empty": "no finished runs", "disjoint": "share no dataset x backbone"}
     assert len(err.splitlines()) == 1 and message[case] in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_pools_every_cell_of_a_target_over_the_seeds_all_cells_have(tmp_path):
+    pytest.importorskip("rliable")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for seed in range(3):
+        for backbone, shift in [("mingru", 0.0), ("transformer", 20.0)]:
+            _fake_run(a, "hopper-medium", backbone, seed, 60.0 + shift + seed)
+            _fake_run(b, "hopper-medium", backbone, seed, 50.0 + shift + seed)
+    _fake_run(a, "hopper-medium", "mingru", 7, 0.0)  # a seed only one cell has: left out of the pooled row
+    from decision_minrnn.experiments.report import compare
+
+    result = compare(a, b, reps=300)
+    (pooled,) = result["aggregate"]
+    assert pooled["cells"] == 2 and pooled["a"]["n"] == 3 and pooled["b"]["n"] == 3
+    assert pooled["a"]["mean"] == pytest.approx(71.0) and pooled["b"]["mean"] == pytest.approx(61.0)
+    assert pooled["probability"] == pytest.approx(1.0)  # within each cell every A run beats every B run
+    # pooled, A's 60-62 lie below B's 70-72, so the rank test, blind to the cells, sees overlapping samples:
+    # it can only be more cautious than P's stratified interval (exact, scipy: 0.1797)
+    assert pooled["rank_test_p"] == pytest.approx(0.1797, abs=1e-4)
+    assert "| **all 2 cells** | | 3600 | 71.0 (3 each) | 61.0 (3 each) | +10.0 | 1.00 [1.00, 1.00] |" in result["table"]
