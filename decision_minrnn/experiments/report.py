@@ -157,12 +157,18 @@ def _behaviour(runs, dataset):
     return float(np.mean(values)) if values else None
 
 
+def _common_seed_matrix(cells: list[dict]) -> np.ndarray:
+    """(n_seeds, n_cells) over the seeds that every cell has; each cell maps seed -> score (a dataset, or a
+    dataset x backbone)."""
+    common = sorted(set.intersection(*(set(cell) for cell in cells)), key=str) if cells else []
+    return np.array([[cell[s] for cell in cells] for s in common]).reshape(len(common), len(cells))
+
+
 def _seed_matrix(runs, backbone, datasets):
     """(n_seeds, n_datasets) for the seeds that this backbone finished on every one of the datasets."""
-    by_cell = {(r.dataset, r.seed): r.normalized for r in runs if r.backbone == backbone}
-    seeds = sorted({s for (_, s) in by_cell}, key=str)
-    common = [s for s in seeds if all((d, s) in by_cell for d in datasets)]
-    return np.array([[by_cell[(d, s)] for d in datasets] for s in common]).reshape(len(common), len(datasets))
+    return _common_seed_matrix(
+        [{r.seed: r.normalized for r in runs if r.backbone == backbone and r.dataset == d} for d in datasets]
+    )
 
 
 def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
@@ -518,14 +524,20 @@ def plot_scores(path: Path, runs: list[Run], stats: dict) -> None:
     plt.close(fig)
 
 
-def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS) -> dict:
-    runs_dir = Path(runs_dir)
+def _usable_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
+    """collect_runs, or one DataError line when the directory is missing or holds no usable run."""
     if not runs_dir.is_dir():
         raise DataError(f"runs directory {runs_dir} does not exist")
     runs, skipped = collect_runs(runs_dir)
     if not runs:
         reasons = f" ({len(skipped)} skipped: {skipped[0].run_dir}: {skipped[0].reason}...)" if skipped else ""
         raise DataError(f"no finished runs with an evaluation under {runs_dir}{reasons}")
+    return runs, skipped
+
+
+def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS) -> dict:
+    runs_dir = Path(runs_dir)
+    runs, skipped = _usable_runs(runs_dir)
     out = Path(out) if out else runs_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     stats = analyse(runs, reps=reps)
@@ -569,8 +581,9 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
     seed, the difference of the means, P(A > B) with its interval, and the exact rank test's p. The sides are
     compared as independent samples: the same seed under another setting is another draw, not a pair."""
     rows = []
+    backbones = [b for b in _backbones(runs_a) if b in set(_backbones(runs_b))]
     for d in sorted(set(_datasets(runs_a)) & set(_datasets(runs_b))):
-        for b in [b for b in _backbones(runs_a) if b in _backbones(runs_b)]:
+        for b in backbones:
             group_a = sorted((r for r in runs_a if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
             group_b = sorted((r for r in runs_b if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
             if not group_a or not group_b:
@@ -601,13 +614,6 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
                     }
                 )
     return {"labels": list(labels), "rows": rows, "aggregate": _compare_aggregate(rows, reps)}
-
-
-def _common_seed_matrix(sides: list[dict]) -> np.ndarray:
-    """(n_seeds, n_cells) over the seeds that every cell has: one column per dataset x backbone."""
-    common = set.intersection(*(set(side) for side in sides))
-    seeds = sorted(common, key=lambda s: (len(s), s))
-    return np.array([[side[s] for side in sides] for s in seeds]).reshape(len(seeds), len(sides))
 
 
 def _compare_aggregate(rows: list[dict], reps: int) -> list[dict]:
@@ -696,15 +702,7 @@ def compare(
 ) -> dict:
     """`decision-minrnn compare`: the comparison table of two runs directories, written to OUT/comparison.md and
     OUT/comparison.json when out is given."""
-    collected = []
-    for runs_dir in (Path(runs_dir_a), Path(runs_dir_b)):
-        if not runs_dir.is_dir():
-            raise DataError(f"runs directory {runs_dir} does not exist")
-        runs, skipped = collect_runs(runs_dir)
-        if not runs:
-            raise DataError(f"no finished runs with an evaluation under {runs_dir}")
-        collected.append((runs, skipped))
-    (runs_a, skipped_a), (runs_b, skipped_b) = collected
+    (runs_a, skipped_a), (runs_b, skipped_b) = (_usable_runs(Path(d)) for d in (runs_dir_a, runs_dir_b))
     result = compare_runs(runs_a, runs_b, labels=labels, reps=reps)
     if not result["rows"]:
         raise DataError(
