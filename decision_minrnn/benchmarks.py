@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from .device import cpu_has_native_bf16
+
 
 def machine_info() -> dict:
     info = {
@@ -18,6 +20,7 @@ def machine_info() -> dict:
         "processor": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_native_bf16": cpu_has_native_bf16(),
     }
     return info
 
@@ -167,6 +170,7 @@ def bench_train_step(
     compiled_gates=True,
     bf16: bool | None = None,
     train_compile: bool | None = None,
+    fast_dropout: bool = True,
 ) -> dict:
     """One optimizer step (forward, masked MSE, backward, AdamW) of a DecisionModel, per backbone x K x layout.
     Hopper's dims (11 / 3). Batch 64 by default, 16 at K >= 1000 (a transformer over 3000 tokens at 64 does
@@ -174,55 +178,54 @@ def bench_train_step(
 
     compiled_gates: also time each minRNN backbone with model.compile_gates=true, as "<name>_compiled"
     (its compile happens in the untimed warm-up call).
-    bf16: also time every backbone under bf16 autocast (train.amp=bf16), as "<name>_bf16".
+    bf16: also time every backbone under bf16 autocast (train.amp=bf16), as "<name>_bf16". Default: where the
+    device has native bf16 (device.native_bf16: CUDA with bf16, a CPU with AVX512-BF16 or AMX); the result
+    says what was found ("native_bf16").
+    fast_dropout: also time every backbone with model.dropout_impl=fast, as "<name>_fast_dropout" (and
+    "<name>_bf16_fast_dropout" with bf16).
     train_compile: also time every backbone through torch.compile of the whole model (train.compile=true), as
-    "<name>_train_compile". Both default to on for CUDA and off for CPU.
+    "<name>_train_compile". Defaults to on for CUDA and off for CPU.
     On CUDA each row also gives every variant's peak allocated memory over one step ("peak_mb")."""
     from .config import ModelConfig
-    from .models import DecisionModel
+    from .device import native_bf16
     from .nn.scan import opaque_to_compile
-    from .update import masked_mse
 
     device = torch.device(device)
-    bf16 = device.type == "cuda" if bf16 is None else bf16
+    has_bf16 = native_bf16(device)
+    bf16 = has_bf16 if bf16 is None else bf16
     train_compile = device.type == "cuda" if train_compile is None else train_compile
     if train_compile:
         opaque_to_compile()
     batch_for_context = batch_for_context or {K: (64 if K < 1000 else 16) for K in contexts}
+    # (label, backbone, compile_gates, bf16 autocast, whole-model torch.compile, dropout impl)
+    variants = [(name, name, False, False, False, "torch") for name in backbones]
+    if compiled_gates:
+        minrnns = [n for n in backbones if n in ("mingru", "minlstm")]
+        variants += [(f"{n}_compiled", n, True, False, False, "torch") for n in minrnns]
+    if fast_dropout:
+        variants += [(f"{name}_fast_dropout", name, False, False, False, "fast") for name in backbones]
+    if bf16:
+        variants += [(f"{name}_bf16", name, False, True, False, "torch") for name in backbones]
+        if fast_dropout:
+            variants += [(f"{name}_bf16_fast_dropout", name, False, True, False, "fast") for name in backbones]
+    if train_compile:
+        variants += [(f"{name}_train_compile", name, False, False, True, "torch") for name in backbones]
     rows = []
     for K in contexts:
         B = batch_for_context[K]
         for layout in layouts:
             fns = {}
             data = _random_batch(B, K, 11, 3, device)
-            # (label, backbone, compile_gates, bf16 autocast, whole-model torch.compile)
-            variants = [(name, name, False, False, False) for name in backbones]
-            if compiled_gates:
-                variants += [(f"{n}_compiled", n, True, False, False) for n in backbones if n in ("mingru", "minlstm")]
-            if bf16:
-                variants += [(f"{name}_bf16", name, False, True, False) for name in backbones]
-            if train_compile:
-                variants += [(f"{name}_train_compile", name, False, False, True) for name in backbones]
-            for label, name, compile_gates, amp, whole in variants:
-                torch.manual_seed(0)
-                model = (
-                    DecisionModel(
-                        11, 3, ModelConfig(name, embed_dim, n_layers, token_layout=layout, compile_gates=compile_gates)
-                    )
-                    .to(device)
-                    .train()
+            for label, name, compile_gates, amp, whole, dropout_impl in variants:
+                model_cfg = ModelConfig(
+                    name,
+                    embed_dim,
+                    n_layers,
+                    token_layout=layout,
+                    compile_gates=compile_gates,
+                    dropout_impl=dropout_impl,
                 )
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                forward = torch.compile(model) if whole else model
-
-                def step(forward=forward, opt=opt, amp=amp):
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        loss = masked_mse(forward(data), data["act"], data["mask"])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-
-                fns[label] = step
+                fns[label] = _train_step_fn(model_cfg, data, device, amp, whole)
             times = time_interleaved(fns, repeats, device)
             ref = times.get("transformer")
             row = {
@@ -243,9 +246,91 @@ def bench_train_step(
         "embed_dim": embed_dim,
         "n_layers": n_layers,
         "device": str(device),
+        "native_bf16": has_bf16,
+        "bf16_timed": bf16,
         "repeats": repeats,
         "machine": machine_info(),
         "results": rows,
+    }
+
+
+def _train_step_fn(model_cfg, data: dict, device: torch.device, amp: bool, whole_compile: bool = False):
+    """A zero-argument function taking one optimizer step of a fresh DecisionModel (seed 0) on `data`."""
+    from .models import DecisionModel
+    from .update import masked_mse
+
+    torch.manual_seed(0)
+    model = DecisionModel(11, 3, model_cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if whole_compile else model
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = masked_mse(forward(data), data["act"], data["mask"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def profile_train_step(
+    backbones=("mingru", "minlstm", "transformer"),
+    layout="interleaved",
+    K=20,
+    batch=64,
+    amp=False,
+    dropout_impl="torch",
+    steps=10,
+    top=15,
+    device="cpu",
+    embed_dim=128,
+    n_layers=3,
+) -> dict:
+    """Where one DT-size training step goes, per backbone: torch.profiler over `steps` steps (after two
+    untimed ones), the `top` ops by self time with their share of the total and their call count per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .config import ModelConfig
+
+    device = torch.device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    data = _random_batch(batch, K, 11, 3, device)
+    results = []
+    for name in backbones:
+        model_cfg = ModelConfig(name, embed_dim, n_layers, token_layout=layout, dropout_impl=dropout_impl)
+        step = _train_step_fn(model_cfg, data, device, amp)
+        for _ in range(2):
+            step()
+        _sync(device)
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            _sync(device)
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in events)
+        events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+        ops = [
+            {
+                "op": e.key,
+                "percent": round(100 * e.self_cpu_time_total / total, 1),
+                "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 2),
+                "calls_per_step": round(e.count / steps, 1),
+            }
+            for e in events[:top]
+        ]
+        results.append({"backbone": name, "ms_per_step": round(total / 1e3 / steps, 1), "ops": ops})
+    return {
+        "benchmark": "profile_train_step",
+        "layout": layout,
+        "K": K,
+        "batch": batch,
+        "amp": "bf16" if amp else "none",
+        "dropout_impl": dropout_impl,
+        "steps": steps,
+        "device": str(device),
+        "machine": machine_info(),
+        "results": results,
     }
 
 

@@ -22,6 +22,7 @@ from .choices import (
     AMP_MODES,
     BACKBONES,
     DEVICES,
+    DROPOUT_IMPLS,
     EMBED_INITS,
     LOGGERS,
     LR_SCHEDULES,
@@ -55,6 +56,10 @@ class ModelConfig:
     n_layers: int = 3
     n_heads: int = 1  # transformer only
     dropout: float = 0.1
+    # The dropout mask generator (nn/dropout.py): torch (nn.Dropout, DT's recipe as published) | fast (16-bit
+    # lanes of bulk random words, a few elementwise ops; BENCHMARKS.md section 3b). gru / lstm keep torch's
+    # dropout between their layers, inside the fused kernel.
+    dropout_impl: str = "torch"
     token_layout: str = "interleaved"  # interleaved (R, s, a) per step | fused (one token per step)
     # Init of the return/state/action/timestep embeddings and the action head. torch: torch's defaults, as
     # kzl/decision-transformer (the timestep table starts N(0, 1)); gpt2: N(0, 0.02) weights and zero biases,
@@ -84,7 +89,9 @@ class TrainConfig:
     # a complete run of its own. Empty: train.seed alone. BENCHMARKS.md section 10 has its speed.
     seeds: list[int] = field(default_factory=list)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    amp: str = "none"  # none | bf16 (autocast; the scan stays float32)
+    # none | bf16 (autocast; the scan stays float32) | auto: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX)
+    # or a CUDA device with bf16, float32 elsewhere (device.resolve_amp); config.yaml keeps the resolved choice.
+    amp: str = "none"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads (0 = torch's default)
     log_every: int = 100
@@ -119,6 +126,7 @@ CHOICES = {
     ("model", "backbone"): BACKBONES,
     ("model", "token_layout"): TOKEN_LAYOUTS,
     ("model", "embed_init"): EMBED_INITS,
+    ("model", "dropout_impl"): DROPOUT_IMPLS,
     ("model", "scan"): ("auto", *SCAN_METHODS),
     ("train", "device"): DEVICES,
     ("train", "amp"): AMP_MODES,

@@ -20,3 +20,24 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"{what}={name!r}: only cpu and cuda are supported")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles). Without them oneDNN emulates
+    bf16 and a bf16 matmul is several times slower than float32 (BENCHMARKS.md section 3b)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's probes (torch >= 2.1)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on hardware support on this device."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """train.amp as a run applies it: auto -> bf16 where native_bf16(device), none elsewhere."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device) else "none"

@@ -30,7 +30,7 @@ from .data.episodes import load_source
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
-from .device import resolve_device
+from .device import resolve_amp, resolve_device
 from .envs.evaluate import TargetResult, eval_mode, eval_targets, evaluate_targets, policy_context
 from .envs.make import make_env
 from .errors import (
@@ -73,6 +73,8 @@ class RunSummary(TypedDict, total=False):
     dataset: str  # the data's own name (Minari id, file name, or parts joined with +)
     label: str  # how reports name the dataset: data.label (a grid's dataset label), else dataset
     seed: int
+    amp: str  # the precision it trained in (train.amp resolved: none | bf16)
+    dropout_impl: str
     behaviour_normalized: float | None
     eval: EvalSummary
     eval_all_targets: list[TargetResult]  # without timing
@@ -312,6 +314,10 @@ def _train(
         obs_norm = ObsNormalizer.fit(dataset.episodes)
     data = DataInfo.of(dataset, obs_norm)
     device = resolve_device(cfg.train.device)
+    amp = resolve_amp(cfg.train.amp, device)  # config.yaml, final.json and the hparams record what ran
+    for m in members:
+        m.cfg = replace(m.cfg, train=replace(m.cfg.train, amp=amp))
+    cfg = members[0].cfg
     longest = max(len(e) for e in dataset.episodes)
     context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
     check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
@@ -548,6 +554,8 @@ def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list
             "dataset": data.name,
             "label": cfg.data.label or data.name,
             "seed": m.cfg.train.seed,
+            "amp": cfg.train.amp,
+            "dropout_impl": cfg.model.dropout_impl,
             "behaviour_normalized": data.behaviour_normalized,
         }
         for m, log in zip(members, logs)

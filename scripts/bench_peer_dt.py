@@ -192,31 +192,58 @@ def train_peer(
     return model, time.perf_counter() - start
 
 
-def step_times(cfg, dataset, obs_norm, repeats: int) -> dict:
-    """One training step (sample, forward, backward, clip, AdamW) of each model, timed round-robin."""
-    ours = build_model(cfg, dataset.obs_dim, dataset.act_dim)
-    peer = PeerDT(dataset.obs_dim, dataset.act_dim, cfg)
+def step_times(cfg, dataset, obs_norm, repeats: int, bf16: bool | None = None) -> dict:
+    """One training step (sample, forward, backward, clip, AdamW) of each model, timed round-robin in one
+    process: the peer, our transformer and our minGRU under DT's recipe, ours also with the fast dropout
+    masks (model.dropout_impl=fast); every one in float32 and, where the CPU has native bf16 (or bf16=True),
+    under bf16 autocast as well ("_bf16"). Ratios are the peer's float32 / bf16 step over each of ours."""
+    from dataclasses import replace
+
+    from decision_minrnn.device import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    bf16 = native if bf16 is None else bf16
+    models = {"peer": PeerDT(dataset.obs_dim, dataset.act_dim, cfg)}
+    for backbone in ("transformer", "mingru"):
+        for impl in ("torch", "fast"):
+            model_cfg = replace(cfg, model=replace(cfg.model, backbone=backbone, dropout_impl=impl))
+            label = f"ours_{backbone}" + ("_fast_dropout" if impl == "fast" else "")
+            models[label] = build_model(model_cfg, dataset.obs_dim, dataset.act_dim)
     sampler = WindowSampler(
         dataset, obs_norm, cfg.data.context_len, cfg.train.batch_size, cfg.data.rtg_scale, cfg.data.max_ep_len, seed=0
     )
 
-    def stepper(model):
+    def stepper(model, amp):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
         model.train()
 
         def step():
             batch = sampler.sample()
-            optimizer_step(masked_mse(model(batch), batch["act"], batch["mask"]), model, opt, 0.25)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = masked_mse(model(batch), batch["act"], batch["mask"])
+            optimizer_step(loss, model, opt, 0.25)
 
         return step
 
-    times = time_interleaved({"ours": stepper(ours), "peer": stepper(peer)}, repeats, torch.device("cpu"), warmup=3)
+    fns = {name: stepper(model, False) for name, model in models.items()}
+    if bf16:
+        fns |= {f"{name}_bf16": stepper(model, True) for name, model in models.items()}
+    times = time_interleaved(fns, repeats, torch.device("cpu"), warmup=3)
+    ratios = {f"{name}_over_peer": round(t / times["peer"], 3) for name, t in times.items() if name != "peer"}
+    if bf16:
+        ratios |= {
+            f"{name}_over_peer_bf16": round(t / times["peer_bf16"], 3)
+            for name, t in times.items()
+            if name.endswith("_bf16") and name != "peer_bf16"
+        }
     return {
         "ms": {k: round(v * 1e3, 2) for k, v in times.items()},
-        "peer_over_ours": round(times["peer"] / times["ours"], 3),
+        "cpu_native_bf16": native,
+        "bf16_timed": bf16,
+        "ratios": ratios,
         "params": {
-            "ours": sum(p.numel() for p in ours.parameters()),
-            "peer": sum(p.numel() for p in peer.parameters()),
+            "ours_transformer": sum(p.numel() for p in models["ours_transformer"].parameters()),
+            "peer": sum(p.numel() for p in models["peer"].parameters()),
         },
     }
 
@@ -287,6 +314,12 @@ def main() -> None:
     parser.add_argument("--time-repeats", type=int, default=20)
     parser.add_argument("--time-only", action="store_true", help="measure step times only")
     parser.add_argument("--no-time", action="store_true", help="skip the step-time measurement")
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also time every model under bf16 autocast: auto = where the CPU has native bf16",
+    )
     parser.add_argument("--summarize", metavar="RESULTS_JSONL", help="only summarize finished runs, train nothing")
     parser.add_argument(
         "--set", action="append", default=[], help="extra dotted overrides for both (e.g. train.lr=0.0006)"
@@ -313,7 +346,8 @@ def main() -> None:
     obs_norm = ObsNormalizer.fit(dataset.episodes)
     out = {"machine": machine_info(), "source": args.source, "steps": args.steps, "overrides": overrides}
     if not args.no_time:
-        out["step_time"] = step_times(cfg, dataset, obs_norm, args.time_repeats)
+        bf16 = {"auto": None, "on": True, "off": False}[args.bf16]
+        out["step_time"] = step_times(cfg, dataset, obs_norm, args.time_repeats, bf16)
     if not args.time_only:
         out["behaviour_normalized"] = DataInfo.of(dataset, obs_norm).behaviour_normalized
         fixed_windows = WindowSampler(

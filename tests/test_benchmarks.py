@@ -29,17 +29,19 @@ def test_bench_scan_reports_every_variant():
     assert set(row["first_compiled_call_s"]) == {"mingru", "minlstm"}
 
 
-def test_bench_train_step_and_inference_report_ratios():
-    train = bench_train_step(contexts=(4,), batch_for_context={4: 2}, repeats=1, embed_dim=8, n_layers=1)
+@pytest.mark.parametrize("native", [True, False])
+def test_bench_train_step_and_inference_report_ratios(monkeypatch, native):
+    # bf16 variants are timed by default exactly where the CPU has native bf16 (mocked both ways).
+    monkeypatch.setattr("decision_minrnn.device.cpu_has_native_bf16", lambda: native)
+    # (torch.nn.LSTM has no bf16 kernel on a CPU without native bf16, so the mocked case leaves gru / lstm out.)
+    backbones = ["mingru", "minlstm", "transformer"] + ([] if native else ["gru", "lstm"])
+    train = bench_train_step(backbones, contexts=(4,), batch_for_context={4: 2}, repeats=1, embed_dim=8, n_layers=1)
     assert len(train["results"]) == 2  # two token layouts
-    assert set(train["results"][0]["speedup_vs_transformer"]) == {
-        "mingru",
-        "minlstm",
-        "gru",
-        "lstm",
-        "mingru_compiled",
-        "minlstm_compiled",
-    }
+    assert train["native_bf16"] is native and train["bf16_timed"] is native
+    expected = {*backbones, "mingru_compiled", "minlstm_compiled", *(f"{n}_fast_dropout" for n in backbones)}
+    if native:
+        expected |= {f"{n}_bf16" for n in backbones} | {f"{n}_bf16_fast_dropout" for n in backbones}
+    assert set(train["results"][0]["speedup_vs_transformer"]) == expected - {"transformer"}
     infer = bench_inference(contexts=(4,), n_envs=(1, 2), steps=3, repeats=1, embed_dim=8, n_layers=1)
     assert [(r["n_envs"], r["threads"]) for r in infer["results"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert infer["results"][0]["recurrent_speedup"]["window_K4"] > 0
@@ -60,12 +62,38 @@ def test_bench_train_step_times_bf16_and_whole_model_compile_variants():
         compiled_gates=False,
         bf16=True,
         train_compile=True,
+        fast_dropout=False,
     )
     (row,) = train["results"]
     names = ["mingru", "transformer"]
     assert set(row["ms"]) == {*names, *(f"{n}_bf16" for n in names), *(f"{n}_train_compile" for n in names)}
     assert all(v > 0 for v in row["ms"].values())
     assert "peak_mb" not in row  # CUDA only
+
+
+def test_profile_train_step_names_the_ops_of_each_backbone():
+    from decision_minrnn.benchmarks import profile_train_step
+
+    out = profile_train_step(backbones=("mingru", "transformer"), K=4, batch=2, steps=2, top=5, embed_dim=8, n_layers=1)
+    assert [r["backbone"] for r in out["results"]] == ["mingru", "transformer"]
+    for row in out["results"]:
+        assert len(row["ops"]) == 5 and row["ms_per_step"] > 0
+        names = [op["op"] for op in row["ops"]]
+        assert len(set(names)) == 5 and all(isinstance(n, str) and n for n in names)
+        shares = [op["percent"] for op in row["ops"]]
+        assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.5
+    # The scan's autograd functions show up by name: the profile sees inside the minGRU step.
+    assert any("SequentialScan" in op["op"] for op in out["results"][0]["ops"])
+
+
+def test_bench_profile_cli_prints_the_breakdown(capsys):
+    from decision_minrnn.cli import main
+
+    assert main(["bench", "--profile", "--quick", "--layout", "fused", "--dropout-impl", "fast"]) == 0
+    out = capsys.readouterr().out
+    assert "dropout_impl=fast" in out and "fused" in out
+    for backbone in ("mingru", "minlstm", "transformer"):
+        assert f"  {backbone}: " in out
 
 
 def test_bench_sampler(tiny_minari):

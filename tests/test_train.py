@@ -56,11 +56,12 @@ def weights(run_dir):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", ["mingru", "transformer"])
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_minari, backbone, device):
-    # On CUDA this checks that the CUDA generator (dropout) is checkpointed and restored too.
-    path, overrides = tiny_config(
-        tmp_path, tiny_minari[0], 30, [f"model.backbone={backbone}", f"train.device={device}"]
-    )
+@pytest.mark.parametrize("dropout_impl", ["torch", "fast"])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_minari, backbone, device, dropout_impl):
+    # On CUDA this checks that the CUDA generator (dropout) is checkpointed and restored too; with
+    # dropout_impl=fast, that its masks come from the checkpointed generators as torch's do.
+    extra = [f"model.backbone={backbone}", f"train.device={device}", f"model.dropout_impl={dropout_impl}"]
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 30, extra)
     cfg = load_config(path, overrides)
     train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", progress=False, stop_at=20)
@@ -207,6 +208,20 @@ def test_bf16_autocast_trains_with_a_float32_scan(tmp_path, tiny_minari, backbon
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, extra)
     summary = train(load_config(path, overrides), tmp_path / "run", progress=False)
     assert summary["finished"] and math.isfinite(summary["final_loss"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_resolves_per_hardware_and_records_the_choice(tmp_path, tiny_minari, monkeypatch, native):
+    # amp=auto is bf16 exactly where the CPU multiplies bf16 in hardware; the detection is mocked both ways.
+    monkeypatch.setattr("decision_minrnn.device.cpu_has_native_bf16", lambda: native)
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.amp=auto", "train.device=cpu"])
+    summary = train(load_config(path, overrides), tmp_path / "run", progress=False)
+    expected = "bf16" if native else "none"
+    assert summary["amp"] == expected
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["amp"] == expected
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["amp"] == expected
+    hparams = (tmp_path / "run" / "tb").rglob("events.out.tfevents.*")
+    assert any(expected.encode() in f.read_bytes() and b"train.amp" in f.read_bytes() for f in hparams)
 
 
 def test_half_written_checkpoint_is_ignored_and_cleaned(tmp_path, tiny_minari):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..choices import DROPOUT_IMPLS, TOKEN_LAYOUTS
 from .stats import DEFAULT_REPS
 
 
@@ -62,6 +63,8 @@ def cmd_bench(args) -> int:
     args.device = str(resolve_device(args.device, "--device"))  # one line for --device foo or missing CUDA
     quick = args.quick
     out = {"machine": machine_info(), "quick": quick}
+    if args.profile:
+        return _bench_profile(args, out)
     if args.latency:
         out["latency"] = bench_policy_latency(
             steps=100 if quick else 300, repeats=3 if quick else 7, onnx=_have_onnx()
@@ -116,6 +119,33 @@ def cmd_bench(args) -> int:
             f"recurrent speed-up {row['recurrent_speedup']}"
         )
     _print_latency(out["latency"])
+    return 0
+
+
+def _bench_profile(args, out: dict) -> int:
+    from ..benchmarks import profile_train_step
+
+    result = profile_train_step(
+        layout=args.layout,
+        amp=args.amp == "bf16",
+        dropout_impl=args.dropout_impl,
+        steps=3 if args.quick else 10,
+        device=args.device,
+    )
+    out["profile"] = result
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"machine: {out['machine']}")
+    print(
+        f"one training step, K={result['K']} B={result['batch']} {result['layout']}, amp={result['amp']}, "
+        f"dropout_impl={result['dropout_impl']}, mean of {result['steps']} steps (torch.profiler, self time):"
+    )
+    for row in result["results"]:
+        print(f"  {row['backbone']}: {row['ms_per_step']} ms per step")
+        for op in row["ops"]:
+            calls = f"{op['calls_per_step']:7.1f} calls"
+            print(f"    {op['percent']:5.1f}%  {op['ms_per_step']:7.2f} ms  {calls}  {op['op']}")
     return 0
 
 
@@ -200,4 +230,12 @@ def register(sub) -> None:
         action="store_true",
         help="only the policy latency table (torch, compiled torch, onnxruntime, window; batch 1 and 10)",
     )
+    bn.add_argument(
+        "--profile",
+        action="store_true",
+        help="only the op breakdown of one DT-size training step per backbone (torch.profiler)",
+    )
+    bn.add_argument("--layout", choices=TOKEN_LAYOUTS, default="interleaved", help="token layout for --profile")
+    bn.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast for --profile")
+    bn.add_argument("--dropout-impl", choices=DROPOUT_IMPLS, default="torch", help="dropout masks for --profile")
     bn.set_defaults(func=cmd_bench)

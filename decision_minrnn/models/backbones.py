@@ -22,7 +22,8 @@ from torch import nn
 
 from ..choices import BACKBONES
 from ..config import ModelConfig
-from ..nn import MinRNNStack
+from ..nn import Dropout, MinRNNStack
+from ..nn.dropout import dropout as functional_dropout
 
 
 def map_state(fn, *states):
@@ -62,6 +63,7 @@ class MinRNNBackbone(nn.Module):
             cfg.backbone,
             mlp_ratio=cfg.mlp_ratio,
             dropout=cfg.dropout,
+            dropout_impl=cfg.dropout_impl,
             conv_kernel=cfg.conv_kernel,
             **cell_kwargs,
         )
@@ -107,34 +109,44 @@ class TorchRNNBackbone(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, dropout_impl: str = "torch"):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by n_heads {n_heads}")
         self.n_heads = n_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.attn_dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
+        self.attn_dropout, self.dropout_impl = dropout, dropout_impl
+        self.resid_dropout = Dropout(dropout, dropout_impl)
 
     def forward(self, x):
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
-        )
+        if self.training and self.attn_dropout > 0 and self.dropout_impl != "torch":
+            # SDPA draws its attention dropout with torch's generator; this is the same math (SDPA's math
+            # path, GPT-2's eager attention) with the mask of nn/dropout.py.
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
+            att = torch.softmax(att.masked_fill(causal, float("-inf")), dim=-1)
+            y = functional_dropout(att, self.attn_dropout, True, self.dropout_impl) @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+            )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, L, D)))
 
 
 class GPTBlock(nn.Module):
     """GPT-2 block: x + attn(ln(x)), x + mlp(ln(x)); DT's config uses ReLU in the 4x MLP."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, dropout_impl: str = "torch"):
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, n_heads, dropout)
+        self.attn = CausalSelfAttention(dim, n_heads, dropout, dropout_impl)
         self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim), Dropout(dropout, dropout_impl)
+        )
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -148,7 +160,7 @@ class TransformerBackbone(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         dim, n_layers = cfg.embed_dim, cfg.n_layers
-        self.blocks = nn.ModuleList(GPTBlock(dim, cfg.n_heads, cfg.dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(GPTBlock(dim, cfg.n_heads, cfg.dropout, cfg.dropout_impl) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(dim)
         self.apply(self._init_weights)
         # GPT-2 scales the init of residual output projections by 1/sqrt(2 * n_layers).

@@ -23,6 +23,7 @@ from torch import nn
 from ..choices import EMBED_INITS, TOKEN_LAYOUTS
 from ..config import Config, ModelConfig
 from ..data.sampler import Batch
+from ..nn import Dropout
 from .backbones import build_backbone, map_state
 
 
@@ -47,7 +48,8 @@ class DecisionModel(nn.Module):
         self.embed_state = nn.Linear(obs_dim, embed_dim)
         self.embed_action = nn.Linear(act_dim, embed_dim)
         self.embed_ln = nn.LayerNorm(embed_dim)
-        self.embed_dropout = nn.Dropout(cfg.dropout)  # GPT-2 drops its input embeddings; kept for every backbone
+        # GPT-2 drops its input embeddings; kept for every backbone
+        self.embed_dropout = Dropout(cfg.dropout, cfg.dropout_impl)
         self.backbone = build_backbone(cfg)
         self.predict_action = nn.Sequential(nn.Linear(embed_dim, act_dim), nn.Tanh())
         if cfg.embed_init not in EMBED_INITS:

@@ -2,6 +2,7 @@
 
 from .blocks import BlockState, CausalDepthwiseConv, MinRNNStack, ResidualBlock
 from .cells import MinGRU, MinLSTM, g, log_g
+from .dropout import Dropout
 from .scan import AUTO_METHOD, SCAN_METHODS, linear_scan, scan_chunked, scan_log, scan_sequential
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "SCAN_METHODS",
     "BlockState",
     "CausalDepthwiseConv",
+    "Dropout",
     "MinGRU",
     "MinLSTM",
     "MinRNNStack",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .cells import MinGRU, MinLSTM
+from .dropout import Dropout
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM}
 
@@ -55,6 +56,7 @@ class ResidualBlock(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         conv_kernel: int = 0,
+        dropout_impl: str = "torch",
         **cell_kwargs,
     ):
         """cell_kwargs go to the cell unchanged (expansion, scan, time_chunk, compile_gates; forget_bias for
@@ -70,7 +72,7 @@ class ResidualBlock(nn.Module):
             hidden = int(dim * mlp_ratio)
             self.norm_mlp = nn.LayerNorm(dim)
             self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, dropout_impl)
 
     def _conv_and_cell(self, x, state: BlockState | None, cell_fn):
         h, buffer = (None, None) if state is None else state
