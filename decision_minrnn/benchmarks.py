@@ -257,11 +257,11 @@ def bench_train_step(
 def _train_step_fn(model_cfg, data: dict, device: torch.device, amp: bool, whole_compile: bool = False):
     """A zero-argument function taking one optimizer step of a fresh DecisionModel (seed 0) on `data`."""
     from .models import DecisionModel
-    from .update import masked_mse
+    from .update import FUSED_ADAMW, masked_mse
 
     torch.manual_seed(0)
     model = DecisionModel(11, 3, model_cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=FUSED_ADAMW)  # as update.adamw
     forward = torch.compile(model) if whole_compile else model
 
     def step():
@@ -348,7 +348,7 @@ def bench_seed_group(
     DT-size models (embed 128, 3 layers), Hopper dims. speedup = sequential / group."""
     from .config import ModelConfig
     from .models import DecisionModel
-    from .update import SeedGroup, masked_mse, optimizer_step
+    from .update import FUSED_ADAMW, SeedGroup, masked_mse, optimizer_step
 
     device = torch.device(device)
     results = []
@@ -356,7 +356,7 @@ def bench_seed_group(
         for layout in layouts:
             cfg = ModelConfig(backbone=backbone, token_layout=layout)
             models = [DecisionModel(11, 3, cfg).to(device) for _ in range(n_seeds)]
-            opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4) for m in models]
+            opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4, fused=FUSED_ADAMW) for m in models]
             batches = [_random_batch(batch, K, 11, 3, device) for _ in range(n_seeds)]
             group = SeedGroup(models, opts, grad_clip=0.25)
 

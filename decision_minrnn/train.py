@@ -47,7 +47,7 @@ from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
 from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
-from .update import SeedGroup, lr_at
+from .update import SeedGroup, adamw, lr_at
 
 
 class EvalSummary(TypedDict):
@@ -331,7 +331,7 @@ def _train(
         torch.manual_seed(m.cfg.train.seed)
         m.model = build_model(m.cfg, dataset.obs_dim, dataset.act_dim).to(device)
         m.sampler = training_sampler(m.cfg, dataset, obs_norm)
-        m.optimizer = torch.optim.AdamW(m.model.parameters(), lr=lr_at(0, m.cfg), weight_decay=m.cfg.train.weight_decay)
+        m.optimizer = adamw(m.model, m.cfg)
         if m.ckpt is not None:
             try:
                 m.model.load_state_dict(m.ckpt.model)

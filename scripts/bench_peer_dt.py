@@ -51,7 +51,7 @@ from decision_minrnn.data.sampler import WindowSampler, training_sampler
 from decision_minrnn.envs.evaluate import eval_targets, evaluate_targets, policy_context
 from decision_minrnn.models import build_model
 from decision_minrnn.train import train
-from decision_minrnn.update import lr_at, masked_mse, optimizer_step
+from decision_minrnn.update import adamw, lr_at, masked_mse, optimizer_step
 
 DT_RECIPE = [
     "data.context_len=20",
@@ -178,7 +178,7 @@ def train_peer(
         torch.set_rng_state(generator)
         model = ours
     sampler = training_sampler(cfg, dataset, obs_norm)  # the batches our trainer draws for this seed
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay)
+    optimizer = adamw(model, cfg)  # the optimizer our trainer builds
     model.train()
     start = time.perf_counter()
     for step in range(steps):
@@ -214,7 +214,7 @@ def step_times(cfg, dataset, obs_norm, repeats: int, bf16: bool | None = None) -
     )
 
     def stepper(model, amp):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+        opt = adamw(model, cfg)
         model.train()
 
         def step():
