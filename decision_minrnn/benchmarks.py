@@ -171,6 +171,7 @@ def bench_train_step(
     bf16: bool | None = None,
     train_compile: bool | None = None,
     fast_dropout: bool = True,
+    per_tensor_adamw: bool = False,
 ) -> dict:
     """One optimizer step (forward, masked MSE, backward, AdamW) of a DecisionModel, per backbone x K x layout.
     Hopper's dims (11 / 3). Batch 64 by default, 16 at K >= 1000 (a transformer over 3000 tokens at 64 does
@@ -183,6 +184,8 @@ def bench_train_step(
     says what was found ("native_bf16").
     fast_dropout: also time every backbone with model.dropout_impl=fast, as "<name>_fast_dropout" (and
     "<name>_bf16_fast_dropout" with bf16).
+    per_tensor_adamw: also time every backbone with torch's per-tensor AdamW loop instead of the fused AdamW
+    that update.adamw builds, as "<name>_per_tensor_adamw" (the optimizer before it was fused).
     train_compile: also time every backbone through torch.compile of the whole model (train.compile=true), as
     "<name>_train_compile". Defaults to on for CUDA and off for CPU.
     On CUDA each row also gives every variant's peak allocated memory over one step ("peak_mb")."""
@@ -197,26 +200,28 @@ def bench_train_step(
     if train_compile:
         opaque_to_compile()
     batch_for_context = batch_for_context or {K: (64 if K < 1000 else 16) for K in contexts}
-    # (label, backbone, compile_gates, bf16 autocast, whole-model torch.compile, dropout impl)
-    variants = [(name, name, False, False, False, "torch") for name in backbones]
+    # (label, backbone, compile_gates, bf16 autocast, whole-model torch.compile, dropout impl, fused AdamW)
+    variants = [(name, name, False, False, False, "torch", True) for name in backbones]
     if compiled_gates:
         minrnns = [n for n in backbones if n in ("mingru", "minlstm")]
-        variants += [(f"{n}_compiled", n, True, False, False, "torch") for n in minrnns]
+        variants += [(f"{n}_compiled", n, True, False, False, "torch", True) for n in minrnns]
     if fast_dropout:
-        variants += [(f"{name}_fast_dropout", name, False, False, False, "fast") for name in backbones]
+        variants += [(f"{name}_fast_dropout", name, False, False, False, "fast", True) for name in backbones]
+    if per_tensor_adamw:
+        variants += [(f"{name}_per_tensor_adamw", name, False, False, False, "torch", False) for name in backbones]
     if bf16:
-        variants += [(f"{name}_bf16", name, False, True, False, "torch") for name in backbones]
+        variants += [(f"{name}_bf16", name, False, True, False, "torch", True) for name in backbones]
         if fast_dropout:
-            variants += [(f"{name}_bf16_fast_dropout", name, False, True, False, "fast") for name in backbones]
+            variants += [(f"{name}_bf16_fast_dropout", name, False, True, False, "fast", True) for name in backbones]
     if train_compile:
-        variants += [(f"{name}_train_compile", name, False, False, True, "torch") for name in backbones]
+        variants += [(f"{name}_train_compile", name, False, False, True, "torch", True) for name in backbones]
     rows = []
     for K in contexts:
         B = batch_for_context[K]
         for layout in layouts:
             fns = {}
             data = _random_batch(B, K, 11, 3, device)
-            for label, name, compile_gates, amp, whole, dropout_impl in variants:
+            for label, name, compile_gates, amp, whole, dropout_impl, fused in variants:
                 model_cfg = ModelConfig(
                     name,
                     embed_dim,
@@ -225,7 +230,7 @@ def bench_train_step(
                     compile_gates=compile_gates,
                     dropout_impl=dropout_impl,
                 )
-                fns[label] = _train_step_fn(model_cfg, data, device, amp, whole)
+                fns[label] = _train_step_fn(model_cfg, data, device, amp, whole, fused)
             times = time_interleaved(fns, repeats, device)
             ref = times.get("transformer")
             row = {
@@ -254,14 +259,17 @@ def bench_train_step(
     }
 
 
-def _train_step_fn(model_cfg, data: dict, device: torch.device, amp: bool, whole_compile: bool = False):
+def _train_step_fn(
+    model_cfg, data: dict, device: torch.device, amp: bool, whole_compile: bool = False, fused_adamw: bool = True
+):
     """A zero-argument function taking one optimizer step of a fresh DecisionModel (seed 0) on `data`."""
     from .models import DecisionModel
     from .update import FUSED_ADAMW, masked_mse
 
     torch.manual_seed(0)
     model = DecisionModel(11, 3, model_cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=FUSED_ADAMW)  # as update.adamw
+    fused = FUSED_ADAMW if fused_adamw else None  # as update.adamw builds it, or torch's per-tensor loop
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=fused)
     forward = torch.compile(model) if whole_compile else model
 
     def step():

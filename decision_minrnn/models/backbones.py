@@ -1,6 +1,7 @@
 """Sequence backbones behind one interface.
 
     forward(x: (B, L, D), state=None) -> (y: (B, L, D), state)   # whole sequence, parallel where possible
+    forward(x, state, last_only=True) -> (y: (B, 1, D), state)   # the same, only the last output (recurrent)
     step(x_t: (B, D), state)          -> (y_t: (B, D), state)    # one token, O(1) (recurrent backbones only)
     initial_state(batch_size, device) -> state
     recurrent: bool                                              # whether step() exists
@@ -68,8 +69,8 @@ class MinRNNBackbone(nn.Module):
             **cell_kwargs,
         )
 
-    def forward(self, x, state=None):
-        return self.stack(x, state)
+    def forward(self, x, state=None, last_only: bool = False):
+        return self.stack(x, state, last_only)
 
     def step(self, x_t, state):
         return self.stack.step(x_t, state)
@@ -95,9 +96,9 @@ class TorchRNNBackbone(nn.Module):
         )
         self.norm_out = nn.LayerNorm(dim)
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, last_only: bool = False):
         y, state = self.rnn(x, state)
-        return self.norm_out(y), state
+        return self.norm_out(y[:, -1:] if last_only else y), state
 
     def step(self, x_t, state):
         y, state = self.rnn(x_t.unsqueeze(1), state)

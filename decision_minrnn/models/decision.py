@@ -151,7 +151,7 @@ class DecisionModel(nn.Module):
                 times.insert(0, (timestep - 1).clamp(min=0))
             # one step of len(parts) tokens: tokens() reads them as K=1 with len(parts) tokens per step
             tokens = self.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
-            y, state = self.backbone(tokens, state)
+            y, state = self.backbone(tokens, state, last_only=True)  # only s_t's output predicts the action
             y = y[:, -1]
         else:
             prev = obs.new_zeros(obs.shape[0], self.act_dim) if prev_action is None else prev_action

@@ -74,7 +74,7 @@ class ResidualBlock(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.dropout = Dropout(dropout, dropout_impl)
 
-    def _conv_and_cell(self, x, state: BlockState | None, cell_fn):
+    def _conv_and_cell(self, x, state: BlockState | None, cell_fn, last_only: bool = False):
         h, buffer = (None, None) if state is None else state
         new_buffer = None
         if self.conv is not None:
@@ -82,13 +82,15 @@ class ResidualBlock(nn.Module):
             x = x + conv_out
         y, h = cell_fn(self.norm_cell(x), h)
         x = x + self.dropout(y)
+        if last_only:  # the state has seen every step; what follows is per token, so only the last one is kept
+            x = x[:, -1:]
         if self.mlp is not None:
             x = x + self.dropout(self.mlp(self.norm_mlp(x)))
         return x, BlockState(h, new_buffer)
 
-    def forward(self, x: torch.Tensor, state: BlockState | None = None):
-        """x: (B, T, D) -> (y: (B, T, D), BlockState)."""
-        return self._conv_and_cell(x, state, self.cell)
+    def forward(self, x: torch.Tensor, state: BlockState | None = None, last_only: bool = False):
+        """x: (B, T, D) -> (y: (B, T, D), or (B, 1, D) of the last step with last_only, BlockState)."""
+        return self._conv_and_cell(x, state, self.cell, last_only)
 
     def step(self, x_t: torch.Tensor, state: BlockState | None = None):
         """x_t: (B, D) -> (y_t: (B, D), BlockState)."""
@@ -121,11 +123,14 @@ class MinRNNStack(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(dim, cell, **block_kwargs) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, state: list[BlockState] | None = None):
-        """x: (B, T, D), state: list of BlockState or None -> (y: (B, T, D), new state list)."""
+    def forward(self, x: torch.Tensor, state: list[BlockState] | None = None, last_only: bool = False):
+        """x: (B, T, D), state: list of BlockState or None -> (y: (B, T, D), new state list).
+        last_only: y is (B, 1, D), the last step's output only (the same numbers), and the last block's MLP
+        runs on that step alone: what an acting caller that feeds several tokens per env step needs."""
         new_state = []
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x, s = block(x, None if state is None else state[i])
+            x, s = block(x, None if state is None else state[i], last_only and i == last)
             new_state.append(s)
         return self.norm_out(x), new_state
 

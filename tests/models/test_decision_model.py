@@ -4,6 +4,7 @@ from helpers import random_batch
 
 from decision_minrnn.config import ModelConfig
 from decision_minrnn.data import ObsNormalizer, WindowSampler, load_source
+from decision_minrnn.export import flatten_state
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.update import masked_mse
 
@@ -32,6 +33,19 @@ def test_recurrent_act_equals_forward_over_history(backbone, layout):
         a, state = model.act(batch["obs"][:, t], batch["rtg"][:, t], batch["timesteps"][:, t], prev, state)
         actions.append(a)
     torch.testing.assert_close(torch.stack(actions, 1), full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backbone", RECURRENT)
+def test_last_only_is_the_last_output_with_the_same_state(backbone):
+    # act() asks the backbone for the last token's output only (the last block's MLP skips the others).
+    model = make_model(backbone, "interleaved", conv_kernel=4 if backbone == "mingru" else 0)
+    x = torch.randn(5, 3, 32, dtype=torch.float64)
+    y_all, s_all = model.backbone(x, None)
+    y_last, s_last = model.backbone(x, None, last_only=True)
+    assert y_last.shape == (5, 1, 32)
+    torch.testing.assert_close(y_last, y_all[:, -1:], rtol=1e-12, atol=1e-12)
+    for a, b in zip(flatten_state(s_all), flatten_state(s_last)):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("backbone", RECURRENT + ["transformer"])
