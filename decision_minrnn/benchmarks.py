@@ -502,7 +502,10 @@ def bench_policy_latency(
     * torch_recurrent: Policy.act, recurrent (what `evaluate` runs);
     * torch_recurrent_compiled: Policy(compile=True).act (its one-off compile is reported apart);
     * onnxruntime_recurrent: onnx_runner.OnnxPolicy.act on the exported step (numpy + onnxruntime);
-    * torch_window_K20: Policy.act in DT's window mode.
+    * torch_window_K20: Policy.act in DT's window mode;
+    * mujoco_step: the physics the model is weighed against, Hopper-v5's env.step for each of the N envs
+      (zero actions, an env reset where an episode ends), as the evaluator steps them.
+    The ratios model_over_mujoco put every path beside that step, measured round-robin in the same run.
     The model is DT-size (embed 128, 3 layers) with Hopper's dims and random weights: speed does not depend
     on what was learned."""
     import tempfile
@@ -512,17 +515,19 @@ def bench_policy_latency(
 
     from .config import ModelConfig
     from .data.normalization import ObsNormalizer
+    from .envs.make import make_env
     from .models import DecisionModel
     from .policy import Policy, cpu_threads
 
     device = torch.device("cpu")
+    env_id = "Hopper-v5"
     torch.manual_seed(0)
     model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim, n_layers, token_layout=layout)).eval()
     norm = ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32))
     low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
 
     def policy(mode, compile=False):
-        return Policy(model, norm, 1000.0, window_K, 3600.0, mode, device, low, high, "Hopper-v5", compile=compile)
+        return Policy(model, norm, 1000.0, window_K, 3600.0, mode, device, low, high, env_id, compile=compile)
 
     policies = {"torch_recurrent": policy("recurrent"), "torch_window_K20": policy("window")}
     compile_s = None
@@ -575,17 +580,34 @@ def bench_policy_latency(
                 for t in range(steps):
                     _, state = model.act(obs_t, rtg, torch.full((n,), t), prev if t else None, state)
 
-        fns = {"torch_model_act": model_act, **fns}
+        envs = [make_env(env_id) for _ in range(n)]
+        for i, env in enumerate(envs):
+            env.reset(seed=i)
+        zero = np.zeros(3, np.float32)
+
+        def mujoco_step():
+            for _ in range(steps):
+                for env in envs:
+                    _, _, terminated, truncated, _ = env.step(zero)
+                    if terminated or truncated:
+                        env.reset()
+
+        fns = {"torch_model_act": model_act, **fns, "mujoco_step": mujoco_step}
         with cpu_threads(1, device):
             times = time_interleaved(fns, repeats, device)
+        for env in envs:
+            env.close()
         ms = {k: v / steps * 1e3 for k, v in times.items()}
         row = {
             "n_envs": n,
             "threads": 1,
             "ms_per_step": {k: round(v, 4) for k, v in ms.items()},
             "speedup_vs_torch_recurrent": {
-                k: round(ms["torch_recurrent"] / v, 2) for k, v in ms.items() if k != "torch_recurrent"
+                k: round(ms["torch_recurrent"] / v, 2)
+                for k, v in ms.items()
+                if k not in ("torch_recurrent", "mujoco_step")
             },
+            "model_over_mujoco": {k: round(v / ms["mujoco_step"], 2) for k, v in ms.items() if k != "mujoco_step"},
         }
         if compile_s is not None:
             row["compile_s"] = compile_s

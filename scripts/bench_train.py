@@ -1,10 +1,12 @@
 """Training step time per backbone x context length K x token layout, measured side by side.
 
     python scripts/bench_train.py [--contexts 20 200 1000] [--repeats 3] [--no-compiled-gates]
-                                  [--bf16] [--train-compile] [--device cuda]
+                                  [--bf16] [--train-compile] [--no-fast-dropout] [--per-tensor-adamw] [--device cuda]
 
-Prints JSON (batch 64, 16 at K >= 1000; embed 128, 3 layers; Hopper dims). --bf16 and --train-compile default to on
-with --device cuda, where each row also gives peak memory per variant.
+Prints JSON (batch 64, 16 at K >= 1000; embed 128, 3 layers; Hopper dims). --bf16 defaults to on where the device
+has native bf16 (CUDA with bf16, a CPU with AVX512-BF16 or AMX), --train-compile to on with --device cuda, where
+each row also gives peak memory per variant. Every backbone is also timed with model.dropout_impl=fast unless
+--no-fast-dropout.
 """
 
 import argparse
@@ -25,6 +27,10 @@ parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=Non
 parser.add_argument(
     "--train-compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile(model) variants"
 )
+parser.add_argument("--no-fast-dropout", action="store_true", help="skip the model.dropout_impl=fast variants")
+parser.add_argument(
+    "--per-tensor-adamw", action="store_true", help="also time torch's per-tensor AdamW loop (before update.adamw)"
+)
 args = parser.parse_args()
 print(
     json.dumps(
@@ -37,6 +43,8 @@ print(
             compiled_gates=not args.no_compiled_gates,
             bf16=args.bf16,
             train_compile=args.train_compile,
+            fast_dropout=not args.no_fast_dropout,
+            per_tensor_adamw=args.per_tensor_adamw,
         ),
         indent=1,
     )

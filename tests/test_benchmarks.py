@@ -112,8 +112,11 @@ def test_bench_policy_latency_reports_every_path():
         "torch_recurrent",
         "torch_window_K20",
         "onnxruntime_recurrent",
+        "mujoco_step",
     }
-    assert set(row["speedup_vs_torch_recurrent"]) == set(row["ms_per_step"]) - {"torch_recurrent"}
+    assert set(row["speedup_vs_torch_recurrent"]) == set(row["ms_per_step"]) - {"torch_recurrent", "mujoco_step"}
+    assert set(row["model_over_mujoco"]) == set(row["ms_per_step"]) - {"mujoco_step"}
+    assert row["ms_per_step"]["mujoco_step"] > 0
 
 
 def test_bench_seed_group_times_both_paths_on_the_same_models():

@@ -160,6 +160,7 @@ def _print_latency(rows) -> None:
     for row in rows:
         print(f"  envs={row['n_envs']:<3} {row['ms_per_step']}")
         print(f"          speed-up vs torch_recurrent {row['speedup_vs_torch_recurrent']}")
+        print(f"          time over MuJoCo's step {row['model_over_mujoco']}")
 
 
 def register(sub) -> None:
