@@ -22,27 +22,49 @@ from pathlib import Path
 import numpy as np
 
 
+class PolicyInputError(ValueError):
+    """A bad exported file or a bad observation / reward: one line, as decision_minrnn.policy.Policy's errors."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 class OnnxPolicy:
     """The same bookkeeping as decision_minrnn.policy.Policy (normalization, return-to-go, timestep,
-    previous action, state), around the exported one-step graph."""
+    previous action, state), around the exported one-step graph, with the same input checks: a non-finite
+    observation or reward, or a non-finite action out of the graph, is a PolicyInputError, never a NaN action."""
 
     def __init__(self, onnx_path: str | Path, target_return: float | None = None, threads: int = 1):
         import onnxruntime as ort
 
         onnx_path = Path(onnx_path)
-        self.meta = json.loads(onnx_path.with_suffix(".json").read_text())
+        meta_path = onnx_path.with_suffix(".json")
+        try:
+            self.meta = m = json.loads(meta_path.read_text())
+            self.obs_dim, self.act_dim, self.env_id = int(m["obs_dim"]), int(m["act_dim"]), m["env_id"]
+            self.mean = np.asarray(m["obs_mean"], dtype=np.float32).reshape(self.obs_dim)
+            self.std = np.asarray(m["obs_std"], dtype=np.float32).reshape(self.obs_dim)
+            self.low = np.asarray(m["action_low"], dtype=np.float32).reshape(self.act_dim)
+            self.high = np.asarray(m["action_high"], dtype=np.float32).reshape(self.act_dim)
+            target = m["target_returns"][0] if target_return is None else target_return
+            self.target_return = float(target)
+            float(m["rtg_scale"]), int(m["max_ep_len"]), list(m["state"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise PolicyInputError(f"{meta_path} is not the metadata of an export ({_first_line(exc)})") from None
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all() and (self.std > 0).all()):
+            raise PolicyInputError(f"{meta_path}: obs_mean / obs_std must be finite, with every std > 0")
+        if not np.isfinite(self.target_return):
+            raise PolicyInputError(f"target return {self.target_return} is not finite")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        m = self.meta
-        self.obs_dim, self.act_dim, self.env_id = m["obs_dim"], m["act_dim"], m["env_id"]
-        self.mean = np.asarray(m["obs_mean"], dtype=np.float32)
-        self.std = np.asarray(m["obs_std"], dtype=np.float32)
-        self.low = np.asarray(m["action_low"], dtype=np.float32)
-        self.high = np.asarray(m["action_high"], dtype=np.float32)
-        self.target_return = float(m["target_returns"][0] if target_return is None else target_return)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds for a bad or truncated file
+            raise PolicyInputError(f"{onnx_path} is not a readable ONNX model ({_first_line(exc)})") from None
         self.n = 0
 
     def reset(self, n: int = 1, target_return: float | None = None) -> None:
@@ -61,24 +83,32 @@ class OnnxPolicy:
         """obs (obs_dim,) or (N, obs_dim) raw; reward (N,) of the previous step or None at the first step."""
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.ndim == 1
-        obs = obs.reshape(-1, self.obs_dim) if single else obs
+        obs = obs.reshape(1, -1) if single else obs
         if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"observation of shape {obs.shape} does not fit obs_dim {self.obs_dim}")
+            raise PolicyInputError(f"observation of shape {obs.shape} does not fit obs_dim {self.obs_dim}")
+        if not np.isfinite(obs).all():
+            raise PolicyInputError("observation contains NaN or inf")
         if self.n != obs.shape[0]:
             self.reset(obs.shape[0])
+        rtg = self.rtg
         if reward is not None:
+            r = np.asarray(reward, dtype=np.float64).reshape(-1)
+            if r.shape[0] != self.n or not np.isfinite(r).all():
+                raise PolicyInputError(f"reward must hold {self.n} finite values")
             # RTG_{t+1} = RTG_t - r_t / scale, in float32 as the torch policy computes it
-            r = np.asarray(reward, dtype=np.float64).reshape(-1).astype(np.float32)
-            self.rtg = self.rtg - r[:, None] / np.float32(self.meta["rtg_scale"])
+            rtg = rtg - r.astype(np.float32)[:, None] / np.float32(self.meta["rtg_scale"])
         feeds = {
             "obs": (obs - self.mean) / self.std,
-            "rtg": self.rtg,
+            "rtg": rtg,
             "timestep": np.minimum(self.t, self.meta["max_ep_len"] - 1),
             "prev_action": self.prev_action,
             "first": (self.t == 0).astype(np.float32)[:, None],
             **self.state,
         }
         outputs = self.session.run(None, feeds)
+        if not np.isfinite(outputs[0]).all():
+            raise PolicyInputError("the policy produced a non-finite action (NaN or inf weights or inputs?)")
+        self.rtg = rtg  # a refused step changes nothing
         action = np.clip(outputs[0], self.low, self.high)
         for s, value in zip(self.meta["state"], outputs[1:]):
             self.state[s["input"]] = value
@@ -138,7 +168,14 @@ def main(argv=None) -> int:
     if not path.is_file() or not path.with_suffix(".json").is_file():
         print(f"error: {path} and {path.with_suffix('.json')} must both exist", file=sys.stderr)
         return 2
-    result = rollout(OnnxPolicy(path), args.episodes, args.seed, args.target_return, args.max_steps)
+    if args.episodes < 1 or args.max_steps < 1:
+        print("error: --episodes and --max-steps must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        result = rollout(OnnxPolicy(path), args.episodes, args.seed, args.target_return, args.max_steps)
+    except PolicyInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1))
     return 0
 

@@ -71,10 +71,15 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"grid file {path}: 'datasets' must map labels to config files")
     if not isinstance(backbones, list) or not backbones or not isinstance(seeds, list) or not seeds:
         raise ConfigError(f"grid file {path}: 'backbones' and 'seeds' must be non-empty lists")
-    try:
-        seeds = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise ConfigError(f"grid file {path}: 'seeds' must be integers, got {seeds}") from None
+    # bool is an int to Python and 1.7 would truncate to 1: neither is a seed.
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"grid file {path}: 'seeds' must be integers >= 0, got {seeds}")
+    if not all(isinstance(b, str) for b in backbones):
+        raise ConfigError(f"grid file {path}: 'backbones' must be names, got {backbones}")
+    for what, values in (("seeds", seeds), ("backbones", backbones)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"grid file {path}: '{what}' lists {', '.join(repeated)} more than once")
     name = str(spec.get("name") or file.stem)
     for what, value in [("name", name), *[("dataset label", str(label)) for label in datasets]]:
         _check_path_component(path, what, value)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, MissingExtraError
+from ..errors import DataError, MissingExtraError, UsageError
 from .published import PUBLISHED_COLUMNS, published_cell
 from .stats import DEFAULT_REPS, probability_of_improvement, rank_test_p, score_stats
 
@@ -120,6 +121,9 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         )
     except (KeyError, TypeError, ValueError) as exc:
         skipped.append(Skipped(run_dir, f"final.json is missing or mistypes a field ({type(exc).__name__}: {exc})"))
+        return None
+    if not math.isfinite(run.normalized):  # json.loads reads NaN and Infinity: a score no mean should absorb
+        skipped.append(Skipped(run_dir, f"its normalized score is {run.normalized}, not a finite number"))
         return None
     metrics = final.parent / "metrics.jsonl"
     if metrics.is_file():
@@ -535,7 +539,13 @@ def _usable_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
     return runs, skipped
 
 
+def _check_reps(reps: int) -> None:
+    if reps < 1:
+        raise UsageError(f"--reps must be >= 1 (bootstrap resamples), got {reps}")
+
+
 def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS) -> dict:
+    _check_reps(reps)
     runs_dir = Path(runs_dir)
     runs, skipped = _usable_runs(runs_dir)
     out = Path(out) if out else runs_dir / "report"
@@ -702,6 +712,7 @@ def compare(
 ) -> dict:
     """`decision-minrnn compare`: the comparison table of two runs directories, written to OUT/comparison.md and
     OUT/comparison.json when out is given."""
+    _check_reps(reps)
     (runs_a, skipped_a), (runs_b, skipped_b) = (_usable_runs(Path(d)) for d in (runs_dir_a, runs_dir_b))
     result = compare_runs(runs_a, runs_b, labels=labels, reps=reps)
     if not result["rows"]:

@@ -212,6 +212,8 @@ def sweep(
         raise ConfigError("--storage and --seed-groups do not go together yet; drop one of them")
     if gpus_per_run < 0 or threads_per_run < 1:
         raise ConfigError("--gpus-per-run must be >= 0 and --cpus-per-run >= 1")
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel must be >= 1, got {max_parallel}")
     if storage is not None:
         from .storage import RunStorage
 

@@ -1,0 +1,215 @@
+"""The table of bad inputs: one parametrized test per class, each case run through the real CLI or API,
+checking the exit code, the one line (its words), no traceback, and that every file that existed before is
+byte-identical afterwards (and that nothing new was written where the command was refused)."""
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decision_minrnn.cli import main
+
+
+def snapshot(root: Path) -> dict:
+    """Relative path -> sha256 of every file under root, and "dir" for every directory."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def refused(capsys, argv: list[str], *fragments: str) -> str:
+    """Runs the CLI, expects exit 2 with one line on stderr holding every fragment; returns that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+# ----- grids and sweeps --------------------------------------------------------------------------------------
+GRID = "datasets: {hopper-medium: x.yaml}\nbackbones: [mingru]\n"
+BAD_GRIDS = {
+    "a dataset label given twice": (
+        "datasets:\n  hopper-medium: a.yaml\n  hopper-medium: b.yaml\nbackbones: [mingru]\n",
+        "duplicate key 'hopper-medium'",
+    ),
+    "a backbone given twice": (GRID.replace("[mingru]", "[mingru, minlstm, mingru]"), "'backbones' lists mingru more"),
+    "a seed given twice": (GRID + "seeds: [0, 1, 0]\n", "'seeds' lists 0 more than once"),
+    "a fractional seed": (GRID + "seeds: [1.7]\n", "'seeds' must be integers >= 0"),
+    "a boolean seed": (GRID + "seeds: [true]\n", "'seeds' must be integers >= 0"),
+    "a negative seed": (GRID + "seeds: [-2]\n", "'seeds' must be integers >= 0"),
+    "a backbone that is not a name": (GRID.replace("[mingru]", "[1]"), "'backbones' must be names"),
+    "a duplicate key in a nested mapping": (GRID + "backbone_set:\n  mingru: [a=1]\n  mingru: [a=2]\n", "duplicate"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_GRIDS, ids=list(BAD_GRIDS))
+def test_bad_grids_are_refused_before_any_run(tmp_path, capsys, case):
+    content, message = BAD_GRIDS[case]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(content)
+    before = snapshot(tmp_path)
+    refused(capsys, ["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--no-ray"], message)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_max_parallel_below_one_is_refused(tmp_path, capsys, value):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID)
+    refused(capsys, ["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--max-parallel", value],
+            f"--max-parallel must be >= 1, got {value}")  # fmt: skip
+    assert not (tmp_path / "runs").exists()
+
+
+# ----- reports and comparisons -------------------------------------------------------------------------------
+def fake_run(root: Path, label: str, backbone: str, seed: int, score: float) -> Path:
+    run = root / label / backbone / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: x\n")
+    summary = {
+        "name": f"{label}/{backbone}/seed{seed}",
+        "label": label,
+        "step": 6,
+        "finished": True,
+        "backbone": backbone,
+        "seed": seed,
+        "behaviour_normalized": 35.0,
+        "eval": {"target_return": 3600.0, "normalized_mean": score, "return_mean": 10.0, "score_reference": "x"},
+    }
+    (run / "final.json").write_text(json.dumps(summary))  # NaN and inf as json writes them (NaN, Infinity)
+    return run
+
+
+@pytest.fixture
+def two_sweeps(tmp_path):
+    for side, scores in (("a", [50.0, 52.0]), ("b", [40.0, 45.0])):
+        for seed, score in enumerate(scores):
+            fake_run(tmp_path / side, "hopper-medium", "mingru", seed, score)
+    return tmp_path / "a", tmp_path / "b"
+
+
+@pytest.mark.parametrize("reps", ["0", "-5"])
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_bootstrap_resamples_below_one_are_refused(two_sweeps, tmp_path, capsys, command, reps):
+    pytest.importorskip("rliable")
+    before = snapshot(tmp_path)
+    dirs = [str(two_sweeps[0])] if command == "report" else [str(d) for d in two_sweeps]
+    refused(capsys, [command, *dirs, "--reps", reps, "--out", str(tmp_path / "out")], "--reps must be >= 1")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_score_is_a_skipped_run_not_a_nan_row(tmp_path, capsys, score):
+    pytest.importorskip("rliable")
+    for seed, value in enumerate([50.0, 52.0, score]):
+        fake_run(tmp_path / "runs", "hopper-medium", "mingru", seed, value)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--reps", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "nan [" not in out and "inf [" not in out and "not a finite number" in out  # listed as skipped
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    (cell,) = stats["cells"]
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(51.0)
+    (skip,) = stats["skipped"]
+    assert skip["run_dir"].endswith("seed2") and "not a finite number" in skip["reason"]
+
+
+# ----- the exported policy (onnx_runner) ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import torch
+
+    from decision_minrnn.config import ModelConfig
+    from decision_minrnn.export import write_onnx
+    from decision_minrnn.models import DecisionModel
+
+    torch.manual_seed(0)
+    model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=8, n_layers=1))
+    path = tmp_path_factory.mktemp("onnx") / "policy.onnx"
+    meta = {
+        "env_id": "Hopper-v5",
+        "obs_mean": [0.0] * 11,
+        "obs_std": [1.0] * 11,
+        "rtg_scale": 1000.0,
+        "target_returns": [3600.0],
+        "action_low": [-1.0] * 3,
+        "action_high": [1.0] * 3,
+    }
+    write_onnx(model, path, meta)
+    return path
+
+
+def _damage(path: Path, how: str) -> None:
+    meta = path.with_suffix(".json")
+    if how == "truncated onnx":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    elif how == "truncated json":
+        meta.write_text(meta.read_text()[:40])
+    elif how == "json without obs_std":
+        data = json.loads(meta.read_text())
+        del data["obs_std"]
+        meta.write_text(json.dumps(data))
+    elif how == "negative std":
+        data = json.loads(meta.read_text())
+        data["obs_std"][3] = -1.0
+        meta.write_text(json.dumps(data))
+
+
+DAMAGES = {
+    "truncated onnx": "is not a readable ONNX model",
+    "truncated json": "is not the metadata of an export",
+    "json without obs_std": "is not the metadata of an export",
+    "negative std": "every std > 0",
+}
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_the_runner_refuses_a_damaged_export_with_one_line(exported, tmp_path, how):
+    for suffix in (".onnx", ".json"):
+        (tmp_path / f"policy{suffix}").write_bytes(exported.with_suffix(suffix).read_bytes())
+    path = tmp_path / "policy.onnx"
+    _damage(path, how)
+    before = snapshot(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "decision_minrnn.onnx_runner", str(path), "--episodes", "1", "--max-steps", "3"],
+        capture_output=True,
+        text=True,
+    )
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert DAMAGES[how] in err, err
+    assert snapshot(tmp_path) == before
+
+
+BAD_STEPS = {
+    "NaN observation": (lambda obs: obs * np.nan, None, "observation contains NaN or inf"),
+    "inf observation": (lambda obs: obs + np.inf, None, "observation contains NaN or inf"),
+    "NaN reward": (lambda obs: obs, [np.nan, 1.0], "reward must hold 2 finite values"),
+    "reward of the wrong length": (lambda obs: obs, [1.0], "reward must hold 2 finite values"),
+    "observation of the wrong width": (lambda obs: obs[:, :5], None, "does not fit obs_dim 11"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_STEPS)
+def test_onnx_policy_refuses_what_the_torch_policy_refuses(exported, case):
+    from decision_minrnn.onnx_runner import OnnxPolicy, PolicyInputError
+
+    change_obs, reward, message = BAD_STEPS[case]
+    policy, clean = OnnxPolicy(exported), OnnxPolicy(exported)
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    for p in (policy, clean):
+        p.reset(2)
+        p.act(obs)
+    with pytest.raises(PolicyInputError, match=message):
+        policy.act(change_obs(obs), reward)
+    # A refused step changes nothing: the next good step gives the actions of a policy that never saw it.
+    np.testing.assert_array_equal(policy.act(obs, [1.0, 1.0]), clean.act(obs, [1.0, 1.0]))
