@@ -12,8 +12,12 @@ from .errors import Interrupted, UserError, first_line
 
 def _cmd_datasets_info(args) -> int:
     from .data.episodes import load_source
+    from .envs.make import check_data_fits_env
 
-    info = load_source(args.source, env_id=args.env_id, env_version=args.env_version).describe()
+    dataset = load_source(args.source, env_id=args.env_id, env_version=args.env_version)
+    if dataset.env_id:  # what train checks before its first step; the values were checked on loading
+        check_data_fits_env(dataset, dataset.env_id)
+    info = dataset.describe()
     if args.json:
         print(json.dumps(info, indent=1))
         return 0

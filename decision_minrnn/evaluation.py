@@ -9,6 +9,7 @@ import torch
 
 from .checkpoint import BEST, load_checkpoint
 from .config import config_from_dict, validate
+from .data.episodes import check_task
 from .data.info import DataInfo
 from .device import resolve_device
 from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_context
@@ -58,6 +59,7 @@ def evaluate_checkpoint(
     device = resolve_device(device, "--device")
     ckpt, cfg, data, model = model_from_checkpoint(best_checkpoint(path) if best else path, device)
     if env_id:
+        check_task(data.name, data.task, env_id, "--env-id")
         data = replace(data, env_id=env_id)
     eval_cfg = replace(
         cfg.eval,

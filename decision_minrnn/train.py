@@ -32,11 +32,10 @@ from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_amp, resolve_device
 from .envs.evaluate import TargetResult, eval_mode, eval_targets, evaluate_targets, policy_context
-from .envs.make import make_env
+from .envs.make import check_data_fits_env
 from .errors import (
     CheckpointError,
     ConfigError,
-    DataError,
     DivergedError,
     Interrupted,
     UsageError,
@@ -202,18 +201,6 @@ def _is_fresh(run_dir: Path) -> bool:
     return {p.name for p in run_dir.iterdir()} <= {".lock", "config.yaml"}
 
 
-def _check_env_spaces(env_id: str, obs_dim: int, act_dim: int) -> None:
-    """The data must fit the environment it will be evaluated in: checked before any training step."""
-    env = make_env(env_id)
-    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
-    env.close()
-    if obs_shape != (obs_dim,) or act_shape != (act_dim,):
-        raise DataError(
-            f"the data's obs/act dims {obs_dim}/{act_dim} do not match {env_id}'s spaces "
-            f"{obs_shape}/{act_shape}; set data.env_id to the environment the data came from"
-        )
-
-
 @dataclass
 class _Member:
     """One run of the (possibly one-seed) group: its directory, model, data stream and optimizer."""
@@ -322,7 +309,7 @@ def _train(
     context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
     check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
     if dataset.env_id:
-        _check_env_spaces(dataset.env_id, dataset.obs_dim, dataset.act_dim)
+        check_data_fits_env(dataset, dataset.env_id)
     ctx, targets = None, None
     if cfg.eval.episodes > 0:  # training alone needs no env
         ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)

@@ -213,3 +213,92 @@ def test_onnx_policy_refuses_what_the_torch_policy_refuses(exported, case):
         policy.act(change_obs(obs), reward)
     # A refused step changes nothing: the next good step gives the actions of a policy that never saw it.
     np.testing.assert_array_equal(policy.act(obs, [1.0, 1.0]), clean.act(obs, [1.0, 1.0]))
+
+
+# ----- data that does not fit its environment, or cannot be real ------------------------------------------------
+def _hdf5(tmp_path: Path, name: str, change=None, obs_dim=11, act_dim=3) -> Path:
+    import h5py
+    from helpers import make_d4rl_file, synthetic_episodes
+
+    path = make_d4rl_file(tmp_path / name, synthetic_episodes(3, seed=2, obs_dim=obs_dim, act_dim=act_dim))
+    if change is not None:
+        with h5py.File(path, "a") as f:
+            change(f)
+    return path
+
+
+def _scale(key, factor, column=None):
+    def change(f):
+        data = f[key][...]
+        if column is None:
+            data *= factor
+        else:
+            data[:, column] *= factor
+        f[key][...] = data
+
+    return change
+
+
+def _set(key, index, value):
+    def change(f):
+        f[key][index] = value
+
+    return change
+
+
+def tiny_train_argv(tmp_path: Path, source) -> list[str]:
+    """`train` of a tiny model for two steps on `source` into tmp_path/run (the config file written now)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"data:\n  source: [{source}]\n")
+    tiny = ["model.embed_dim=8", "model.n_layers=1", "train.steps=2", "train.batch_size=2", "eval.episodes=0"]
+    argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    return argv + [x for o in tiny for x in ("--set", o)]
+
+
+BAD_DATA = {
+    "walker2d data with a HalfCheetah env": (
+        dict(name="walker2d-medium-v2.hdf5", obs_dim=17, act_dim=6),
+        ["--set", "data.env_id=HalfCheetah-v5"],
+        "walker2d-medium-v2.hdf5 is walker2d data but data.env_id=HalfCheetah-v5 is halfcheetah",
+    ),
+    "actions x50": (
+        dict(name="hopper-medium-v2.hdf5", change=_scale("actions", 50.0)),
+        [],
+        "outside Hopper-v5's action space [-1, 1]",
+    ),
+    "a column of 1e30": (
+        dict(name="hopper-medium-v2.hdf5", change=_scale("observations", 1e30, column=5)),
+        [],
+        "observations hold -3.25e+29 at step 0, column 5, beyond any MuJoCo value",
+    ),
+    "a reward of 3e38": (
+        dict(name="hopper-medium-v2.hdf5", change=_set("rewards", 4, 3e38)),
+        [],
+        "rewards hold 3e+38 at step 4, beyond any MuJoCo value",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+@pytest.mark.parametrize("command", ["train", "datasets info"])
+def test_data_is_checked_against_its_environment_before_training(tmp_path, capsys, case, command):
+    hdf5_kw, sets, message = BAD_DATA[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    path = _hdf5(data, **hdf5_kw)
+    if command == "train":
+        argv = tiny_train_argv(tmp_path, path) + sets
+    else:  # info's --env-id is what data.env_id is to train
+        argv = ["datasets", "info", str(path)] + (["--env-id", sets[1].split("=")[1]] if sets else [])
+    before = snapshot(tmp_path)
+    refused(capsys, argv, message)
+    assert snapshot(tmp_path) == before  # no run directory either
+
+
+def test_evaluate_refuses_another_tasks_environment(tmp_path, tiny_minari, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_train_argv(tmp_path, tiny_minari[0])) == 0
+    before = snapshot(tmp_path)
+    refused(capsys, ["evaluate", "--checkpoint", str(run), "--env-id", "Walker2d-v5", "--episodes", "1"],
+            "is hopper data but --env-id=Walker2d-v5 is walker2d")  # fmt: skip
+    assert snapshot(tmp_path) == before

@@ -71,7 +71,7 @@ def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(
         ("data.rtg_scale=nan", "data.rtg_scale=nan is not a finite number"),
         ("eval.target_returns=[inf]", "target returns must be finite"),
         ("train.seed=-1", "train.seed=-1 must be >= 0"),
-        ("data.env_id=Walker2d-v5", "do not match Walker2d-v5's spaces"),
+        ("data.env_id=Walker2d-v5", "is hopper data but data.env_id=Walker2d-v5 is walker2d"),
     ],
 )
 def test_force_with_a_bad_new_run_leaves_the_old_one_byte_identical(tmp_path, tiny_minari, capsys, override, message):

@@ -102,6 +102,33 @@ def _check_finite(name: str, where: str, array: np.ndarray) -> None:
         raise DataError(f"{where}: {name} contain NaN or inf (first at step {bad})")
 
 
+# No MuJoCo locomotion observation, action or per-step reward comes near this; a value beyond it is corrupt data
+# (a column scaled by 1e30, a reward of 3e38) that would train a whole budget on garbage before any check fails.
+MAX_ABS_VALUE = 1e6
+
+
+def _check_magnitude(name: str, where: str, array: np.ndarray) -> None:
+    big = np.abs(array) > MAX_ABS_VALUE
+    if big.any():
+        index = tuple(int(i) for i in np.argwhere(big)[0])
+        column = f", column {index[1]}" if len(index) > 1 else ""
+        raise DataError(
+            f"{where}: {name} hold {float(array[index]):.3g} at step {index[0]}{column}, beyond any MuJoCo value "
+            f"(|x| > {MAX_ABS_VALUE:g}); the data is corrupt or in other units"
+        )
+
+
+def check_task(name: str, own_task: str | None, env_id: str | None, what: str = "data.env_id") -> None:
+    """Data of one task must not be evaluated and scored in another task's environment of the same dims
+    (walker2d data in HalfCheetah-v5 would be scored against HalfCheetah's reference returns)."""
+    task = task_of(env_id)
+    if own_task and task and own_task != task:
+        raise DataError(
+            f"{name} is {own_task} data but {what}={env_id} is {task}: it would be evaluated and scored as "
+            f"{task}; name a {own_task} environment or drop {what}"
+        )
+
+
 def validate_episodes(episodes: list[Episode], where: str) -> None:
     if not episodes:
         raise DataError(f"{where}: no episodes")
@@ -118,6 +145,9 @@ def validate_episodes(episodes: list[Episode], where: str) -> None:
         _check_finite("observations", label, ep.obs)
         _check_finite("actions", label, ep.act)
         _check_finite("rewards", label, ep.rew)
+        _check_magnitude("observations", label, ep.obs)
+        _check_magnitude("actions", label, ep.act)
+        _check_magnitude("rewards", label, ep.rew)
 
 
 def _flat_box_dim(space, what: str, dataset_id: str) -> None:
@@ -282,6 +312,7 @@ def load_d4rl_hdf5(path: str, env_id: str | None = None, env_version: str = "v5"
         obs, act, rew, arrays["terminals"].astype(bool).reshape(n), arrays["timeouts"].astype(bool).reshape(n)
     )
     validate_episodes(episodes, path)
+    check_task(file.name, task_of(file.name), env_id)
     task = task_of(env_id) or task_of(file.name)
     if env_id is None and task is not None:
         env_id = env_id_for(task, env_version)
@@ -333,6 +364,7 @@ def load_source(source: str | list[str], env_id: str | None = None, env_version:
             loaded.append(load_d4rl_hdf5(s, env_id, env_version))
         else:
             loaded.append(load_minari(s))
+            check_task(s, loaded[-1].task, env_id)
     dataset = loaded[0] if len(loaded) == 1 else compose(loaded, env_id)
     if env_id is not None:
         dataset.env_id = env_id

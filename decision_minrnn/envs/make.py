@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import EnvError, first_line
+import numpy as np
+
+from ..errors import DataError, EnvError, first_line
 
 
 def make_env(env_id: str, **kwargs):
@@ -13,3 +15,28 @@ def make_env(env_id: str, **kwargs):
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise EnvError(f"cannot make environment {env_id!r}: {first_line(exc)}") from None
+
+
+def check_data_fits_env(dataset, env_id: str) -> None:
+    """The data must fit the environment it will be evaluated in: its obs / act dims, and every action inside
+    the action space (actions x50 would train without a word and act clipped). Run by `train` before its
+    first step and by `datasets info`. dataset: an OfflineDataset (name, obs_dim, act_dim, episodes)."""
+    env = make_env(env_id)
+    obs_shape, space = env.observation_space.shape, env.action_space
+    env.close()
+    if obs_shape != (dataset.obs_dim,) or space.shape != (dataset.act_dim,):
+        raise DataError(
+            f"the data's obs/act dims {dataset.obs_dim}/{dataset.act_dim} do not match {env_id}'s spaces "
+            f"{obs_shape}/{space.shape}; set data.env_id to the environment the data came from"
+        )
+    low, high = space.low, space.high
+    slack = 1e-3 * (high - low)  # float32 rounding of actions stored at the bound
+    for i, episode in enumerate(dataset.episodes):
+        outside = (episode.act < low - slack) | (episode.act > high + slack)
+        if outside.any():
+            t, j = (int(k) for k in np.argwhere(outside)[0])
+            raise DataError(
+                f"{dataset.name} episode {i} step {t}: action {j} is {float(episode.act[t, j]):.3g}, outside "
+                f"{env_id}'s action space [{float(low[j]):g}, {float(high[j]):g}]; the actions are in other "
+                "units or come from another environment"
+            )
