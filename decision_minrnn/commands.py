@@ -123,7 +123,7 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_onnx
 
-    meta = export_onnx(args.checkpoint, args.out)
+    meta = export_onnx(args.checkpoint, args.out, force=args.force)
     print(
         f"wrote {args.out} and {Path(args.out).with_suffix('.json')} ({meta['backbone']}, {meta['token_layout']} "
         f"tokens, step {meta['step']}); run it with: python -m decision_minrnn.onnx_runner {args.out}"
@@ -162,6 +162,7 @@ def register(sub) -> None:
     ex = sub.add_parser("export", help="write the O(1) recurrent step as ONNX (+ JSON) for use without torch")
     ex.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint directory")
     ex.add_argument("--out", required=True, help="output .onnx path; the .json goes beside it")
+    ex.add_argument("--force", action="store_true", help="replace an earlier export at --out (never another file)")
     ex.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="roll a checkpoint out in its MuJoCo environment")

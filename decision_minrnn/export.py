@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -143,7 +144,6 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
             )
     finally:
         onnx_logger.setLevel(level)
-    program.save(str(out))
     meta = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -159,12 +159,51 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
             for i, o, t in zip(state_in, state_out, state)
         ],
     }
-    Path(out).with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    _write_pair(Path(out), program.save, json.dumps(meta, indent=1))
     return meta
 
 
-def export_onnx(checkpoint, out: str | Path) -> dict:
-    """Write OUT (.onnx) and OUT with .json for a checkpoint; returns the JSON metadata."""
+def _write_pair(out: Path, save_onnx, meta_text: str) -> None:
+    """Both files into hidden temporaries beside them, then renamed into place: a failure (a full disk, a
+    read-only folder) leaves no half-written file and any earlier export as it was."""
+    meta_path = out.with_suffix(".json")
+    tmp_onnx, tmp_meta = (p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (out, meta_path))
+    try:
+        save_onnx(str(tmp_onnx))
+        tmp_meta.write_text(meta_text)
+        os.replace(tmp_onnx, out)
+        os.replace(tmp_meta, meta_path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out} and {meta_path.name}: {exc.strerror or exc}") from None
+    finally:
+        for tmp in (tmp_onnx, tmp_meta):
+            tmp.unlink(missing_ok=True)
+
+
+def check_export_target(out: Path, force: bool) -> None:
+    """`export` writes OUT.onnx and OUT.json: neither may replace a file unless --force, and --force replaces
+    only an earlier export (an OUT.json that export wrote, with its OUT.onnx), never a file of the user's."""
+    meta_path = out.with_suffix(".json")
+    existing = [p for p in (out, meta_path) if p.exists() or p.is_symlink()]
+    if not existing:
+        return
+    names = " and ".join(str(p) for p in existing)
+    if not force:
+        raise UsageError(f"--out {out}: {names} already exist(s); pass --force to replace an earlier export")
+    try:
+        ours = json.loads(meta_path.read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        ours = False
+    if not ours or not meta_path.is_file() or any(p.is_symlink() or not p.is_file() for p in existing):
+        raise UsageError(
+            f"--force refused: {names} is not an earlier export (no {meta_path.name} written by export beside "
+            f"{out.name}); nothing was replaced"
+        )
+
+
+def export_onnx(checkpoint, out: str | Path, force: bool = False) -> dict:
+    """Write OUT (.onnx) and OUT with .json for a checkpoint; returns the JSON metadata. force: replace an
+    earlier export at OUT (check_export_target)."""
     _require_onnx()
     from .envs.evaluate import eval_targets, policy_context
     from .evaluation import model_from_checkpoint
@@ -175,6 +214,7 @@ def export_onnx(checkpoint, out: str | Path) -> dict:
         raise UsageError(f"--out {out} must end in .onnx")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    check_export_target(out, force)
     ckpt, cfg, data, model = model_from_checkpoint(checkpoint, "cpu")
     if not model.recurrent:
         raise CheckpointError(

@@ -1,8 +1,9 @@
 """Run directories: what counts as one, one process per directory, and a --force that cannot lose files.
 
-* A run directory is one this package wrote: config.yaml and nothing but checkpoints/, metrics.jsonl,
-  final.json, the loggers' tb/, scalars.csv, wandb/ and wandb_id, and the lock. `--force` replaces only
-  such a directory or an empty one; anything else (a directory with one file of the user's in it) is refused.
+* A run directory is one this package wrote: config.yaml and nothing but what train writes, checked at every
+  level by name and kind (RUN_TREE: checkpoints/step-*/ with their three files, tb/events.out.tfevents.*,
+  metrics.jsonl, final.json, scalars.csv, wandb/ and wandb_id, the lock). `--force` replaces only such a
+  directory or an empty one; anything else (one file of the user's anywhere in it) is refused.
 * The old run is not deleted when --force starts. Its files are moved aside (into a hidden sibling; the
   directory and its lock stay) and deleted once the new run has written its first checkpoint. If the new
   run fails before that, they are put back.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import os
 import shutil
 import time
@@ -23,25 +25,57 @@ from pathlib import Path
 from .errors import CheckpointError
 
 LOCK_NAME = ".lock"
-RUN_FILES = {
-    "config.yaml",
-    "checkpoints",
-    "metrics.jsonl",
-    "final.json",
-    "tb",
-    "scalars.csv",
-    "wandb",
-    "wandb_id",
-    LOCK_NAME,
+# What train writes, at every level: name pattern -> "file", "link" (a symlink or a file), OTHERS (a directory
+# whose contents another library owns: wandb's run folders), or the mapping of what that directory may hold.
+OTHERS = "others"
+_CHECKPOINT = {"model.safetensors": "file", "train.safetensors": "file", "state.json": "file"}
+RUN_TREE = {
+    "config.yaml": "file",
+    "metrics.jsonl": "file",
+    "final.json": "file",
+    "scalars.csv": "file",
+    "wandb_id": "file",
+    LOCK_NAME: "file",
+    # checkpoint.save_checkpoint: step-XXXXXXXX and best, each written into a .tmp-* directory first
+    "checkpoints": {"step-[0-9]*": _CHECKPOINT, "best": _CHECKPOINT, ".tmp-*": _CHECKPOINT},
+    "tb": {"events.out.tfevents.*": "file"},  # SummaryWriter, hparams included (run_name=".")
+    "wandb": {
+        "run-*": OTHERS,
+        "offline-run-*": OTHERS,
+        "latest-run": "link",
+        "debug.log": "link",
+        "debug-internal.log": "link",
+    },
 }
 
 
+def foreign_entry(path: Path, tree: dict = RUN_TREE) -> Path | None:
+    """The first entry under `path` that train does not write, by name or by kind (a file where train writes
+    a directory, a symlink where it writes neither), looked for at every level; None if there is none."""
+    for entry in sorted(path.iterdir()):
+        kind = next((k for pattern, k in tree.items() if fnmatch.fnmatchcase(entry.name, pattern)), None)
+        if kind == "link" and (entry.is_symlink() or entry.is_file()):
+            continue
+        if kind is None or kind == "link" or entry.is_symlink():
+            return entry
+        if kind == "file":
+            if not entry.is_file():
+                return entry
+        elif not entry.is_dir():
+            return entry
+        elif kind != OTHERS:
+            inner = foreign_entry(entry, kind)
+            if inner is not None:
+                return inner
+    return None
+
+
 def is_run_dir(path: Path) -> bool:
-    """config.yaml and nothing but what train writes: a directory holding anything else (a user's file, a
-    subdirectory of their own) is never deleted by --force."""
+    """config.yaml and nothing but what train writes, at every level: a directory holding anything else (a
+    user's file, in the run or inside its checkpoints/, tb/ or wandb/) is never deleted by --force."""
     names = {p.name for p in path.iterdir()}
     # {".lock"} alone: a run killed between taking its lock and writing its config.
-    return names <= RUN_FILES and ("config.yaml" in names or names == {LOCK_NAME})
+    return ("config.yaml" in names or names == {LOCK_NAME}) and foreign_entry(path) is None
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -63,9 +97,10 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
             f"run directory {run_dir} already exists; pass --resume to continue it or --force to replace it"
         )
     if not is_run_dir(run_dir):
+        foreign = foreign_entry(run_dir)
+        why = f"it holds {foreign.relative_to(run_dir)}, which train does not write" if foreign else "no config.yaml"
         raise CheckpointError(
-            f"--force refused: {run_dir} is not a decision-minrnn run directory (it holds files "
-            f"train does not write, or no config.yaml); nothing was deleted"
+            f"--force refused: {run_dir} is not a decision-minrnn run directory ({why}); nothing was deleted"
         )
     cwd = Path.cwd().resolve()
     if cwd == run_dir.resolve() or run_dir.resolve() in cwd.parents:

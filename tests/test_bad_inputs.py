@@ -302,3 +302,95 @@ def test_evaluate_refuses_another_tasks_environment(tmp_path, tiny_minari, capsy
     refused(capsys, ["evaluate", "--checkpoint", str(run), "--env-id", "Walker2d-v5", "--episodes", "1"],
             "is hopper data but --env-id=Walker2d-v5 is walker2d")  # fmt: skip
     assert snapshot(tmp_path) == before
+
+
+# ----- --force onto a run that holds something train did not write -----------------------------------------------
+def _put(relative: str, kind: str = "file"):
+    def put(run: Path) -> None:
+        target = run / relative
+        if kind == "file":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("the user's")
+        elif kind == "dir":
+            target.mkdir(parents=True)
+            (target / "inside.txt").write_text("the user's")
+        elif kind == "dir instead of file":
+            target.unlink()
+            target.mkdir()
+            (target / "kept.txt").write_text("the user's")
+        elif kind == "link":
+            target.unlink()
+            (run.parent / "elsewhere.jsonl").write_text("the user's")
+            target.symlink_to(run.parent / "elsewhere.jsonl")
+
+    return put
+
+
+FOREIGN = {
+    "a file in checkpoints/": (_put("checkpoints/notes.txt"), "checkpoints/notes.txt"),
+    "a file inside a checkpoint": (_put("checkpoints/step-00000002/mine.txt"), "checkpoints/step-00000002/mine.txt"),
+    "a file in tb/": (_put("tb/plot.png"), "tb/plot.png"),
+    "a folder in tb/": (_put("tb/sub", "dir"), "tb/sub"),
+    "a file in wandb/": (_put("wandb/notes.md"), "wandb/notes.md"),
+    "final.json as a folder": (_put("final.json", "dir instead of file"), "final.json"),
+    "config.yaml as a link": (_put("config.yaml", "link"), "config.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+def test_force_refuses_a_run_holding_anything_train_did_not_write(tmp_path, tiny_minari, capsys, case):
+    put, name = FOREIGN[case]
+    argv = tiny_train_argv(tmp_path, tiny_minari[0])
+    assert main(argv) == 0
+    put(tmp_path / "run")
+    before = snapshot(tmp_path)
+    refused(capsys, argv + ["--force"], "--force refused", f"it holds {name}, which train does not write",
+            "nothing was deleted")  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+# ----- export never replaces a file it did not write ----------------------------------------------------------------
+@pytest.fixture
+def trained_run(tmp_path, tiny_minari):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    assert main(tiny_train_argv(tmp_path, tiny_minari[0])) == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    return tmp_path / "run", out
+
+
+EXPORT_CLASHES = {
+    "a json of the user's beside": ({"policy.json": '{"mine": 1}'}, [], "policy.json already exist"),
+    "a json of the user's, with --force": ({"policy.json": '{"mine": 1}'}, ["--force"], "is not an earlier export"),
+    "an onnx of the user's, with --force": ({"policy.onnx": "bytes"}, ["--force"], "is not an earlier export"),
+    "an onnx of the user's": ({"policy.onnx": "bytes"}, [], "policy.onnx already exist"),
+}
+
+
+@pytest.mark.parametrize("case", EXPORT_CLASHES)
+def test_export_refuses_to_replace_a_file_it_did_not_write(trained_run, tmp_path, capsys, case):
+    run, out = trained_run
+    files, flags, message = EXPORT_CLASHES[case]
+    for name, text in files.items():
+        (out / name).write_text(text)
+    before = snapshot(tmp_path)
+    refused(capsys, ["export", "--checkpoint", str(run), "--out", str(out / "policy.onnx"), *flags], message)
+    assert snapshot(tmp_path) == before
+
+
+def test_export_force_replaces_an_earlier_export_and_a_failed_write_leaves_it(trained_run, capsys, monkeypatch):
+    run, out = trained_run
+    argv = ["export", "--checkpoint", str(run), "--out", str(out / "policy.onnx")]
+    assert main(argv) == 0
+    first = snapshot(out)
+    refused(capsys, argv, "already exist", "--force")
+    assert main(argv + ["--force"]) == 0 and set(snapshot(out)) == set(first)
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)  # the metadata write fails after the graph was saved
+    before = snapshot(out)
+    refused(capsys, argv + ["--force"], "cannot write", "No space left on device")
+    assert snapshot(out) == before  # the earlier export, whole; no temporary left beside it
