@@ -12,6 +12,7 @@ checkpoint where the loader looks.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -144,6 +145,10 @@ def _check_state(ckpt_dir: Path, state: dict) -> None:
             not isinstance(norm.get(k), list) or len(norm[k]) != data["obs_dim"] for k in ("mean", "std")
         ):
             problem = f"data.obs_norm must hold mean and std of length obs_dim={data['obs_dim']}"
+        elif not all(isinstance(v, (int, float)) and math.isfinite(v) for k in ("mean", "std") for v in norm[k]):
+            problem = "data.obs_norm holds a value that is not a finite number"
+        elif min(norm["std"]) <= 0:  # a negative std flips that observation's sign: other returns, silently
+            problem = f"data.obs_norm.std holds {min(norm['std'])}; every std must be > 0"
     if problem:
         raise CheckpointError(f"{ckpt_dir}/state.json is damaged: {problem}")
 
@@ -164,4 +169,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         train = load_file(str(ckpt_dir / "train.safetensors")) if (ckpt_dir / "train.safetensors").exists() else {}
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(f"{ckpt_dir} has unreadable tensors ({exc})") from None
+    bad = next((name for name, t in model.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:  # resuming them would blame the learning rate; evaluating them, the environment
+        raise CheckpointError(
+            f"{ckpt_dir} holds non-finite weights ({bad} has NaN or inf); it can neither be evaluated nor resumed"
+        )
     return Checkpoint(ckpt_dir, state, model, train)

@@ -394,3 +394,55 @@ def test_export_force_replaces_an_earlier_export_and_a_failed_write_leaves_it(tr
     before = snapshot(out)
     refused(capsys, argv + ["--force"], "cannot write", "No space left on device")
     assert snapshot(out) == before  # the earlier export, whole; no temporary left beside it
+
+
+# ----- checkpoints whose restored values cannot be right --------------------------------------------------------
+def _edit_state(change):
+    def edit(ckpt: Path) -> None:
+        state = json.loads((ckpt / "state.json").read_text())
+        change(state)
+        (ckpt / "state.json").write_text(json.dumps(state))
+
+    return edit
+
+
+def _nan_weight(ckpt: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(ckpt / "model.safetensors"))
+    weights["embed_state.weight"][0, 0] = float("nan")
+    save_file(weights, str(ckpt / "model.safetensors"))
+
+
+def _norm(key: str, index: int, value):
+    return _edit_state(lambda state: state["data"]["obs_norm"][key].__setitem__(index, value))
+
+
+BAD_CHECKPOINTS = {
+    "a negative std": (_norm("std", 2, -0.5), "every std must be > 0"),
+    "a zero std": (_norm("std", 0, 0.0), "every std must be > 0"),
+    "a NaN mean": (_norm("mean", 1, float("nan")), "not a finite number"),
+    "a text std": (_norm("std", 1, "1.0"), "not a finite number"),
+    "a NaN weight": (_nan_weight, "holds non-finite weights (embed_state.weight has NaN or inf)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CHECKPOINTS)
+@pytest.mark.parametrize("command", ["evaluate", "resume", "export"])
+def test_a_checkpoint_with_impossible_values_is_refused(tmp_path, tiny_minari, capsys, case, command):
+    damage, message = BAD_CHECKPOINTS[case]
+    argv = tiny_train_argv(tmp_path, tiny_minari[0])
+    assert main(argv) == 0
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("step-*")
+    damage(ckpt)
+    before = snapshot(tmp_path)
+    run = str(tmp_path / "run")
+    commands = {
+        "evaluate": ["evaluate", "--checkpoint", run, "--episodes", "1", "--max-steps", "5"],
+        "resume": ["train", "--resume", "--run-dir", run, "--no-progress", "--set", "train.steps=4"],
+        "export": ["export", "--checkpoint", run, "--out", str(tmp_path / "p.onnx")],
+    }
+    if command == "export":
+        pytest.importorskip("onnxscript")
+    refused(capsys, commands[command], message)
+    assert snapshot(tmp_path) == before
