@@ -446,3 +446,33 @@ def test_a_checkpoint_with_impossible_values_is_refused(tmp_path, tiny_minari, c
         pytest.importorskip("onnxscript")
     refused(capsys, commands[command], message)
     assert snapshot(tmp_path) == before
+
+
+# ----- a missing Minari id on a machine that cannot download ----------------------------------------------------
+@pytest.mark.parametrize("why", ["HF_HUB_OFFLINE", "no name resolution"])
+def test_a_missing_minari_id_fails_at_once_without_downloading(minari_root, capsys, monkeypatch, why):
+    import socket
+
+    import minari
+
+    real_load = minari.load_dataset
+
+    def load(dataset_id, download=False):
+        assert not download, "minari's download (and huggingface_hub's 24 s of retries) must not start"
+        return real_load(dataset_id, download=False)
+
+    monkeypatch.setattr(minari, "load_dataset", load)
+    if why == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        message = "and HF_HUB_OFFLINE is set, so it was not downloaded"
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+        def no_dns(host, *args, **kwargs):
+            raise socket.gaierror(-2, "Name or service not known")
+
+        monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+        message = "huggingface.co does not resolve"
+    before = snapshot(minari_root)
+    refused(capsys, ["datasets", "info", "mujoco/hopper/nowhere-v0"], "'mujoco/hopper/nowhere-v0' is not in", message)
+    assert snapshot(minari_root) == before

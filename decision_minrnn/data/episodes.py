@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,23 @@ def minari_root() -> str:
     return str(datasets_root_dir.get_dataset_path())
 
 
+HUB_HOST = "huggingface.co"  # where minari's default remote (the Farama Minari hub) lives
+
+
+def _check_hub_reachable(dataset_id: str) -> None:
+    """Before minari's download: refuse at once where it cannot succeed. huggingface_hub retries a failed
+    name lookup five times over about 24 s, printing each retry, before minari gives up."""
+    where = f"Minari dataset {dataset_id!r} is not in MINARI_DATASETS_PATH={minari_root()}"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise DataError(f"{where}, and HF_HUB_OFFLINE is set, so it was not downloaded")
+    if "hf://" not in os.environ.get("MINARI_REMOTE", "hf://"):
+        return  # another remote: minari's own download reports on it
+    try:
+        socket.getaddrinfo(HUB_HOST, 443)
+    except OSError as exc:
+        raise DataError(f"{where} and cannot be downloaded: {HUB_HOST} does not resolve ({exc}); no network?") from None
+
+
 def load_minari(dataset_id: str) -> OfflineDataset:
     """A Minari dataset by id: local first, then minari's download (needs the minari[hf] extra and network)."""
     import minari
@@ -184,6 +202,7 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     try:
         dataset = minari.load_dataset(dataset_id, download=False)
     except FileNotFoundError:
+        _check_hub_reachable(dataset_id)
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception as exc:  # download path: missing extra, no network, unknown remote id
