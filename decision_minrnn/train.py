@@ -176,9 +176,12 @@ class _Hooks:
 class _StopSignals:
     """SIGINT / SIGTERM during training: finish the current step, write a checkpoint, then stop."""
 
-    def __init__(self):
+    def __init__(self, raise_now=None):
+        """raise_now: fn(signum) -> the exception to raise at once on a signal (the final evaluation, which
+        has its checkpoint already and nothing to finish); None: only record the signal for the loop."""
         self.received = None
         self.previous = {}
+        self.raise_now = raise_now
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
@@ -188,10 +191,18 @@ class _StopSignals:
 
     def _handle(self, signum, frame):
         self.received = signum
+        if self.raise_now is not None:  # nothing to finish first: stop where we are
+            raise self.raise_now(signum)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def _stopped_message(signum: int, step: int, resume_dir: Path) -> str:
+    """The one line of a run stopped by a signal, during training or its final evaluation alike."""
+    name = signal.Signals(signum).name
+    return f"{name}: stopped at step {step} with a checkpoint; continue with --resume --run-dir {resume_dir}"
 
 
 def _is_fresh(run_dir: Path) -> bool:
@@ -505,11 +516,8 @@ def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list
                 bar.update(1)
                 if signals.received is not None:
                     checkpoint(done)
-                    name = signal.Signals(signals.received).name
                     raise Interrupted(
-                        f"{name}: stopped at step {done} with a checkpoint; continue with "
-                        f"--resume --run-dir {run.resume_dir}",
-                        exit_code=128 + signals.received,
+                        _stopped_message(signals.received, done, run.resume_dir), exit_code=128 + signals.received
                     )
                 if (
                     cfg.train.eval_every
@@ -547,9 +555,15 @@ def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list
         }
         for m, log in zip(members, logs)
     ]
+
+    def stopped(signum):  # the final checkpoint is written: resuming evaluates it again
+        return Interrupted(_stopped_message(signum, cfg.train.steps, run.resume_dir), exit_code=128 + signum)
+
     try:
         if cfg.eval.episodes > 0:
-            for summary, log, results in zip(summaries, logs, evaluate(cfg.train.steps)):
+            with _StopSignals(raise_now=stopped):
+                results_of_members = evaluate(cfg.train.steps)
+            for summary, log, results in zip(summaries, logs, results_of_members):
                 summary["eval"] = summarize_eval(results)
                 summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
                 if log.state["best"] is not None:

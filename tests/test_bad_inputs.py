@@ -476,3 +476,31 @@ def test_a_missing_minari_id_fails_at_once_without_downloading(minari_root, caps
     before = snapshot(minari_root)
     refused(capsys, ["datasets", "info", "mujoco/hopper/nowhere-v0"], "'mujoco/hopper/nowhere-v0' is not in", message)
     assert snapshot(minari_root) == before
+
+
+# ----- a signal during the final evaluation ---------------------------------------------------------------------
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_during_the_final_evaluation_is_one_line(tmp_path, tiny_minari, capsys, monkeypatch, sig, code):
+    import os
+    import signal
+
+    import decision_minrnn.train as train_module
+
+    real = train_module.evaluate_targets
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal, sig))  # arrives while the rollouts run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_targets", signalled)
+    argv = tiny_train_argv(tmp_path, tiny_minari[0]) + ["--set", "eval.episodes=1", "--set", "eval.max_steps=5"]
+    run = tmp_path / "run"
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err == f"interrupted: {sig}: stopped at step 2 with a checkpoint; continue with --resume --run-dir {run}", (
+        err
+    )
+    assert not (run / "final.json").exists() and (run / "checkpoints" / "step-00000002").is_dir()
+    monkeypatch.setattr(train_module, "evaluate_targets", real)
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "final.json").read_text())["step"] == 2
