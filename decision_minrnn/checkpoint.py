@@ -98,6 +98,11 @@ def save_checkpoint(
         if final.exists():  # same step written again (e.g. final save after a periodic one)
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except (OSError, SafetensorError) as exc:  # a full disk, a read-only or vanished directory
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"cannot write checkpoint {final} ({reason}); the checkpoints before it are intact"
+        ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -504,3 +504,27 @@ def test_a_signal_during_the_final_evaluation_is_one_line(tmp_path, tiny_minari,
     monkeypatch.setattr(train_module, "evaluate_targets", real)
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress"]) == 0
     assert json.loads((run / "final.json").read_text())["step"] == 2
+
+
+# ----- a disk that fills up while a checkpoint is written -------------------------------------------------------
+@pytest.mark.parametrize("force", [False, True])
+def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, tiny_minari, capsys, monkeypatch, force):
+    from safetensors import SafetensorError
+
+    import decision_minrnn.checkpoint as checkpoint_module
+
+    argv = tiny_train_argv(tmp_path, tiny_minari[0])
+    if force:
+        assert main(argv) == 0  # the earlier run that --force would replace
+    before = snapshot(tmp_path)
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_disk)
+    refused(capsys, argv + (["--force"] if force else []), "cannot write checkpoint", "step-00000002",
+            "the checkpoints before it are intact")  # fmt: skip
+    if force:
+        assert snapshot(tmp_path) == before  # the replaced run is back, byte for byte
+    else:
+        assert not list((tmp_path / "run").glob("checkpoints/*"))  # no half-written checkpoint
