@@ -1,6 +1,8 @@
-"""Tiny datasets made inside the tests: Minari datasets (create_dataset_from_buffers) and D4RL hdf5 files."""
+"""Tiny datasets made inside the tests (Minari datasets, D4RL hdf5 files), batches, and finished runs for reports."""
 
 from __future__ import annotations
+
+import json
 
 import h5py
 import numpy as np
@@ -113,3 +115,28 @@ def random_batch(B=2, K=9, obs_dim=OBS_DIM, act_dim=ACT_DIM, dtype=torch.float64
     }
     batch["prev_act"] = torch.cat([torch.zeros_like(batch["act"][:, :1]), batch["act"][:, :-1]], dim=1)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def fake_run(root, label, backbone, seed, score, steps=6, **extra):
+    """A finished run's config.yaml and final.json under root/label/backbone/seed<N>, for report tests."""
+    run = root / label / backbone / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: x\n")
+    summary = {
+        "name": f"{label}/{backbone}/seed{seed}",
+        "label": label,
+        "step": steps,
+        "finished": True,
+        "backbone": backbone,
+        "seed": seed,
+        "behaviour_normalized": 35.0,
+        "eval": {
+            "target_return": 3600.0,
+            "normalized_mean": score,
+            "return_mean": None if score is None else 10 * score,
+            "score_reference": "D4RL table",
+        },
+        **extra,
+    }
+    (run / "final.json").write_text(json.dumps(summary))
+    return run

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fake_run
 
 from decision_minrnn.cli import main
 
@@ -70,24 +71,6 @@ def test_max_parallel_below_one_is_refused(tmp_path, capsys, value):
 
 
 # ----- reports and comparisons -------------------------------------------------------------------------------
-def fake_run(root: Path, label: str, backbone: str, seed: int, score: float) -> Path:
-    run = root / label / backbone / f"seed{seed}"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text("name: x\n")
-    summary = {
-        "name": f"{label}/{backbone}/seed{seed}",
-        "label": label,
-        "step": 6,
-        "finished": True,
-        "backbone": backbone,
-        "seed": seed,
-        "behaviour_normalized": 35.0,
-        "eval": {"target_return": 3600.0, "normalized_mean": score, "return_mean": 10.0, "score_reference": "x"},
-    }
-    (run / "final.json").write_text(json.dumps(summary))  # NaN and inf as json writes them (NaN, Infinity)
-    return run
-
-
 @pytest.fixture
 def two_sweeps(tmp_path):
     for side, scores in (("a", [50.0, 52.0]), ("b", [40.0, 45.0])):

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import make_minari_dataset, synthetic_episodes
+from helpers import fake_run, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn.cli import main
 from decision_minrnn.errors import MissingExtraError
@@ -163,30 +163,6 @@ def test_report_without_runs_is_an_error(tmp_path, capsys):
     assert "no finished runs" in capsys.readouterr().err
 
 
-def _fake_run(root, label, backbone, seed, score, steps=6, **extra):
-    run = root / label / backbone / f"seed{seed}"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text("name: x\n")
-    summary = {
-        "name": f"{label}/{backbone}/seed{seed}",
-        "label": label,
-        "step": steps,
-        "finished": True,
-        "backbone": backbone,
-        "seed": seed,
-        "behaviour_normalized": 35.0,
-        "eval": {
-            "target_return": 3600.0,
-            "normalized_mean": score,
-            "return_mean": None if score is None else 10 * score,
-            "score_reference": "D4RL table",
-        },
-        **extra,
-    }
-    (run / "final.json").write_text(json.dumps(summary))
-    return run
-
-
 def test_learning_curves_say_whether_the_last_third_is_flat_within_the_final_interval(tmp_path):
     pytest.importorskip("rliable")
     root = tmp_path / "runs"
@@ -198,7 +174,7 @@ def test_learning_curves_say_whether_the_last_third_is_flat_within_the_final_int
         ("transformer", 0): {3600: [10, 20, 30, 40], 1800: [40, 50, 50, 50]},
     }
     for (backbone, seed), by_target in curves.items():
-        run = _fake_run(root, "hopper-medium", backbone, seed, by_target[3600][-1], steps=4000)
+        run = fake_run(root, "hopper-medium", backbone, seed, by_target[3600][-1], steps=4000)
         lines = [
             json.dumps({"step": 1000 * (i + 1), "target_return": float(t), "normalized_mean": float(v)})
             for t, values in by_target.items()
@@ -222,11 +198,11 @@ def test_learning_curves_say_whether_the_last_third_is_flat_within_the_final_int
 def test_report_groups_by_the_label_and_reads_runs_written_before_labels(tmp_path):
     pytest.importorskip("rliable")
     root = tmp_path / "runs"
-    _fake_run(root, "hopper-medium", "mingru", 0, 50.0)
-    run = _fake_run(root, "other-dir", "mingru", 1, 60.0)  # a label that is not its run name's first part
+    fake_run(root, "hopper-medium", "mingru", 0, 50.0)
+    run = fake_run(root, "other-dir", "mingru", 1, 60.0)  # a label that is not its run name's first part
     summary = json.loads((run / "final.json").read_text())
     (run / "final.json").write_text(json.dumps({**summary, "label": "hopper-medium"}))
-    legacy = _fake_run(root, "hopper-medium", "mingru", 2, 70.0)  # final.json from before data.label
+    legacy = fake_run(root, "hopper-medium", "mingru", 2, 70.0)  # final.json from before data.label
     summary = json.loads((legacy / "final.json").read_text())
     (legacy / "final.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "label"}))
     result = report(root, tmp_path / "report", reps=200)
@@ -237,15 +213,15 @@ def test_report_groups_by_the_label_and_reads_runs_written_before_labels(tmp_pat
 def test_report_lists_every_skipped_run_with_its_reason(tmp_path, capsys):
     root = tmp_path / "runs"
     for seed, score in enumerate([40.0, 50.0]):
-        _fake_run(root, "hopper-medium", "mingru", seed, score)
+        fake_run(root, "hopper-medium", "mingru", seed, score)
     unfinished = root / "hopper-medium" / "mingru" / "seed2"
     unfinished.mkdir(parents=True)
     (unfinished / "config.yaml").write_text("name: x\n")
-    (_fake_run(root, "hopper-medium", "mingru", 3, 1.0) / "final.json").write_text("{not json")
-    (_fake_run(root, "hopper-medium", "mingru", 4, 1.0) / "final.json").write_text("null")
-    _fake_run(root, "hopper-medium", "mingru", 5, 1.0, finished=False)
-    _fake_run(root, "hopper-medium", "mingru", 6, None)
-    (_fake_run(root, "hopper-medium", "mingru", 7, 60.0) / "metrics.jsonl").write_text(
+    (fake_run(root, "hopper-medium", "mingru", 3, 1.0) / "final.json").write_text("{not json")
+    (fake_run(root, "hopper-medium", "mingru", 4, 1.0) / "final.json").write_text("null")
+    fake_run(root, "hopper-medium", "mingru", 5, 1.0, finished=False)
+    fake_run(root, "hopper-medium", "mingru", 6, None)
+    (fake_run(root, "hopper-medium", "mingru", 7, 60.0) / "metrics.jsonl").write_text(
         json.dumps({"step": 3, "target_return": 3600.0, "normalized_mean": 20.0}) + '\n{"step": 6, "targ'
     )
     assert main(["report", str(root), "--reps", "300"]) == 0
@@ -267,7 +243,7 @@ def test_report_lists_every_skipped_run_with_its_reason(tmp_path, capsys):
 
 def test_report_with_only_unusable_runs_says_why(tmp_path, capsys):
     root = tmp_path / "runs"
-    _fake_run(root, "hopper-medium", "mingru", 0, 1.0, finished=False)
+    fake_run(root, "hopper-medium", "mingru", 0, 1.0, finished=False)
     assert main(["report", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no finished runs") and "finished: false" in err and len(err.splitlines()) == 1
@@ -276,10 +252,10 @@ def test_report_with_only_unusable_runs_says_why(tmp_path, capsys):
 def test_probability_of_improvement_against_the_transformer(tmp_path):
     root = tmp_path / "runs"
     for seed in range(3):
-        _fake_run(root, "hopper-medium", "mingru", seed, 50.0 + seed)
-        _fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
-        _fake_run(root, "walker2d-medium", "mingru", seed, 5.0 + seed)
-        _fake_run(root, "walker2d-medium", "transformer", seed, 20.0 + seed)
+        fake_run(root, "hopper-medium", "mingru", seed, 50.0 + seed)
+        fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
+        fake_run(root, "walker2d-medium", "mingru", seed, 5.0 + seed)
+        fake_run(root, "walker2d-medium", "transformer", seed, 20.0 + seed)
     result = report(root, reps=500)
     rows = {p["datasets"]: p for p in result["stats"]["improvement"]}
     assert set(rows) == {"hopper-medium", "walker2d-medium", "all 2 datasets"}
@@ -312,7 +288,7 @@ def test_grid_files_that_would_escape_or_be_ignored_are_refused(tmp_path, capsys
 @pytest.mark.parametrize("module", ["rliable", "matplotlib"])
 def test_report_without_its_extra_names_it(tmp_path, monkeypatch, capsys, module):
     root = tmp_path / "runs"
-    _fake_run(root, "hopper-medium", "mingru", 0, 40.0)
+    fake_run(root, "hopper-medium", "mingru", 0, 40.0)
     monkeypatch.setitem(sys.modules, module, None)
     assert main(["report", str(root), "--reps", "100"]) == 2
     err = capsys.readouterr().err.strip()
@@ -322,9 +298,9 @@ def test_report_without_its_extra_names_it(tmp_path, monkeypatch, capsys, module
 def test_a_grid_with_holes_still_compares_where_both_ran_and_gives_no_interval_for_one_seed(tmp_path):
     root = tmp_path / "runs"
     for seed in range(3):
-        _fake_run(root, "hopper-medium", "mingru", seed, 50.0 + seed)
-        _fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
-    _fake_run(root, "walker2d-medium", "mingru", 0, 5.0)  # walker2d: one mingru seed, no transformer yet
+        fake_run(root, "hopper-medium", "mingru", seed, 50.0 + seed)
+        fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
+    fake_run(root, "walker2d-medium", "mingru", 0, 5.0)  # walker2d: one mingru seed, no transformer yet
     result = report(root, reps=300)
     assert [p["datasets"] for p in result["stats"]["improvement"]] == ["hopper-medium"]
     assert "| walker2d-medium | mingru | 1 | 5.0 [n=1: none] |" in result["table"]
@@ -335,7 +311,7 @@ def _fake_two_target_run(root, label, backbone, seed, at_3600, at_1800):
         {"target_return": 3600.0, "normalized_mean": at_3600},
         {"target_return": 1800.0, "normalized_mean": at_1800},
     ]
-    return _fake_run(root, label, backbone, seed, at_3600, eval_all_targets=targets)
+    return fake_run(root, label, backbone, seed, at_3600, eval_all_targets=targets)
 
 
 def test_compare_puts_two_runs_dirs_side_by_side_where_both_have_runs(tmp_path, capsys):
@@ -346,7 +322,7 @@ def test_compare_puts_two_runs_dirs_side_by_side_where_both_have_runs(tmp_path, 
         _fake_two_target_run(b, "hopper-medium", "mingru", seed, 50.0 + 2 * seed, 41.5 + seed)
         _fake_two_target_run(b, "hopper-medium", "transformer", seed, 1.0, 1.0)  # only in B: not compared
         _fake_two_target_run(b, "walker2d-medium", "mingru", seed, 1.0, 1.0)  # only in B: not compared
-    _fake_run(a, "hopper-medium", "mingru", 9, 1.0, finished=False)
+    fake_run(a, "hopper-medium", "mingru", 9, 1.0, finished=False)
     out = tmp_path / "comparison"
     argv = ["compare", str(a), str(b), "--labels", "interleaved", "fused", "--out", str(out), "--reps", "500"]
     assert main(argv) == 0
@@ -376,9 +352,9 @@ def test_compare_puts_two_runs_dirs_side_by_side_where_both_have_runs(tmp_path, 
 def test_compare_with_one_seed_gives_no_interval(tmp_path):
     pytest.importorskip("rliable")
     a, b = tmp_path / "a", tmp_path / "b"
-    _fake_run(a, "hopper-medium", "mingru", 0, 60.0)
+    fake_run(a, "hopper-medium", "mingru", 0, 60.0)
     for seed in range(3):
-        _fake_run(b, "hopper-medium", "mingru", seed, 50.0 + seed)
+        fake_run(b, "hopper-medium", "mingru", seed, 50.0 + seed)
     from decision_minrnn.experiments.report import compare
 
     result = compare(a, b, reps=300)
@@ -390,11 +366,11 @@ def test_compare_with_one_seed_gives_no_interval(tmp_path):
 @pytest.mark.parametrize("case", ["missing", "empty", "disjoint"])
 def test_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path, capsys, case):
     a, b = tmp_path / "a", tmp_path / "b"
-    _fake_run(a, "hopper-medium", "mingru", 0, 60.0)
+    fake_run(a, "hopper-medium", "mingru", 0, 60.0)
     if case == "empty":
         b.mkdir()
     elif case == "disjoint":
-        _fake_run(b, "walker2d-medium", "mingru", 0, 60.0)
+        fake_run(b, "walker2d-medium", "mingru", 0, 60.0)
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--reps", "100"]) == 2
     err = capsys.readouterr().err.strip()
     message = {"missing": "does not exist", "empty": "no finished runs", "disjoint": "share no dataset x backbone"}
@@ -407,9 +383,9 @@ def test_compare_pools_every_cell_of_a_target_over_the_seeds_all_cells_have(tmp_
     a, b = tmp_path / "a", tmp_path / "b"
     for seed in range(3):
         for backbone, shift in [("mingru", 0.0), ("transformer", 20.0)]:
-            _fake_run(a, "hopper-medium", backbone, seed, 60.0 + shift + seed)
-            _fake_run(b, "hopper-medium", backbone, seed, 50.0 + shift + seed)
-    _fake_run(a, "hopper-medium", "mingru", 7, 0.0)  # a seed only one cell has: left out of the pooled row
+            fake_run(a, "hopper-medium", backbone, seed, 60.0 + shift + seed)
+            fake_run(b, "hopper-medium", backbone, seed, 50.0 + shift + seed)
+    fake_run(a, "hopper-medium", "mingru", 7, 0.0)  # a seed only one cell has: left out of the pooled row
     from decision_minrnn.experiments.report import compare
 
     result = compare(a, b, reps=300)
