@@ -511,3 +511,31 @@ def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, tiny_minari, ca
         assert snapshot(tmp_path) == before  # the replaced run is back, byte for byte
     else:
         assert not list((tmp_path / "run").glob("checkpoints/*"))  # no half-written checkpoint
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("users_file", ["table.md", "scores.png", "comparison.md", "stats.json"])
+def test_report_and_compare_never_replace_a_users_file_in_out(two_sweeps, tmp_path, capsys, command, users_file):
+    pytest.importorskip("rliable")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / users_file).write_text("the user's")
+    dirs = [str(two_sweeps[0])] if command == "report" else [str(d) for d in two_sweeps]
+    argv = [command, *dirs, "--out", str(out), "--reps", "100"]
+    ours = {"report": ("table.md", "scores.png", "stats.json"), "compare": ("comparison.md",)}[command]
+    if users_file not in ours:
+        assert main(argv) == 0 and (out / users_file).read_text() == "the user's"  # not a name it writes
+        return
+    before = snapshot(tmp_path)
+    refused(capsys, argv, f"holds {users_file}, which an earlier {command} did not write", "nothing was replaced")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_report_and_compare_rewrite_their_own_earlier_output(two_sweeps, tmp_path, capsys, command):
+    pytest.importorskip("rliable")
+    dirs = [str(two_sweeps[0])] if command == "report" else [str(d) for d in two_sweeps]
+    argv = [command, *dirs, "--out", str(tmp_path / "out"), "--reps", "100"]
+    assert main(argv) == 0
+    first = snapshot(tmp_path / "out")
+    assert main(argv) == 0 and snapshot(tmp_path / "out") == first  # the same runs give the same files

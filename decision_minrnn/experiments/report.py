@@ -544,11 +544,37 @@ def _check_reps(reps: int) -> None:
         raise UsageError(f"--reps must be >= 1 (bootstrap resamples), got {reps}")
 
 
+REPORT_FILES = ("table.md", "table.csv", "stats.json", "scores.png", "learning_curves.png")
+COMPARE_FILES = ("comparison.md", "comparison.json")
+
+
+def _check_out(out: Path, names: tuple[str, ...], command: str) -> None:
+    """OUT may be new, or hold files of these names only where an earlier `command` wrote them (its JSON, the
+    last of `names` with a .json suffix, is there and is its own): a table.md of the user's is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    present = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    if not present:
+        return
+    marker = out / next(n for n in names if n.endswith(".json"))
+    keys = {"report": {"cells", "aggregate"}, "compare": {"labels", "rows", "aggregate"}}[command]
+    try:
+        ours = marker.is_file() and not marker.is_symlink() and keys <= set(json.loads(marker.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise UsageError(
+            f"--out {out} holds {', '.join(present)}, which an earlier {command} did not write; "
+            "nothing was replaced: choose another --out"
+        )
+
+
 def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS) -> dict:
     _check_reps(reps)
     runs_dir = Path(runs_dir)
     runs, skipped = _usable_runs(runs_dir)
     out = Path(out) if out else runs_dir / "report"
+    _check_out(out, REPORT_FILES, "report")
     out.mkdir(parents=True, exist_ok=True)
     stats = analyse(runs, reps=reps)
     table = markdown_report(stats, skipped)
@@ -726,6 +752,7 @@ def compare(
     files = {}
     if out is not None:
         out = Path(out)
+        _check_out(out, COMPARE_FILES, "compare")
         out.mkdir(parents=True, exist_ok=True)
         (out / "comparison.md").write_text(table)
         serial = {**result, "skipped": [[asdict(s) for s in group] for group in result["skipped"]]}
