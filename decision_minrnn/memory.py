@@ -1,9 +1,12 @@
 """A memory estimate before allocating: a setting that cannot fit is refused with one line naming what to
 lower, instead of growing past the machine's memory for tens of seconds or ending in an allocation traceback.
 
-The estimates are rough upper bounds (float32 everywhere): parameters with their gradients and AdamW's two
-moments (16 bytes each), plus the activations that a training step keeps for its backward pass, about 140 MB
-for DT's default recipe. A setting is refused when its estimate exceeds 90% of the memory available now.
+The estimates count float32 everywhere: parameters with their gradients and AdamW's two moments (16 bytes
+each), plus the activations that a training step keeps for its backward pass. At large batches, where the
+check matters, that is within a quarter of the peak RSS a step reaches (tests/test_memory.py measures it at
+two batch sizes). At small ones the process holds more than the estimate: the allocator keeps freed blocks
+(README, Safety, has the ratios). A setting is refused when its estimate exceeds 90% of the memory
+available now.
 """
 
 from __future__ import annotations
