@@ -539,3 +539,15 @@ def test_report_and_compare_rewrite_their_own_earlier_output(two_sweeps, tmp_pat
     assert main(argv) == 0
     first = snapshot(tmp_path / "out")
     assert main(argv) == 0 and snapshot(tmp_path / "out") == first  # the same runs give the same files
+
+
+def test_evaluate_video_never_writes_over_a_file(tmp_path, tiny_minari, capsys):
+    pytest.importorskip("imageio_ffmpeg")
+    assert main(tiny_train_argv(tmp_path, tiny_minari[0])) == 0
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "Hopper-v5-target1800-seed0.mp4").write_text("the user's")  # the name the second target's video gets
+    before = snapshot(tmp_path)
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--episodes", "1", "--max-steps", "5"]
+    refused(capsys, argv + ["--video", str(videos)], "Hopper-v5-target1800-seed0.mp4 already exist", "remove them")
+    assert snapshot(tmp_path) == before

@@ -268,19 +268,19 @@ def evaluate_targets(
     compile: bool = False,
 ) -> list[TargetResult]:
     """One rollout batch per target return (DT evaluates each of its two targets separately).
-    video_dir: one mp4 per target, of the episode seeded `seed`."""
+    video_dir: one mp4 per target, of the episode seeded `seed` (video_paths); none of them may exist yet."""
+    videos = video_paths(ctx, targets, seed, video_dir)
+    taken = [str(p) for p in videos if p is not None and (p.exists() or p.is_symlink())]
+    if taken:  # checked before any rollout: a video is never written over a file
+        raise UsageError(f"--video: {', '.join(taken)} already exist(s); remove them or choose another directory")
     return [
-        rollout(
-            model,
-            ctx,
-            float(target),
-            episodes,
-            mode,
-            seed,
-            max_steps,
-            device,
-            None if video_dir is None else Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4",
-            compile,
-        )
-        for target in targets
+        rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device, video, compile)
+        for target, video in zip(targets, videos)
     ]
+
+
+def video_paths(ctx: PolicyContext, targets, seed: int, video_dir: str | Path | None) -> list[Path | None]:
+    """Where evaluate --video writes each target's mp4."""
+    if video_dir is None:
+        return [None for _ in targets]
+    return [Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4" for target in targets]
