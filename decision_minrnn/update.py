@@ -34,6 +34,10 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return ((pred.float() - target.float()) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1.0)
 
 
+# torch fuses AdamW on CPU from 2.4 on (and on CUDA before that); older versions keep the per-tensor loop.
+FUSED_ADAMW = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4) or None
+
+
 def adamw(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
     """DT's AdamW (kzl/decision-transformer gym/experiment.py: lr, weight decay) at step 0's learning rate.
     fused=True: one kernel over all parameters instead of a dozen ops per parameter tensor, the same update to
@@ -42,10 +46,6 @@ def adamw(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay, fused=FUSED_ADAMW
     )
-
-
-# torch fuses AdamW on CPU from 2.4 on (and on CUDA before that); older versions keep the per-tensor loop.
-FUSED_ADAMW = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4) or None
 
 
 def optimizer_step(
