@@ -405,7 +405,7 @@ def bench_inference(
 ) -> dict:
     """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
     The window is measured at steady state (history already K long). On CPU each thread count is measured
-    (rollouts run with 1, see envs/evaluate.py; the window's larger ops may prefer 2)."""
+    (rollouts run with 1, as policy.cpu_threads sets; the window's larger ops may prefer 2)."""
     from .config import ModelConfig
     from .models import DecisionModel
     from .policy import cpu_threads

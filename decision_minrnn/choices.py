@@ -8,7 +8,7 @@ SCAN_METHODS = ("log", "sequential", "chunked")  # nn/scan.py; "auto" picks one 
 SAMPLER_MODES = ("window", "episode")  # data/sampler.py
 POLICY_MODES = ("auto", "recurrent", "window")  # policy.py, eval.mode
 LOGGERS = ("tensorboard", "csv", "wandb")  # loggers.py
-LR_SCHEDULES = ("constant", "cosine", "linear")  # train.py lr_at
+LR_SCHEDULES = ("constant", "cosine", "linear")  # update.py lr_at
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "auto")  # device.resolve_amp: auto = bf16 where the hardware has it
 DROPOUT_IMPLS = ("torch", "fast")  # nn/dropout.py: the dropout mask generator

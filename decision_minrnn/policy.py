@@ -35,8 +35,8 @@ from .errors import DivergedError, UsageError, first_line
 @contextmanager
 def cpu_threads(n: int, device: torch.device):
     """Acting runs tiny ops (a batch of N envs, one token): on CPU, intra-op threads cost more in fork/join
-    than they save (a (10, 128) LayerNorm takes 11 us with 2 threads, 4 us with 1, measured here). A fixed
-    count also makes the actions independent of the caller's thread setting."""
+    than they save (`bench_inference` times 1 and 2 threads; BENCHMARKS.md section 4). A fixed count also makes
+    the actions independent of the caller's thread setting."""
     before = torch.get_num_threads()
     if device.type != "cpu" or not n or n == before:
         yield

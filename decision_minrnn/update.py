@@ -7,7 +7,7 @@ differentiable, so each model's .grad receives exactly its own seed's gradient),
 torch.func.functional_call under vmap over the stacked parameters and the stacked batches, and sums the
 per-seed losses: the sum's gradient with respect to one seed's parameters is that seed's own loss gradient.
 Clipping and the optimizer step then run per seed with the same calls as a single-seed run
-(train.optimizer_step), so the update is the single-seed update.
+(optimizer_step below), so the update is the single-seed update.
 
 What is and is not equal to training each seed alone:
 * without dropout, the weights agree to float rounding (1e-10 in float64: tests/test_seed_group.py);
