@@ -74,16 +74,21 @@ def test_bench_train_step_times_bf16_and_whole_model_compile_variants():
 def test_profile_train_step_names_the_ops_of_each_backbone():
     from decision_minrnn.benchmarks import profile_train_step
 
-    out = profile_train_step(backbones=("mingru", "transformer"), K=4, batch=2, steps=2, top=5, embed_dim=8, n_layers=1)
-    assert [r["backbone"] for r in out["results"]] == ["mingru", "transformer"]
-    for row in out["results"]:
+    kwargs = dict(backbones=("mingru", "transformer"), K=4, batch=2, steps=2, embed_dim=8, n_layers=1)
+    top5, every = profile_train_step(top=5, **kwargs), profile_train_step(top=10_000, **kwargs)
+    assert [r["backbone"] for r in top5["results"]] == ["mingru", "transformer"]
+    for row in top5["results"]:
         assert len(row["ops"]) == 5 and row["ms_per_step"] > 0
+    for row in every["results"]:
         names = [op["op"] for op in row["ops"]]
-        assert len(set(names)) == 5 and all(isinstance(n, str) and n for n in names)
+        assert len(set(names)) == len(names) > 5 and all(isinstance(n, str) and n for n in names)
         shares = [op["percent"] for op in row["ops"]]
-        assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.5
-    # The scan's autograd functions show up by name: the profile sees inside the minGRU step.
-    assert any("SequentialScan" in op["op"] for op in out["results"][0]["ops"])
+        # every op together is all the time, up to each share's rounding to 0.1
+        assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 100) <= 0.05 * len(shares) + 0.1
+    # The scan's autograd functions show up by name: the profile sees inside the minGRU step. (Which ops make
+    # the top five of a model this small depends on the machine's load, so the names are read from all of them.)
+    mingru_ops = {op["op"] for op in every["results"][0]["ops"]}
+    assert any("SequentialScan" in op for op in mingru_ops) and "aten::mm" in mingru_ops
 
 
 def test_bench_profile_cli_prints_the_breakdown(capsys):
