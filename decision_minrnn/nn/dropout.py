@@ -18,6 +18,8 @@ The two are different random streams, so a run with `fast` is not bit-identical 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,9 +38,7 @@ def keep_probability(p: float) -> float:
 
 def fast_keep_mask(shape: torch.Size | tuple, p: float, device: torch.device | None = None) -> torch.Tensor:
     """A bool tensor of `shape`, True with probability keep_probability(p), independently per element."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.randint(-(2**63), 2**63 - 1, ((n + _LANES - 1) // _LANES,), dtype=torch.int64, device=device)
     lanes = words.view(torch.int16)[:n]  # four uniform signed 16-bit lanes per word
     return (lanes >= -(2**15) + round(p * _LANE_VALUES)).view(shape)
