@@ -105,7 +105,12 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    episodes: int = 10
+    episodes: int = 10  # per target, at every evaluation during training (the ones keep_best selects on)
+    # Episodes per target of a final test evaluation on seeds of its own (test_seed + i), which the run's
+    # score (final.json "eval") and its best checkpoint's test score are taken from. 0: no test evaluation;
+    # the score is the last training evaluation's (eval.episodes from eval.seed). DT and CORL score 100.
+    final_episodes: int = 0
+    test_seed: int = 1_000_000  # disjoint from eval.seed + [0, eval.episodes) (config.validate checks it)
     mode: str = "auto"  # auto (recurrent if the backbone can step, else window) | recurrent | window
     target_returns: list[float] | None = None  # raw returns; default: DT's per-task targets
     seed: int = 0  # episode i uses seed + i
@@ -189,6 +194,8 @@ def validate(cfg: Config) -> Config:
         ("train", "threads"),
         ("train", "seed"),
         ("eval", "seed"),
+        ("eval", "final_episodes"),
+        ("eval", "test_seed"),
         ("model", "mlp_ratio"),
         ("model", "conv_kernel"),
     ]
@@ -215,11 +222,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.min_lr={cfg.train.min_lr} must be in [0, train.lr={cfg.train.lr}]")
     if cfg.eval.episodes < 0 or cfg.train.eval_every < 0 or cfg.train.warmup_steps < 0:
         raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
+    _check_test_seeds(cfg.eval)
     if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:
         raise ConfigError(
             f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}"
         )
     return cfg
+
+
+def _check_test_seeds(ev: EvalConfig) -> None:
+    """The test episodes never reuse a selection episode's seed: a best checkpoint scored on the episodes it
+    was chosen on is optimistic by construction."""
+    if ev.final_episodes and ev.test_seed < ev.seed + ev.episodes and ev.seed < ev.test_seed + ev.final_episodes:
+        raise ConfigError(
+            f"eval.test_seed={ev.test_seed} makes the test episodes' seeds [{ev.test_seed}, "
+            f"{ev.test_seed + ev.final_episodes}) overlap the training evaluations' [{ev.seed}, "
+            f"{ev.seed + ev.episodes}); move eval.test_seed"
+        )
 
 
 # The ModelConfig fields that only some backbones read (the backbones' `settings` in models/backbones.py).

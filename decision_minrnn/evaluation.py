@@ -68,6 +68,7 @@ def evaluate_checkpoint(
         target_returns=targets or cfg.eval.target_returns,
         seed=seed if seed is not None else cfg.eval.seed,
         max_steps=max_steps if max_steps is not None else cfg.eval.max_steps,
+        final_episodes=0,  # the training's test protocol: --seed picks the episodes here
     )
     if eval_cfg.episodes <= 0:
         raise UsageError("--episodes must be > 0")

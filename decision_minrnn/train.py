@@ -13,6 +13,7 @@ checkpointed, so a resumed run reaches the same weights as one that was never in
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import signal
@@ -77,7 +78,12 @@ class RunSummary(TypedDict, total=False):
     behaviour_normalized: float | None
     eval: EvalSummary
     eval_all_targets: list[TargetResult]  # without timing
-    best: dict  # {"step", "score"} of checkpoints/best
+    # With eval.final_episodes: the test evaluation's episodes and seeds beside the training evaluations'
+    # ({"test_episodes", "test_seed", "selection_episodes", "selection_seed"}); eval is then the test score.
+    eval_protocol: dict
+    # {"step", "score"} of checkpoints/best, score: its training evaluation's headline (what it was selected
+    # by); with eval.final_episodes also "test" / "test_all_targets": its score on the test episodes.
+    best: dict
 
 
 class GroupSummary(TypedDict):
@@ -374,6 +380,44 @@ def _train(
                 m.lock.release()
 
 
+def _without_timing(results: list[TargetResult]) -> list[TargetResult]:
+    return [{k: v for k, v in r.items() if k != "timing"} for r in results]  # type: ignore[misc]
+
+
+def _test_evaluation(member: _Member, summary: RunSummary, ctx, targets, device) -> None:
+    """eval.final_episodes episodes per target on the test seeds (eval.test_seed + i), which no training
+    evaluation used: the last checkpoint's become the run's score, the best checkpoint's (train.keep_best,
+    selected on the training evaluations) its honest score. Both are scored on the same episodes."""
+    cfg, model = member.cfg, member.model
+    ev = cfg.eval
+
+    def scored(net):
+        results = evaluate_targets(
+            net, ctx, targets, ev.final_episodes, eval_mode(cfg, net), ev.test_seed, ev.max_steps, device
+        )
+        return _without_timing(results)
+
+    last = scored(model)
+    summary["eval"], summary["eval_all_targets"] = summarize_eval(last), last
+    summary["eval_protocol"] = {
+        "test_episodes": ev.final_episodes,
+        "test_seed": ev.test_seed,
+        "selection_episodes": ev.episodes,
+        "selection_seed": ev.seed,
+    }
+    if "best" not in summary:
+        return
+    best = summary["best"]
+    if best["step"] == summary["step"]:  # the best is the last checkpoint: the same rollouts again
+        tested = last
+    else:
+        best_model = copy.deepcopy(model)  # not build_model: that would draw from the checkpointed generator
+        best_model.load_state_dict(load_checkpoint(member.paths.root / "checkpoints" / BEST).model)
+        tested = scored(best_model)
+    best["test"], best["test_all_targets"] = summarize_eval(tested), tested
+    model.train()
+
+
 def _headline(results: list[dict]) -> float:
     """The score keep_best ranks by: the first target's normalized return (its raw return without references)."""
     first = results[0]
@@ -562,12 +606,15 @@ def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list
     try:
         if cfg.eval.episodes > 0:
             with _StopSignals(raise_now=stopped):
-                results_of_members = evaluate(cfg.train.steps)
-            for summary, log, results in zip(summaries, logs, results_of_members):
-                summary["eval"] = summarize_eval(results)
-                summary["eval_all_targets"] = [{k: v for k, v in r.items() if k != "timing"} for r in results]
-                if log.state["best"] is not None:
-                    summary["best"] = log.state["best"]
+                results_of_members = evaluate(cfg.train.steps)  # the curve's last point; keep_best ranks it too
+                for summary, log, results in zip(summaries, logs, results_of_members):
+                    summary["eval"] = summarize_eval(results)
+                    summary["eval_all_targets"] = _without_timing(results)
+                    if log.state["best"] is not None:
+                        summary["best"] = dict(log.state["best"])
+                if cfg.eval.final_episodes > 0:
+                    for m, summary in zip(members, summaries):
+                        _test_evaluation(m, summary, ctx, targets, device)
     except BaseException:
         finish_loggers([None] * len(members))
         raise

@@ -12,6 +12,18 @@ from decision_minrnn.data.episodes import Episode, write_d4rl_hdf5
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper's spaces, so tiny datasets evaluate in the real Hopper-v5
 
+# The overrides of a model and a run small enough for a test to train in seconds.
+TINY = [
+    "model.embed_dim=16",
+    "model.n_layers=2",
+    "data.context_len=8",
+    "train.batch_size=8",
+    "train.warmup_steps=5",
+    "train.log_every=5",
+    "eval.episodes=0",
+    "train.lr=0.001",
+]
+
 
 def synthetic_episodes(n_episodes=6, lengths=None, seed=0, obs_dim=OBS_DIM, act_dim=ACT_DIM):
     """Episodes whose action is a fixed smooth function of the observation, so a policy can learn it.

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_train import TINY
+from helpers import TINY
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config

@@ -11,22 +11,12 @@ import pytest
 import torch
 import yaml
 from conftest import DEVICES
+from helpers import TINY
 from safetensors.torch import load_file
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.train import train
-
-TINY = [
-    "model.embed_dim=16",
-    "model.n_layers=2",
-    "data.context_len=8",
-    "train.batch_size=8",
-    "train.warmup_steps=5",
-    "train.log_every=5",
-    "eval.episodes=0",
-    "train.lr=0.001",
-]
 
 
 def tiny_config(tmp_path, dataset_id, steps, extra=()):

@@ -81,7 +81,12 @@ class OfflineDataset:
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
             "episode_length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
-            "return": {"min": float(rets.min()), "mean": float(rets.mean()), "max": float(rets.max())},
+            "return": {
+                "min": float(rets.min()),
+                "median": float(np.median(rets)),
+                "mean": float(rets.mean()),
+                "max": float(rets.max()),
+            },
             "env_id": self.env_id,
             "terminated_episodes": int(sum(e.terminated for e in self.episodes)),
             "normalized_behaviour_score": None,

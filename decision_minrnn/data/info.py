@@ -5,6 +5,7 @@ observation normalizer, the reference scores, and the dims of the model."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..envs.scores import RefScores
@@ -24,10 +25,14 @@ class DataInfo:
     steps: int = 0
     ref_scores: RefScores | None = None
     behaviour_normalized: float | None = None  # the data's own mean normalized return
+    # The raw episode returns' {"min", "median", "mean", "max"}: the range of evaluate --target-sweep and the
+    # reference lines of the report's conditioning curves. None in checkpoints written before it was kept.
+    episode_returns: dict[str, float] | None = None
 
     @classmethod
     def of(cls, dataset, obs_norm: ObsNormalizer) -> DataInfo:
         """From a loaded OfflineDataset and the normalizer fitted on it."""
+        described = dataset.describe()
         return cls(
             name=dataset.name,
             obs_dim=dataset.obs_dim,
@@ -39,7 +44,8 @@ class DataInfo:
             episodes=len(dataset.episodes),
             steps=dataset.num_steps,
             ref_scores=dataset.ref_scores,
-            behaviour_normalized=dataset.describe()["normalized_behaviour_score"],
+            behaviour_normalized=described["normalized_behaviour_score"],
+            episode_returns=described["return"],
         )
 
     def to_dict(self) -> dict:
@@ -56,6 +62,7 @@ class DataInfo:
             "obs_norm": self.obs_norm.to_dict(),
             "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source},
             "behaviour_normalized": self.behaviour_normalized,
+            "episode_returns": self.episode_returns,
         }
 
     @classmethod
@@ -75,4 +82,14 @@ class DataInfo:
             steps=int(d.get("steps") or 0),
             ref_scores=None if ref is None else RefScores(float(ref["min"]), float(ref["max"]), ref.get("source", "")),
             behaviour_normalized=d.get("behaviour_normalized"),
+            episode_returns=_episode_returns(d.get("episode_returns")),
         )
+
+
+def _episode_returns(value) -> dict[str, float] | None:
+    """The block as saved, or None where it is absent or not four finite numbers (a hand-edited state.json)."""
+    keys = ("min", "median", "mean", "max")
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), (int, float)) for k in keys):
+        return None
+    numbers = {k: float(value[k]) for k in keys}
+    return numbers if all(math.isfinite(v) for v in numbers.values()) else None
