@@ -97,8 +97,14 @@ def _seed_group_dirs(run_dir: Path) -> list[int]:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_checkpoint
+    from .evaluation import check_sweep_out, evaluate_checkpoint, sweep_file, write_sweep
 
+    out = None
+    if args.target_sweep is not None:
+        out = Path(args.sweep_out) if args.sweep_out else sweep_file(args.checkpoint, args.best)
+        check_sweep_out(out, args.force)  # before any episode runs
+    elif args.sweep_out or args.force:
+        raise UsageError("--sweep-out and --force are for --target-sweep")
     results = evaluate_checkpoint(
         args.checkpoint,
         episodes=args.episodes,
@@ -111,12 +117,19 @@ def cmd_evaluate(args) -> int:
         video_dir=args.video,
         compile=args.compile,
         best=args.best,
+        target_sweep=args.target_sweep,
+        target_range=args.target_range,
     )
+    if out is not None:
+        results["results"] = [{k: v for k, v in r.items() if k != "timing"} for r in results["results"]]
+        write_sweep(out, results)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(f"checkpoint {results['checkpoint']} (step {results['step']}), env {results['env_id']}")
         _print_eval(results["results"])
+        if out is not None:
+            print(f"wrote {out} (report draws it: achieved against target return)")
     return 0
 
 
@@ -170,6 +183,19 @@ def register(sub) -> None:
     ev.add_argument("--episodes", type=int, default=None, help="episodes per target (default: the run's eval.episodes)")
     ev.add_argument("--mode", choices=["auto", "recurrent", "window"], default=None)
     ev.add_argument("--target-return", type=float, nargs="+", default=None, help="raw target returns")
+    ev.add_argument(
+        "--target-sweep",
+        type=int,
+        metavar="N",
+        default=None,
+        help="evaluate N target returns from the data's median episode return to 1.5x its best one and write "
+        "them to RUN/target_sweep.json (RUN/target_sweep-best.json with --best) for report's conditioning curves",
+    )
+    ev.add_argument(
+        "--target-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None, help="the sweep's range"
+    )
+    ev.add_argument("--sweep-out", default=None, help="write the target sweep here instead")
+    ev.add_argument("--force", action="store_true", help="replace an earlier target sweep file")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded with SEED + i")
     ev.add_argument("--max-steps", type=int, default=None)
     ev.add_argument("--env-id", default=None, help="evaluate in another env id (e.g. Hopper-v4)")

@@ -1,10 +1,15 @@
-"""Evaluate a saved checkpoint: rebuild the model from safetensors + JSON and roll it out."""
+"""Evaluate a saved checkpoint: rebuild the model from safetensors + JSON and roll it out, at the run's
+target returns or over a sweep of them (DT's Figure 4: achieved against target return)."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import BEST, load_checkpoint
@@ -16,6 +21,7 @@ from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_con
 from .envs.video import check_encoder
 from .errors import CheckpointError, UsageError, first_line
 from .models import build_model
+from .rundir import BEST_SWEEP_FILE, SWEEP_FILE
 
 
 def model_from_checkpoint(path, device="cpu"):
@@ -51,7 +57,15 @@ def evaluate_checkpoint(
     video_dir=None,
     compile=False,
     best=False,
+    target_sweep=None,
+    target_range=None,
 ) -> dict:
+    """target_sweep: N targets from the data's median episode return to SWEEP_TOP x its best one (target_range:
+    (low, high) instead); the result then holds "target_sweep" (the range and the data's references)."""
+    if target_sweep is not None and targets:
+        raise UsageError("--target-sweep picks the target returns itself; drop --target-return")
+    if target_range is not None and target_sweep is None:
+        raise UsageError("--target-range sets the range of --target-sweep; give --target-sweep N too")
     if video_dir is not None:
         check_encoder()  # fail before any episode runs
         if Path(video_dir).exists() and not Path(video_dir).is_dir():
@@ -73,6 +87,10 @@ def evaluate_checkpoint(
     if eval_cfg.episodes <= 0:
         raise UsageError("--episodes must be > 0")
     cfg = validate(replace(cfg, eval=eval_cfg))  # --max-steps 0, --seed -1, --target-return inf: one line each
+    sweep = None
+    if target_sweep is not None:
+        sweep = sweep_range(data, target_sweep, target_range)
+        cfg = replace(cfg, eval=replace(cfg.eval, target_returns=sweep["targets"]))
     ctx = policy_context(cfg, data)
     with torch.inference_mode():
         results = evaluate_targets(
@@ -87,10 +105,94 @@ def evaluate_checkpoint(
             video_dir,
             compile,
         )
-    return {
+    out = {
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
         "env_id": ctx.env_id,
         "backbone": cfg.model.backbone,
         "results": results,
     }
+    if sweep is not None:
+        ref = data.ref_scores
+        for r in results:
+            r["target_normalized"] = None if ref is None else float(ref.normalize(r["target_return"]))
+        returns = data.episode_returns or {}
+        out["target_sweep"] = {
+            **sweep,
+            "best_checkpoint": bool(best),
+            "episodes": eval_cfg.episodes,
+            "seed": eval_cfg.seed,
+            "dataset": data.name,
+            "label": cfg.data.label or data.name,
+            "train_seed": cfg.train.seed,
+            "behaviour_normalized": data.behaviour_normalized,
+            "episode_returns": data.episode_returns,
+            "episode_returns_normalized": None
+            if ref is None or not returns
+            else {k: float(ref.normalize(v)) for k, v in returns.items()},
+            "score_reference": None if ref is None else ref.source,
+        }
+    return out
+
+
+SWEEP_TOP = 1.5  # the sweep's default top: 1.5x the data's best episode return (issue 23)
+
+
+def sweep_range(data: DataInfo, n: int, target_range=None) -> dict:
+    """{"targets", "range", "range_from"}: n raw target returns, evenly spaced over [low, high]: by default from
+    the data's median episode return to SWEEP_TOP x its best one, as DT's Figure 4 spans the data's returns and
+    beyond them."""
+    if n < 2:
+        raise UsageError(f"--target-sweep needs at least 2 target returns, got {n}")
+    if target_range is not None:
+        low, high = (float(x) for x in target_range)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise UsageError(f"--target-range {low:g} {high:g}: give two finite returns, low < high")
+        source = "--target-range"
+    else:
+        if data.episode_returns is None:
+            raise UsageError(
+                "this checkpoint does not record its data's episode returns (written before they were kept); "
+                "give the sweep's range with --target-range LOW HIGH"
+            )
+        low, high = data.episode_returns["median"], SWEEP_TOP * data.episode_returns["max"]
+        if not low < high:
+            raise UsageError(
+                f"the data's median episode return {low:g} is not below {SWEEP_TOP} x its best {high:g}; "
+                "give the sweep's range with --target-range LOW HIGH"
+            )
+        source = f"data: median episode return to {SWEEP_TOP} x the best"
+    return {"targets": [float(t) for t in np.linspace(low, high, n)], "range": [low, high], "range_from": source}
+
+
+def sweep_file(checkpoint_arg, best: bool) -> Path:
+    """Where evaluate --target-sweep writes by default: in the run directory, beside final.json."""
+    path = Path(checkpoint_arg)
+    run_dir = path.parent.parent if (path / "state.json").is_file() else path  # a checkpoint dir or a run dir
+    return run_dir / (BEST_SWEEP_FILE if best else SWEEP_FILE)
+
+
+def check_sweep_out(out: Path, force: bool) -> None:
+    """An existing file is replaced only with --force, and only if an earlier target sweep wrote it."""
+    if not (out.exists() or out.is_symlink()):
+        if not out.parent.is_dir():
+            raise UsageError(f"--sweep-out {out}: directory {out.parent} does not exist")
+        return
+    if not force:
+        raise UsageError(f"{out} already exists; pass --force to replace an earlier target sweep")
+    try:
+        ours = out.is_file() and not out.is_symlink() and "target_sweep" in json.loads(out.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise UsageError(f"--force refused: {out} is not an earlier target sweep; nothing was replaced")
+
+
+def write_sweep(out: Path, result: dict) -> None:
+    """Atomically: a reader never sees half a file, and a failed write leaves the earlier one."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

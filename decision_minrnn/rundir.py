@@ -29,8 +29,12 @@ LOCK_NAME = ".lock"
 # whose contents another library owns: wandb's run folders), or the mapping of what that directory may hold.
 OTHERS = "others"
 _CHECKPOINT = {"model.safetensors": "file", "train.safetensors": "file", "state.json": "file"}
+# evaluate --target-sweep's results, beside final.json (the best checkpoint's in the second).
+SWEEP_FILE, BEST_SWEEP_FILE = "target_sweep.json", "target_sweep-best.json"
 RUN_TREE = {
     "config.yaml": "file",
+    SWEEP_FILE: "file",
+    BEST_SWEEP_FILE: "file",
     "metrics.jsonl": "file",
     "final.json": "file",
     "scalars.csv": "file",

@@ -105,3 +105,154 @@ def test_each_seed_of_a_group_gets_its_own_test_scores(tmp_path, tiny_minari, ca
         tested = _evaluate(capsys, tmp_path / "g" / f"seed{seed}", "--best", "--episodes", "2", "--seed", "1000000")
         assert [r["returns"] for r in run["best"]["test_all_targets"]] == [r["returns"] for r in tested]
         assert run["eval_protocol"]["test_episodes"] == 2
+
+
+# --- evaluate --target-sweep -------------------------------------------------------------------------------
+
+HOPPER_REFS = (-20.272305, 3234.3)  # tests/helpers.make_minari_dataset's reference scores
+
+
+def _normalized(ret):
+    lo, hi = HOPPER_REFS
+    return 100 * (ret - lo) / (hi - lo)
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_minari):
+    train(tiny(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    return tmp_path / "r"
+
+
+def test_target_sweep_spans_median_to_one_and_a_half_times_the_best_and_matches_single_targets(
+    tiny_run, tiny_minari, capsys
+):
+    import numpy as np
+
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "3", "--episodes", "2"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    sweep = json.loads((tiny_run / "target_sweep.json").read_text())
+    returns = np.array([e["rewards"].sum() for e in tiny_minari[1]])
+    low, high = np.median(returns), 1.5 * returns.max()
+    assert sweep["target_sweep"]["range"] == pytest.approx([low, high], rel=1e-6)
+    targets = [r["target_return"] for r in sweep["results"]]
+    assert targets == pytest.approx([low, (low + high) / 2, high], rel=1e-6)
+    for r in sweep["results"]:  # each point is what a plain evaluation at that one target gives
+        single = _evaluate(capsys, tiny_run, "--target-return", str(r["target_return"]), "--episodes", "2")[0]
+        assert r["returns"] == single["returns"]
+        assert r["target_normalized"] == pytest.approx(_normalized(r["target_return"]))
+        assert r["normalized_mean"] == pytest.approx(_normalized(np.mean(single["returns"])))
+    refs = sweep["target_sweep"]
+    assert refs["episode_returns_normalized"]["max"] == pytest.approx(_normalized(returns.max()), rel=1e-6)
+    assert refs["label"] == "test/hopper/tiny-v0" and refs["best_checkpoint"] is False
+
+
+def test_target_range_overrides_the_data_range(tiny_run, capsys):
+    out = tiny_run.parent / "sweep.json"
+    args = ["--target-sweep", "2", "--target-range", "100", "300", "--episodes", "1", "--sweep-out", str(out)]
+    assert main(["evaluate", "--checkpoint", str(tiny_run), *args]) == 0
+    sweep = json.loads(out.read_text())
+    assert [r["target_return"] for r in sweep["results"]] == [100.0, 300.0]
+    assert sweep["target_sweep"]["range_from"] == "--target-range"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target-sweep", "1"], "at least 2 target returns"),
+        (["--target-sweep", "3", "--target-range", "5", "5"], "low < high"),
+        (["--target-sweep", "3", "--target-range", "nan", "5"], "two finite returns"),
+        (["--target-range", "1", "5"], "give --target-sweep N too"),
+        (["--target-sweep", "3", "--target-return", "3600"], "drop --target-return"),
+        (["--sweep-out", "x.json"], "are for --target-sweep"),
+        (["--target-sweep", "3", "--sweep-out", "/nonexistent/dir/x.json"], "does not exist"),
+    ],
+)
+def test_bad_target_sweeps_are_one_line(tiny_run, capsys, args, message):
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--episodes", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tiny_run / "target_sweep.json").exists()
+
+
+def test_a_sweep_never_replaces_a_file_that_is_not_an_earlier_sweep(tiny_run, capsys):
+    sweep = ["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "2", "--episodes", "1"]
+    assert main(sweep) == 0
+    first = (tiny_run / "target_sweep.json").read_text()
+    assert main(sweep) == 2 and "pass --force" in capsys.readouterr().err
+    assert main([*sweep, "--force"]) == 0  # an earlier sweep may be replaced
+    mine = tiny_run.parent / "notes.json"
+    mine.write_text('{"mine": 1}')
+    assert main([*sweep, "--sweep-out", str(mine), "--force"]) == 2
+    assert "not an earlier target sweep" in capsys.readouterr().err and mine.read_text() == '{"mine": 1}'
+    assert json.loads(first)["target_sweep"]["targets"]  # the run directory is still one --force may replace
+    from decision_minrnn.rundir import foreign_entry
+
+    assert foreign_entry(tiny_run) is None
+
+
+def test_a_checkpoint_without_the_data_returns_needs_a_range(tiny_run, capsys):
+    for state in (tiny_run / "checkpoints").glob("step-*/state.json"):
+        saved = json.loads(state.read_text())
+        del saved["data"]["episode_returns"]  # as in every checkpoint written before they were kept
+        state.write_text(json.dumps(saved))
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "3", "--episodes", "1"]) == 2
+    assert "--target-range LOW HIGH" in capsys.readouterr().err
+
+
+# --- report: conditioning curves, last and best ------------------------------------------------------------
+
+
+def _fake_sweep(run, targets, achieved, episodes=10):
+    results = [{"target_normalized": t, "normalized_mean": a} for t, a in zip(targets, achieved)]
+    info = {"episodes": episodes, "behaviour_normalized": 35.0, "episode_returns_normalized": {"max": 90.0}}
+    (run / "target_sweep.json").write_text(json.dumps({"step": 6, "target_sweep": info, "results": results}))
+
+
+def test_report_draws_conditioning_and_reads_where_each_backbone_peaks(tmp_path):
+    pytest.importorskip("rliable")
+    from helpers import fake_run
+
+    from decision_minrnn.experiments.report import report
+
+    for seed, shift in ((0, 0.0), (1, 2.0)):
+        _fake_sweep(fake_run(tmp_path, "hopper-medium", "mingru", seed, 40.0), [30, 60, 90], [40 + shift, 70, 60])
+        _fake_sweep(fake_run(tmp_path, "hopper-medium", "transformer", seed, 41.0), [30, 60, 90], [35, 50, 65 + shift])
+    result = report(tmp_path, out=tmp_path / "out", reps=200)
+    rows = {r["backbone"]: r for r in result["stats"]["conditioning"]}
+    assert rows["mingru"]["means"] == {"30.0": 41.0, "60.0": 70.0, "90.0": 60.0}
+    assert (rows["mingru"]["peak_target"], rows["mingru"]["peak_achieved"]) == (60.0, 70.0)
+    assert (rows["transformer"]["peak_target"], rows["transformer"]["peak_achieved"]) == (90.0, 66.0)
+    assert rows["mingru"]["best_episode"] == 90.0 and rows["mingru"]["n"] == 2
+    assert (
+        "| hopper-medium | mingru | 2 | 30.0: 41.0, 60.0: 70.0, 90.0: 60.0 | 60.0 (70.0) | 35.0 | 90.0 |"
+        in (result["table"])
+    )
+    assert (tmp_path / "out" / "conditioning.png").stat().st_size > 0
+
+
+def test_report_puts_last_held_out_best_and_optimistic_max_side_by_side(tmp_path):
+    pytest.importorskip("rliable")
+    from helpers import fake_run
+
+    from decision_minrnn.experiments.report import report
+
+    for seed, (last, best, curve) in enumerate([(40.0, 44.0, [30.0, 50.0, 40.0]), (42.0, 41.0, [45.0, 39.0, 42.0])]):
+        run = fake_run(
+            tmp_path,
+            "hopper-medium",
+            "mingru",
+            seed,
+            last,
+            eval_protocol={"test_episodes": 100, "test_seed": 10**6, "selection_episodes": 10, "selection_seed": 0},
+            best={"step": 4, "score": max(curve), "test": {"normalized_mean": best}},
+        )
+        lines = [{"step": s, "target_return": 3600.0, "normalized_mean": v} for s, v in zip((2, 4, 6), curve)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = report(tmp_path, out=tmp_path / "out", reps=200)
+    (row,) = result["stats"]["last_best"]
+    assert row["last"]["mean"] == 41.0 and row["best"]["mean"] == 42.5 and row["max"]["mean"] == 47.5
+    assert row["best_minus_last"] == pytest.approx(1.5) and row["test_episodes"] == [100]
+    table = result["table"]
+    assert "max over training (optimistic)" in table and "best, held-out test" in table
+    assert "Test episodes per target: 100." in table
+    assert "DMamba: max over training evaluations" in table  # how the published column was taken

@@ -13,6 +13,14 @@ PUBLISHED = {
     "walker2d-medium-expert": {"DT": 109.3, "DMamba": 108.3, "minLSTM": (110.3, 0.5), "minGRU": (110.3, 0.4)},
 }
 PUBLISHED_COLUMNS = ("DT", "DMamba", "minGRU", "minLSTM")
+# How each column's number was taken from its runs (last checkpoint, best, or max over training evaluations),
+# as far as a source says; "not stated" where none does. Ours are always the last checkpoint's.
+PUBLISHED_PROTOCOL = {
+    "DT": "not stated by Feng et al. (DT's own paper reports the last evaluation)",
+    "DMamba": "max over training evaluations (toshihiro-ota/decision-mamba issue 2)",
+    "minGRU": "not stated by Feng et al.",
+    "minLSTM": "not stated by Feng et al.",
+}
 
 
 def published_cell(dataset: str, column: str) -> str:

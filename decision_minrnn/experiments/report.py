@@ -13,147 +13,22 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, MissingExtraError, UsageError
-from .published import PUBLISHED_COLUMNS, published_cell
+from ..errors import DataError, UsageError
+from .conditioning import conditioning_stats, markdown_conditioning, plot_conditioning
+from .plots import color, pyplot
+from .published import PUBLISHED_COLUMNS, PUBLISHED_PROTOCOL, published_cell
+from .runs import Run, Skipped, backbones_of, collect_runs, datasets_of
+from .selection import last_best_stats, markdown_last_best
 from .stats import DEFAULT_REPS, probability_of_improvement, rank_test_p, score_stats
 
-BACKBONE_ORDER = ("mingru", "minlstm", "transformer", "gru", "lstm")
-# One colour per backbone in every figure (matplotlib's tab10), so a reader learns them once.
-BACKBONE_COLORS = {
-    "mingru": "tab:blue",
-    "minlstm": "tab:orange",
-    "transformer": "tab:green",
-    "gru": "tab:red",
-    "lstm": "tab:purple",
-}
 PUBLISHED_FOR_BACKBONE = {"transformer": "DT", "mingru": "minGRU", "minlstm": "minLSTM"}
 BASELINE = "transformer"  # what P(X > Y) compares every other backbone against
-
-
-@dataclass
-class Run:
-    dataset: str
-    backbone: str
-    seed: int | None
-    normalized: float
-    steps: int
-    run_dir: str
-    reference: str | None = None
-    behaviour: float | None = None  # the dataset's behaviour policy, normalized (None for older runs)
-    target_return: float | None = None  # the headline target, whose score is `normalized`
-    curves: dict[float, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
-    by_target: dict[float, float | None] = field(default_factory=dict)
-
-    @property
-    def curve(self) -> list[tuple[int, float]]:
-        """(step, score) at the headline target."""
-        return self.curves.get(self.target_return, [])
-
-
-@dataclass
-class Skipped:
-    run_dir: str
-    reason: str
-
-
-def _read_curves(metrics: Path, notes: list[Skipped]) -> dict[float, list[tuple[int, float]]]:
-    """Per target return: (step, normalized score) of every evaluation in metrics.jsonl, by step."""
-    by_target: dict[float, dict[int, float]] = defaultdict(dict)
-    for number, line in enumerate(metrics.read_text().splitlines(), 1):
-        try:
-            record = json.loads(line)
-            if record.get("normalized_mean") is not None:
-                # last write wins after a resume
-                by_target[float(record["target_return"])][int(record["step"])] = float(record["normalized_mean"])
-        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-            notes.append(
-                Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest")
-            )
-    return {target: sorted(by_step.items()) for target, by_step in by_target.items()}
-
-
-def _label_before_data_label(summary: dict) -> str:
-    """The dataset label of a run written before final.json had one (data.label): grid runs were named
-    <dataset label>/<backbone>/seed<seed>, other runs are reported under the data's name."""
-    name_parts = str(summary.get("name", "")).split("/")
-    return name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
-
-
-def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
-    run_dir = str(final.parent)
-    try:
-        summary = json.loads(final.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        skipped.append(Skipped(run_dir, f"final.json unreadable ({type(exc).__name__})"))
-        return None
-    if not isinstance(summary, dict):
-        skipped.append(Skipped(run_dir, "final.json does not hold a run summary"))
-        return None
-    if not summary.get("finished"):
-        skipped.append(Skipped(run_dir, "unfinished (final.json says finished: false)"))
-        return None
-    evaluation = summary.get("eval")
-    if not isinstance(evaluation, dict) or evaluation.get("normalized_mean") is None:
-        skipped.append(Skipped(run_dir, "no normalized evaluation score (eval.episodes=0 or no reference scores)"))
-        return None
-    try:
-        dataset = str(summary["label"]) if "label" in summary else _label_before_data_label(summary)
-        run = Run(
-            dataset=dataset,
-            backbone=str(summary["backbone"]),
-            seed=summary.get("seed"),
-            normalized=float(evaluation["normalized_mean"]),
-            target_return=None if evaluation.get("target_return") is None else float(evaluation["target_return"]),
-            steps=int(summary["step"]),
-            run_dir=run_dir,
-            reference=evaluation.get("score_reference"),
-            behaviour=summary.get("behaviour_normalized"),
-            by_target={
-                float(r["target_return"]): r.get("normalized_mean") for r in summary.get("eval_all_targets", [])
-            },
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        skipped.append(Skipped(run_dir, f"final.json is missing or mistypes a field ({type(exc).__name__}: {exc})"))
-        return None
-    if not math.isfinite(run.normalized):  # json.loads reads NaN and Infinity: a score no mean should absorb
-        skipped.append(Skipped(run_dir, f"its normalized score is {run.normalized}, not a finite number"))
-        return None
-    metrics = final.parent / "metrics.jsonl"
-    if metrics.is_file():
-        run.curves = _read_curves(metrics, skipped)
-    return run
-
-
-def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
-    """Every run directory under runs_dir (one holding config.yaml or final.json): the usable runs, and the
-    others with the reason they were left out."""
-    runs, skipped = [], []
-    run_dirs = sorted({p.parent for pattern in ("final.json", "config.yaml") for p in Path(runs_dir).rglob(pattern)})
-    for run_dir in run_dirs:
-        final = run_dir / "final.json"
-        if not final.exists():
-            skipped.append(Skipped(str(run_dir), "unfinished (no final.json yet)"))
-            continue
-        run = _run_from_final(final, skipped)
-        if run is not None:
-            runs.append(run)
-    return runs, skipped
-
-
-def _backbones(runs):
-    present = {r.backbone for r in runs}
-    return [b for b in BACKBONE_ORDER if b in present] + sorted(present - set(BACKBONE_ORDER))
-
-
-def _datasets(runs):
-    return sorted({r.dataset for r in runs})
 
 
 def _behaviour(runs, dataset):
@@ -177,7 +52,7 @@ def _seed_matrix(runs, backbone, datasets):
 
 def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
     """All the numbers of the report, as plain data (also written to stats.json)."""
-    datasets, backbones = _datasets(runs), _backbones(runs)
+    datasets, backbones = datasets_of(runs), backbones_of(runs)
     cells = []
     for d in datasets:
         for b in backbones:
@@ -231,6 +106,8 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
         "aggregate": aggregate,
         "improvement": improvement,
         "curves": curve_stats(runs, reps),
+        "last_best": last_best_stats(runs, reps),
+        "conditioning": conditioning_stats(runs),
         "datasets": datasets,
         "backbones": backbones,
         "steps": sorted({r.steps for r in runs}),
@@ -253,10 +130,10 @@ def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
     from PLATEAU_FRACTION of the training steps on lies inside that final interval (None with one seed,
     which has no interval, or with no evaluation before the last one in that stretch)."""
     rows = []
-    for d in _datasets(runs):
+    for d in datasets_of(runs):
         targets = sorted({t for r in runs if r.dataset == d for t in r.curves}, reverse=True)
         for t in targets:
-            for b in _backbones(runs):
+            for b in backbones_of(runs):
                 curves = [dict(r.curves[t]) for r in runs if r.dataset == d and r.backbone == b and r.curves.get(t)]
                 if not curves:
                     continue
@@ -334,7 +211,8 @@ def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
         "95% percentile bootstrap over seeds, stratified by dataset (rliable). std: sample std (ddof=1). "
         "IQM: mean of the middle 50% of scores. The aggregate rows use the seeds a backbone finished on every "
         "dataset (n per dataset). Published: Table 3 of Feng et al. 2024 (D4RL v2, 5 seeds) for the same "
-        "backbone; comparable to ours only when our runs used the D4RL datasets.",
+        "backbone; comparable to ours only when our runs used the D4RL datasets. How each published column "
+        "was taken: " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_PROTOCOL.items()) + ".",
     ]
     if stats["improvement"]:
         lines += ["", "| X | Y | P(X > Y) [95% CI] | runs X / Y per dataset | datasets |", "|---|---|---|---|---|"]
@@ -357,7 +235,7 @@ def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
 def markdown_targets_table(runs: list[Run]) -> str:
     """Every evaluated target return, not only the headline one: on datasets whose returns stay far below
     DT's first target (the bench data is 'medium-low'), the two targets can rank models differently."""
-    backbones = _backbones(runs)
+    backbones = backbones_of(runs)
     groups = defaultdict(list)
     for r in runs:
         for target, score in r.by_target.items():
@@ -416,21 +294,6 @@ def write_csv(path: Path, stats: dict) -> None:
             )
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingExtraError("report's plots need matplotlib: pip install 'decision-minrnn[report]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _color(backbone):
-    return BACKBONE_COLORS.get(backbone, "tab:gray")
-
-
 def _title(runs, what):
     seeds = sorted({r.seed for r in runs}, key=str)
     return f"{what}: {len(seeds)} seeds, {', '.join(map(str, sorted({r.steps for r in runs})))} training steps"
@@ -438,23 +301,23 @@ def _title(runs, what):
 
 def plot_learning_curves(path: Path, runs: list[Run]) -> bool:
     """Per dataset: each seed's curve (thin) and their mean (thick) per backbone, the behaviour policy dashed."""
-    plt = _pyplot()
-    datasets = _datasets(runs)
+    plt = pyplot()
+    datasets = datasets_of(runs)
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
     drew = False
     for ax, d in zip(axes[0], datasets):
-        for b in _backbones(runs):
+        for b in backbones_of(runs):
             curves = [dict(r.curve) for r in runs if r.dataset == d and r.backbone == b and r.curve]
             if not curves:
                 continue
             for c in curves:
-                ax.plot(list(c), list(c.values()), color=_color(b), alpha=0.3, linewidth=0.8, marker=".", markersize=3)
+                ax.plot(list(c), list(c.values()), color=color(b), alpha=0.3, linewidth=0.8, marker=".", markersize=3)
             mean = _mean_curve(curves)
             if mean:
                 ax.plot(
                     list(mean),
                     list(mean.values()),
-                    color=_color(b),
+                    color=color(b),
                     linewidth=2,
                     label=f"{b} (n={len(curves)})",
                 )
@@ -476,7 +339,7 @@ def plot_learning_curves(path: Path, runs: list[Run]) -> bool:
 
 def plot_scores(path: Path, runs: list[Run], stats: dict) -> None:
     """Per dataset and backbone: the mean with its 95% interval, every seed as a point, the behaviour policy."""
-    plt = _pyplot()
+    plt = pyplot()
     datasets, backbones = stats["datasets"], stats["backbones"]
     cells = {(c["dataset"], c["backbone"]): c for c in stats["cells"]}
     width = 0.8 / len(backbones)
@@ -488,7 +351,7 @@ def plot_scores(path: Path, runs: list[Run], stats: dict) -> None:
             if c is None:
                 continue
             x = i + (j - (len(backbones) - 1) / 2) * width
-            ax.bar(x, c["mean"], width * 0.9, color=_color(b), alpha=0.5, label=b if i == 0 else None)
+            ax.bar(x, c["mean"], width * 0.9, color=color(b), alpha=0.5, label=b if i == 0 else None)
             ax.errorbar(
                 x,
                 c["mean"],
@@ -501,7 +364,7 @@ def plot_scores(path: Path, runs: list[Run], stats: dict) -> None:
             ax.scatter(
                 x + rng.uniform(-width / 5, width / 5, len(seeds)),
                 seeds,
-                color=_color(b),
+                color=color(b),
                 edgecolor="black",
                 linewidth=0.5,
                 s=14,
@@ -544,7 +407,7 @@ def _check_reps(reps: int) -> None:
         raise UsageError(f"--reps must be >= 1 (bootstrap resamples), got {reps}")
 
 
-REPORT_FILES = ("table.md", "table.csv", "stats.json", "scores.png", "learning_curves.png")
+REPORT_FILES = ("table.md", "table.csv", "stats.json", "scores.png", "learning_curves.png", "conditioning.png")
 COMPARE_FILES = ("comparison.md", "comparison.json")
 
 
@@ -588,6 +451,12 @@ def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFA
             "when every mean from 2/3 of the training steps on lies inside the final evaluation's 95% interval:\n\n"
             + curves
         )
+    last_best = markdown_last_best(stats["last_best"])
+    if last_best:
+        table += "\nLast and best checkpoint (the headline is the last):\n\n" + last_best
+    conditioning = markdown_conditioning(stats["conditioning"])
+    if conditioning:
+        table += "\nReturn conditioning (evaluate --target-sweep), achieved against target return:\n\n" + conditioning
     (out / "table.md").write_text(table)
     write_csv(out / "table.csv", stats)
     (out / "stats.json").write_text(json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))
@@ -600,6 +469,8 @@ def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFA
     plot_scores(out / "scores.png", runs, stats)
     if plot_learning_curves(out / "learning_curves.png", runs):
         files["curves_png"] = str(out / "learning_curves.png")
+    if plot_conditioning(out / "conditioning.png", runs, stats["conditioning"]):
+        files["conditioning_png"] = str(out / "conditioning.png")
     return {"table": table, "files": files, "runs": len(runs), "skipped": skipped, "stats": stats}
 
 
@@ -617,8 +488,8 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
     seed, the difference of the means, P(A > B) with its interval, and the exact rank test's p. The sides are
     compared as independent samples: the same seed under another setting is another draw, not a pair."""
     rows = []
-    backbones = [b for b in _backbones(runs_a) if b in set(_backbones(runs_b))]
-    for d in sorted(set(_datasets(runs_a)) & set(_datasets(runs_b))):
+    backbones = [b for b in backbones_of(runs_a) if b in set(backbones_of(runs_b))]
+    for d in sorted(set(datasets_of(runs_a)) & set(datasets_of(runs_b))):
         for b in backbones:
             group_a = sorted((r for r in runs_a if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
             group_b = sorted((r for r in runs_b if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))

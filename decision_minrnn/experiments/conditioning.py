@@ -1,0 +1,117 @@
+"""Return-conditioning curves: what a model achieves when asked for each target return (DT's Figure 4), from
+the RUN/target_sweep.json files that `evaluate --target-sweep` writes.
+
+Both axes are D4RL-normalized with the run's own reference scores, so the identity line is "achieved exactly
+what was asked". Per dataset and backbone: the mean over seeds at every target that all of them swept, and the
+target at which that mean peaks: asked for more than that, the model gives no more (where it stops following).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .plots import color, pyplot
+from .runs import backbones_of, datasets_of
+
+
+def conditioning_stats(runs) -> list[dict]:
+    """Per dataset x backbone with sweeps: the mean achieved score at each target all its seeds swept (targets
+    are rounded to 0.1 normalized points to match them across seeds), and where that mean peaks."""
+    rows = []
+    for d in datasets_of(runs):
+        for b in backbones_of(runs):
+            swept = [r for r in runs if r.dataset == d and r.backbone == b and r.sweep is not None]
+            if not swept:
+                continue
+            curves = [{round(t, 1): a for t, a in zip(r.sweep.targets, r.sweep.achieved)} for r in swept]
+            common = sorted(set.intersection(*(set(c) for c in curves)))
+            if not common:
+                continue
+            means = {t: float(np.mean([c[t] for c in curves])) for t in common}
+            peak = max(means, key=means.get)
+            rows.append(
+                {
+                    "dataset": d,
+                    "backbone": b,
+                    "n": len(swept),
+                    "episodes": sorted({r.sweep.episodes for r in swept}),
+                    "means": {f"{t:.1f}": m for t, m in means.items()},
+                    "peak_target": peak,
+                    "peak_achieved": means[peak],
+                    "behaviour": _first(r.sweep.behaviour for r in swept),
+                    "best_episode": _first(r.sweep.best_episode for r in swept),
+                }
+            )
+    return rows
+
+
+def _first(values):
+    return next((v for v in values if v is not None), None)
+
+
+def markdown_conditioning(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = [
+        "| dataset | backbone | n | achieved at each target (normalized target: mean achieved) | peaks at target "
+        "| behaviour | best episode |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        means = ", ".join(f"{t}: {m:.1f}" for t, m in row["means"].items())
+        behaviour = "-" if row["behaviour"] is None else f"{row['behaviour']:.1f}"
+        best = "-" if row["best_episode"] is None else f"{row['best_episode']:.1f}"
+        lines.append(
+            f"| {row['dataset']} | {row['backbone']} | {row['n']} | {means} | {row['peak_target']:.1f} "
+            f"({row['peak_achieved']:.1f}) | {behaviour} | {best} |"
+        )
+    lines += [
+        "",
+        "D4RL-normalized on both axes. Each run's last checkpoint evaluated at every target of its sweep "
+        f"(`evaluate --target-sweep`, {', '.join(str(e) for e in sorted({e for r in rows for e in r['episodes']}))} "
+        "episodes per target); the mean is over the seeds. 'peaks at target': the target of the highest mean "
+        "(achieved there); a model that follows its target all the way peaks at the top of the sweep.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_conditioning(path: Path, runs, rows: list[dict]) -> bool:
+    """Per dataset: each seed's curve (thin) and the mean (thick) per backbone, the identity line, the
+    behaviour policy (dashed) and the data's best episode (dotted)."""
+    if not rows:
+        return False
+    plt = pyplot()
+    datasets = sorted({row["dataset"] for row in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4.0), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        low, high = math.inf, -math.inf
+        for row in (r for r in rows if r["dataset"] == d):
+            b = row["backbone"]
+            for r in runs:
+                if r.dataset == d and r.backbone == b and r.sweep is not None:
+                    ax.plot(r.sweep.targets, r.sweep.achieved, color=color(b), alpha=0.3, linewidth=0.8)
+                    low, high = min(low, *r.sweep.targets), max(high, *r.sweep.targets)
+            targets = [float(t) for t in row["means"]]
+            ax.plot(
+                targets, list(row["means"].values()), color=color(b), linewidth=2, marker="o", markersize=3,
+                label=f"{b} (n={row['n']})",
+            )  # fmt: skip
+        ax.plot([low, high], [low, high], color="gray", linewidth=1, label="achieved = target")
+        first = next(r for r in rows if r["dataset"] == d)
+        if first["behaviour"] is not None:
+            ax.axhline(first["behaviour"], color="black", linestyle="--", linewidth=1, label="behaviour policy")
+        if first["best_episode"] is not None:
+            ax.axhline(first["best_episode"], color="black", linestyle=":", linewidth=1, label="best episode in data")
+        ax.set_title(d, fontsize=10)
+        ax.set_xlabel("target return (normalized)")
+        ax.set_ylabel("achieved return (normalized)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("return conditioning of the last checkpoints (thin: seeds, thick: mean)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

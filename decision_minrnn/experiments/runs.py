@@ -1,0 +1,203 @@
+"""A sweep's runs as the report reads them back: final.json (the score of the last checkpoint, and of the
+best one on the test episodes where the run kept one), metrics.jsonl (the learning curves) and
+target_sweep.json (the conditioning curve). Runs that cannot be used are kept with the reason, never dropped
+silently."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..choices import BACKBONES
+from ..rundir import SWEEP_FILE
+
+
+@dataclass
+class Sweep:
+    """One run's sweep: normalized target -> normalized achieved mean, and the data's reference lines."""
+
+    targets: list[float]
+    achieved: list[float]
+    behaviour: float | None  # the data's mean episode, normalized
+    best_episode: float | None  # the data's best episode, normalized
+    episodes: int
+    step: int
+
+
+def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
+    """(the sweep, None), (None, why it cannot be used), or (None, None) where the run has none."""
+    path = Path(run_dir) / SWEEP_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+        info, results = data["target_sweep"], data["results"]
+        targets = [float(r["target_normalized"]) for r in results]
+        achieved = [float(r["normalized_mean"]) for r in results]
+        normalized = info.get("episode_returns_normalized") or {}
+        sweep = Sweep(
+            targets=targets,
+            achieved=achieved,
+            behaviour=info.get("behaviour_normalized"),
+            best_episode=normalized.get("max"),
+            episodes=int(info["episodes"]),
+            step=int(data["step"]),
+        )
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None, f"{SWEEP_FILE} unreadable or without normalized scores; its conditioning curve is left out"
+    if not all(math.isfinite(v) for v in targets + achieved):
+        return None, f"{SWEEP_FILE} holds a non-finite score; its conditioning curve is left out"
+    return sweep, None
+
+
+@dataclass
+class Run:
+    dataset: str
+    backbone: str
+    seed: int | None
+    normalized: float
+    steps: int
+    run_dir: str
+    reference: str | None = None
+    behaviour: float | None = None  # the dataset's behaviour policy, normalized (None for older runs)
+    target_return: float | None = None  # the headline target, whose score is `normalized`
+    curves: dict[float, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
+    by_target: dict[float, float | None] = field(default_factory=dict)
+    test_episodes: int | None = None  # eval.final_episodes of a run scored on test episodes, else None
+    best_step: int | None = None  # train.keep_best's checkpoint
+    best_test: float | None = None  # its headline score on the test episodes (None without them)
+    sweep: Sweep | None = None  # RUN/target_sweep.json, evaluate --target-sweep's
+
+    @property
+    def curve(self) -> list[tuple[int, float]]:
+        """(step, score) at the headline target."""
+        return self.curves.get(self.target_return, [])
+
+    @property
+    def max_over_training(self) -> float | None:
+        """The best headline score of any training evaluation: what 'best' means where a paper takes the max
+        of its learning curve. Chosen and scored on the same episodes, so optimistic by construction."""
+        return max((score for _, score in self.curve), default=None)
+
+
+@dataclass
+class Skipped:
+    run_dir: str
+    reason: str
+
+
+def _read_curves(metrics: Path, notes: list[Skipped]) -> dict[float, list[tuple[int, float]]]:
+    """Per target return: (step, normalized score) of every evaluation in metrics.jsonl, by step."""
+    by_target: dict[float, dict[int, float]] = defaultdict(dict)
+    for number, line in enumerate(metrics.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+            if record.get("normalized_mean") is not None:
+                # last write wins after a resume
+                by_target[float(record["target_return"])][int(record["step"])] = float(record["normalized_mean"])
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            notes.append(
+                Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest")
+            )
+    return {target: sorted(by_step.items()) for target, by_step in by_target.items()}
+
+
+def _label_before_data_label(summary: dict) -> str:
+    """The dataset label of a run written before final.json had one (data.label): grid runs were named
+    <dataset label>/<backbone>/seed<seed>, other runs are reported under the data's name."""
+    name_parts = str(summary.get("name", "")).split("/")
+    return name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
+
+
+def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
+    run_dir = str(final.parent)
+    try:
+        summary = json.loads(final.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        skipped.append(Skipped(run_dir, f"final.json unreadable ({type(exc).__name__})"))
+        return None
+    if not isinstance(summary, dict):
+        skipped.append(Skipped(run_dir, "final.json does not hold a run summary"))
+        return None
+    if not summary.get("finished"):
+        skipped.append(Skipped(run_dir, "unfinished (final.json says finished: false)"))
+        return None
+    evaluation = summary.get("eval")
+    if not isinstance(evaluation, dict) or evaluation.get("normalized_mean") is None:
+        skipped.append(Skipped(run_dir, "no normalized evaluation score (eval.episodes=0 or no reference scores)"))
+        return None
+    try:
+        dataset = str(summary["label"]) if "label" in summary else _label_before_data_label(summary)
+        run = Run(
+            dataset=dataset,
+            backbone=str(summary["backbone"]),
+            seed=summary.get("seed"),
+            normalized=float(evaluation["normalized_mean"]),
+            target_return=None if evaluation.get("target_return") is None else float(evaluation["target_return"]),
+            steps=int(summary["step"]),
+            run_dir=run_dir,
+            reference=evaluation.get("score_reference"),
+            behaviour=summary.get("behaviour_normalized"),
+            by_target={
+                float(r["target_return"]): r.get("normalized_mean") for r in summary.get("eval_all_targets", [])
+            },
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        skipped.append(Skipped(run_dir, f"final.json is missing or mistypes a field ({type(exc).__name__}: {exc})"))
+        return None
+    if not math.isfinite(run.normalized):  # json.loads reads NaN and Infinity: a score no mean should absorb
+        skipped.append(Skipped(run_dir, f"its normalized score is {run.normalized}, not a finite number"))
+        return None
+    _read_selection(run, summary, skipped)
+    metrics = final.parent / "metrics.jsonl"
+    if metrics.is_file():
+        run.curves = _read_curves(metrics, skipped)
+    run.sweep, why = read_sweep(final.parent)
+    if why:
+        skipped.append(Skipped(run_dir, why))
+    return run
+
+
+def _read_selection(run: Run, summary: dict, skipped: list[Skipped]) -> None:
+    """The test protocol and the best checkpoint's test score, where final.json has them."""
+    protocol, best = summary.get("eval_protocol"), summary.get("best")
+    try:
+        if isinstance(protocol, dict):
+            run.test_episodes = int(protocol["test_episodes"])
+        if isinstance(best, dict):
+            run.best_step = int(best["step"])
+            test = best.get("test")
+            if isinstance(test, dict) and test.get("normalized_mean") is not None:
+                score = float(test["normalized_mean"])
+                run.best_test = score if math.isfinite(score) else None
+    except (KeyError, TypeError, ValueError):
+        skipped.append(Skipped(run.run_dir, "final.json's eval_protocol or best is malformed; last checkpoint only"))
+
+
+def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
+    """Every run directory under runs_dir (one holding config.yaml or final.json): the usable runs, and the
+    others with the reason they were left out."""
+    runs, skipped = [], []
+    run_dirs = sorted({p.parent for pattern in ("final.json", "config.yaml") for p in Path(runs_dir).rglob(pattern)})
+    for run_dir in run_dirs:
+        final = run_dir / "final.json"
+        if not final.exists():
+            skipped.append(Skipped(str(run_dir), "unfinished (no final.json yet)"))
+            continue
+        run = _run_from_final(final, skipped)
+        if run is not None:
+            runs.append(run)
+    return runs, skipped
+
+
+def backbones_of(runs) -> list[str]:
+    """The backbones present, in the registry's order (choices.BACKBONES), then any others by name."""
+    present = {r.backbone for r in runs}
+    return [b for b in BACKBONES if b in present] + sorted(present - set(BACKBONES))
+
+
+def datasets_of(runs) -> list[str]:
+    return sorted({r.dataset for r in runs})
