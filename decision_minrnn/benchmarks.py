@@ -10,6 +10,7 @@ import time
 import torch
 
 from .device import cpu_has_native_bf16
+from .synthetic import ACT_DIM, OBS_DIM, random_batch
 
 
 def machine_info() -> dict:
@@ -147,17 +148,6 @@ def bench_scan(
     }
 
 
-def _random_batch(batch, K, obs_dim, act_dim, device):
-    return {
-        "obs": torch.randn(batch, K, obs_dim, device=device),
-        "act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
-        "prev_act": torch.rand(batch, K, act_dim, device=device) * 2 - 1,
-        "rtg": torch.randn(batch, K, 1, device=device),
-        "timesteps": torch.arange(K, device=device).repeat(batch, 1).clamp(max=999),
-        "mask": torch.ones(batch, K, dtype=torch.bool, device=device),
-    }
-
-
 def bench_train_step(
     backbones=("mingru", "minlstm", "transformer", "gru", "lstm"),
     contexts=(20, 200, 1000),
@@ -220,7 +210,7 @@ def bench_train_step(
         B = batch_for_context[K]
         for layout in layouts:
             fns = {}
-            data = _random_batch(B, K, 11, 3, device)
+            data = random_batch(B, K, OBS_DIM, ACT_DIM, dtype=torch.float32, device=device)
             for label, name, compile_gates, amp, whole, dropout_impl, fused in variants:
                 model_cfg = ModelConfig(
                     name,
@@ -303,7 +293,7 @@ def profile_train_step(
 
     device = torch.device(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    data = _random_batch(batch, K, 11, 3, device)
+    data = random_batch(batch, K, OBS_DIM, ACT_DIM, torch.float32, device=device)
     results = []
     for name in backbones:
         model_cfg = ModelConfig(name, embed_dim, n_layers, token_layout=layout, dropout_impl=dropout_impl)
@@ -365,7 +355,9 @@ def bench_seed_group(
             cfg = ModelConfig(backbone=backbone, token_layout=layout)
             models = [DecisionModel(11, 3, cfg).to(device) for _ in range(n_seeds)]
             opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4, fused=FUSED_ADAMW) for m in models]
-            batches = [_random_batch(batch, K, 11, 3, device) for _ in range(n_seeds)]
+            batches = [
+                random_batch(batch, K, OBS_DIM, ACT_DIM, torch.float32, seed=i, device=device) for i in range(n_seeds)
+            ]
             group = SeedGroup(models, opts, grad_clip=0.25)
 
             def sequential():
@@ -426,7 +418,7 @@ def bench_inference(
 
         fns = {"recurrent": recurrent}
         for K in contexts:
-            window = _random_batch(n, K, 11, 3, device)
+            window = random_batch(n, K, OBS_DIM, ACT_DIM, torch.float32, device=device)
 
             def windowed(window=window):
                 for _ in range(steps):

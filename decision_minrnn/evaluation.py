@@ -12,37 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import BEST, load_checkpoint
-from .config import config_from_dict, validate
+from .config import validate
 from .data.episodes import check_task
 from .data.info import DataInfo
 from .device import resolve_device
-from .envs.evaluate import eval_mode, eval_targets, evaluate_targets, policy_context
+from .envs.evaluate import evaluate_targets
 from .envs.video import check_encoder
-from .errors import CheckpointError, UsageError, first_line
-from .models import build_model
+from .errors import UsageError
 from .rundir import BEST_SWEEP_FILE, SWEEP_FILE
-
-
-def model_from_checkpoint(path, device="cpu"):
-    """(Checkpoint, its Config, its DataInfo, the DecisionModel with its weights, in eval mode on device)."""
-    ckpt = load_checkpoint(path)
-    try:
-        cfg = config_from_dict(ckpt.state["config"])
-        data = DataInfo.from_dict(ckpt.state["data"])
-        model = build_model(cfg, data.obs_dim, data.act_dim)
-        model.load_state_dict(ckpt.model)
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{ckpt.path} does not fit this code's model ({first_line(exc)})") from None
-    return ckpt, cfg, data, model.to(device).eval()
-
-
-def best_checkpoint(run_dir) -> Path:
-    """RUN/checkpoints/best, written by train.keep_best."""
-    path = Path(run_dir) / "checkpoints" / BEST
-    if not (path / "state.json").is_file():
-        raise CheckpointError(f"{run_dir} has no best checkpoint (it is written when train.keep_best=true)")
-    return path
+from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint, policy_context
 
 
 def evaluate_checkpoint(

@@ -29,7 +29,10 @@ import torch
 
 from .choices import POLICY_MODES
 from .data.normalization import ObsNormalizer
+from .envs.make import action_bounds
 from .errors import DivergedError, UsageError, first_line
+from .models.step import RecurrentStep, flatten_state, unflatten_state
+from .runs import eval_targets, model_from_checkpoint, policy_context
 
 
 @contextmanager
@@ -100,13 +103,11 @@ class Policy:
             None if action_high is None else torch.as_tensor(action_high, dtype=torch.float32, device=self.device)
         )
         self.state: PolicyState | None = None
-        # compile: the recurrent step (export.RecurrentStep: the same math token by token, with the state as
+        # compile: the recurrent step (models.step.RecurrentStep: the same math token by token, with the state as
         # flat tensors) through torch.compile, which fuses the small ops that dominate a batch-1 step
         # (BENCHMARKS.md section 4). Actions agree with the eager path to float32 rounding, not bit for bit.
         self._compiled, self._compiled_sizes = None, set()
         if compile and mode == "recurrent":
-            from .export import RecurrentStep
-
             self._compiled = torch.compile(RecurrentStep(model).eval(), dynamic=False)
 
     # ----- the stateful API ----------------------------------------------------------------------------
@@ -232,8 +233,6 @@ class Policy:
         return action, backbone
 
     def _compiled_action(self, obs_t, rtg, timestep, state, first):
-        from .export import flatten_state, unflatten_state
-
         try:
             out = self._compiled(
                 obs_t, rtg, timestep, state.prev_action, first.float().unsqueeze(1), *flatten_state(state.backbone)
@@ -311,17 +310,6 @@ def check_target(target_return) -> float:
     return value
 
 
-def action_bounds(env_id: str):
-    """The action space's bounds of a Gymnasium env (made once, then closed)."""
-    from .envs.make import make_env
-
-    env = make_env(env_id)
-    try:
-        return env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-    finally:
-        env.close()
-
-
 def load_policy(
     run_dir: str | Path,
     target_return: float | None = None,
@@ -338,9 +326,6 @@ def load_policy(
     clip_to_env: clip actions to the action space of the run's environment (made once to read it).
     compile: torch.compile the recurrent step (a few seconds once, then a faster step; needs a C++ compiler
     on CPU, falls back to eager with a warning). threads: torch CPU threads while acting (0: the caller's)."""
-    from .envs.evaluate import eval_targets, policy_context
-    from .evaluation import model_from_checkpoint
-
     _, cfg, data, model = model_from_checkpoint(run_dir, device)
     ctx = policy_context(cfg, data)
     targets = eval_targets(cfg, data)

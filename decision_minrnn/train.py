@@ -5,7 +5,7 @@ run from its checkpoint or initialise it) -> `_loop` (sample, update, log, evalu
 What it puts together lives next to what it is about: the model (models.build_model), the batches
 (data.sampler.training_sampler), DT's update and schedule (update.py: the masked MSE of
 kzl/decision-transformer training/seq_trainer.py, AdamW with clipping, lr_at, SeedGroup), the rollouts
-(envs.evaluate: policy_context, eval_targets, evaluate_targets) and what a checkpoint keeps of the data
+(runs: policy_context, eval_targets; envs.evaluate: evaluate_targets) and what a checkpoint keeps of the data
 (data.info.DataInfo).
 Determinism: the model init, the sampler and dropout all draw from seeded generators whose states are
 checkpointed, so a resumed run reaches the same weights as one that was never interrupted.
@@ -32,7 +32,7 @@ from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_amp, resolve_device
-from .envs.evaluate import TargetResult, eval_mode, eval_targets, evaluate_targets, policy_context
+from .envs.evaluate import TargetResult, evaluate_targets
 from .envs.make import check_data_fits_env
 from .errors import (
     CheckpointError,
@@ -47,6 +47,7 @@ from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
 from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
+from .runs import eval_mode, eval_targets, policy_context
 from .update import SeedGroup, adamw, lr_at
 
 

@@ -4,25 +4,22 @@ checkpoint, files sent home), in one process, alternating. Prints JSON with wall
 
     python scripts/bench_cluster.py [--repeats 2] [--steps 100] [--seeds 2]
 
-The grid is synthetic (tests/helpers.py's smooth-policy episodes in a temporary Minari root), so the
+The grid is synthetic (decision_minrnn/synthetic.py's smooth-policy episodes in a temporary Minari root), so the
 script needs nothing downloaded. Each sweep starts its Ray processes; that start is part of what it costs.
 """
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import make_minari_dataset, synthetic_episodes  # noqa: E402
-
-from decision_minrnn.benchmarks import machine_info  # noqa: E402
-from decision_minrnn.experiments.sweep import sweep  # noqa: E402
+from decision_minrnn.benchmarks import machine_info
+from decision_minrnn.experiments.sweep import sweep
+from decision_minrnn.synthetic import make_minari_dataset, synthetic_episodes
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--repeats", type=int, default=2)

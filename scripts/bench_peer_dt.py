@@ -48,8 +48,10 @@ from decision_minrnn.data.episodes import load_source
 from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.normalization import ObsNormalizer
 from decision_minrnn.data.sampler import WindowSampler, training_sampler
-from decision_minrnn.envs.evaluate import eval_targets, evaluate_targets, policy_context
+from decision_minrnn.envs.evaluate import evaluate_targets
+from decision_minrnn.experiments.stats import DEFAULT_REPS
 from decision_minrnn.models import build_model
+from decision_minrnn.runs import eval_targets, model_from_checkpoint, policy_context
 from decision_minrnn.train import train
 from decision_minrnn.update import adamw, lr_at, masked_mse, optimizer_step
 
@@ -288,8 +290,6 @@ def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, ob
             torch.device("cpu"),
         )
     else:
-        from decision_minrnn.evaluation import model_from_checkpoint
-
         run_dir = Path(args.out) / variant / f"seed{seed}"
         results = train(seed_cfg, run_dir, force=True, progress=False)["eval_all_targets"]
         model = model_from_checkpoint(run_dir, "cpu")[3]
@@ -367,11 +367,12 @@ def main() -> None:
     print(json.dumps(out, indent=1))
 
 
-def summarize(runs: list[dict]) -> dict:
+def summarize(runs: list[dict], reps: int = DEFAULT_REPS) -> dict:
     """Per target and variant: mean with its 95% bootstrap interval over seeds, and every seed's score; for each
     of our variants, whether its mean lies inside the peer's interval, P(variant > peer) and the exact rank
     test's p-value (at three seeds a bootstrap interval is narrow; the rank test says what the seeds support);
-    under "pairs", P(X > Y) and the rank test for every pair of variants with more than one seed each."""
+    under "pairs", P(X > Y) and the rank test for every pair of variants with more than one seed each.
+    reps: bootstrap resamples (the tests take fewer; the numbers in BENCHMARKS.md used the default)."""
     from decision_minrnn.experiments.stats import probability_of_improvement, rank_test_p, score_stats
 
     by_variant: dict[str, dict[int, dict]] = {}
@@ -382,7 +383,7 @@ def summarize(runs: list[dict]) -> dict:
         rows = {}
         for variant, seeds in by_variant.items():
             scores = [seeds[s]["normalized"][target] for s in sorted(seeds)]
-            stats = score_stats(scores)
+            stats = score_stats(scores, reps=reps)
             rows[variant] = {
                 "n": len(scores),
                 "mean": stats.mean,
@@ -398,7 +399,7 @@ def summarize(runs: list[dict]) -> dict:
             if row["n"] > 1:
                 mine = list(row["seeds"].values())
                 theirs = list(peer["seeds"].values())
-                row["p_beats_peer"], row["p_ci"] = probability_of_improvement(mine, theirs)
+                row["p_beats_peer"], row["p_ci"] = probability_of_improvement(mine, theirs, reps=reps)
                 row["rank_test_p"] = rank_test_p(mine, theirs)
         # Every other pair too: peer-no-pos is read against ours-gpt2-init as much as against the peer.
         pairs = []
@@ -406,7 +407,7 @@ def summarize(runs: list[dict]) -> dict:
             for b in list(rows)[i + 1 :]:
                 if rows[a]["n"] > 1 and rows[b]["n"] > 1:
                     x, y = list(rows[a]["seeds"].values()), list(rows[b]["seeds"].values())
-                    p, ci = probability_of_improvement(x, y)
+                    p, ci = probability_of_improvement(x, y, reps=reps)
                     pairs.append({"x": a, "y": b, "p_x_beats_y": p, "p_ci": ci, "rank_test_p": rank_test_p(x, y)})
         summary[target] = {**rows, "pairs": pairs}
     return summary

@@ -25,13 +25,3 @@ def tiny_minari(minari_root):
     episodes = synthetic_episodes(n_episodes=8, seed=0)
     make_minari_dataset("test/hopper/tiny-v0", episodes)
     return "test/hopper/tiny-v0", episodes
-
-
-# Tests parametrized over devices run on CUDA wherever it exists, and skip with the reason here.
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device on this machine"),
-    ),
-]

@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
+import yaml
+from safetensors.torch import load_file
 
+from decision_minrnn.cli import main
 from decision_minrnn.data.episodes import Episode, write_d4rl_hdf5
+from decision_minrnn.synthetic import (  # noqa: F401  (the tests import them from here)
+    ACT_DIM,
+    OBS_DIM,
+    make_minari_dataset,
+    random_batch,
+    synthetic_episodes,
+)
 
-OBS_DIM, ACT_DIM = 11, 3  # Hopper's spaces, so tiny datasets evaluate in the real Hopper-v5
+# Tests parametrized over devices run on CUDA wherever it exists, and skip with the reason here.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+    ),
+]
+
+# A sweep's runs small enough for a report test: one layer, 6 steps, two 10-step episodes per evaluation.
+FAST = [
+    "model.embed_dim=16",
+    "model.n_layers=1",
+    "data.context_len=5",
+    "train.batch_size=4",
+    "train.steps=6",
+    "train.warmup_steps=2",
+    "train.log_every=3",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "eval.episodes=2",
+    "eval.max_steps=10",
+    "eval.target_returns=[3600]",
+]
 
 # The overrides of a model and a run small enough for a test to train in seconds.
 TINY = [
@@ -23,66 +58,6 @@ TINY = [
     "eval.episodes=0",
     "train.lr=0.001",
 ]
-
-
-def synthetic_episodes(n_episodes=6, lengths=None, seed=0, obs_dim=OBS_DIM, act_dim=ACT_DIM):
-    """Episodes whose action is a fixed smooth function of the observation, so a policy can learn it.
-
-    Returns dicts with obs (T+1, obs_dim) as Minari stores them, act (T, act_dim), rew, term, trunc.
-    """
-    rng = np.random.default_rng(seed)
-    weights = np.random.default_rng(123).normal(size=(obs_dim, act_dim)) / np.sqrt(obs_dim)
-    episodes = []
-    for i in range(n_episodes):
-        T = int(lengths[i]) if lengths is not None else int(rng.integers(15, 40))
-        obs = rng.normal(size=(T + 1, obs_dim))
-        act = np.tanh(obs[:-1] @ weights)
-        rew = rng.uniform(0.0, 2.0, size=T) + act.sum(-1)
-        terminated = i % 2 == 0
-        episodes.append(
-            {
-                "observations": obs,
-                "actions": act.astype(np.float32),
-                "rewards": rew,
-                "terminations": np.array([False] * (T - 1) + [terminated]),
-                "truncations": np.array([False] * (T - 1) + [not terminated]),
-            }
-        )
-    return episodes
-
-
-def make_minari_dataset(dataset_id, episodes, env="Hopper-v5", ref_scores=(-20.272305, 3234.3), eval_env=None):
-    """Write a Minari dataset under the current MINARI_DATASETS_PATH."""
-    import gymnasium as gym
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
-    obs_dim = episodes[0]["observations"].shape[1]
-    act_dim = episodes[0]["actions"].shape[1]
-    buffers = [
-        EpisodeBuffer(
-            id=i,
-            observations=e["observations"],
-            actions=e["actions"],
-            rewards=e["rewards"],
-            terminations=e["terminations"],
-            truncations=e["truncations"],
-        )
-        for i, e in enumerate(episodes)
-    ]
-    kwargs = {}
-    if ref_scores is not None:
-        kwargs = {"ref_min_score": ref_scores[0], "ref_max_score": ref_scores[1]}
-    return minari.create_dataset_from_buffers(
-        dataset_id,
-        buffers,
-        env=env,
-        eval_env=eval_env,
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64),
-        action_space=gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32),
-        algorithm_name="synthetic",
-        **kwargs,
-    )
 
 
 def make_d4rl_file(path, episodes, drop_keys=(), nan_obs=False):
@@ -110,25 +85,6 @@ def make_d4rl_file(path, episodes, drop_keys=(), nan_obs=False):
     return path
 
 
-def random_batch(B=2, K=9, obs_dim=OBS_DIM, act_dim=ACT_DIM, dtype=torch.float64, seed=0, device="cpu", padded=False):
-    """A training batch as the sampler gives it (obs, act, prev_act, rtg, timesteps, mask), from random numbers.
-    Every window starts at its episode's first step (timesteps 0..K-1), so prev_act is act shifted right
-    with zeros first. padded: the first window ends 3 steps early (right padding, masked out)."""
-    gen = torch.Generator().manual_seed(seed)
-    mask = torch.ones(B, K, dtype=torch.bool)
-    if padded:
-        mask[0, K - 3 :] = False
-    batch = {
-        "obs": torch.randn(B, K, obs_dim, generator=gen, dtype=dtype),
-        "act": torch.rand(B, K, act_dim, generator=gen, dtype=dtype) * 2 - 1,
-        "rtg": torch.randn(B, K, 1, generator=gen, dtype=dtype),
-        "timesteps": torch.arange(K).repeat(B, 1),
-        "mask": mask,
-    }
-    batch["prev_act"] = torch.cat([torch.zeros_like(batch["act"][:, :1]), batch["act"][:, :-1]], dim=1)
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def fake_run(root, label, backbone, seed, score, steps=6, **extra):
     """A finished run's config.yaml and final.json under root/label/backbone/seed<N>, for report tests."""
     run = root / label / backbone / f"seed{seed}"
@@ -152,3 +108,28 @@ def fake_run(root, label, backbone, seed, score, steps=6, **extra):
     }
     (run / "final.json").write_text(json.dumps(summary))
     return run
+
+
+def tiny_config(tmp_path, dataset_id, steps, extra=()):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"data": {"source": dataset_id}}))
+    return path, TINY + [f"train.steps={steps}", "train.checkpoint_every=10"] + list(extra)
+
+
+def cli_sets(overrides):
+    """Dotted overrides as the CLI's repeated --set flags."""
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def cli_trained_run(tmp_path, dataset_id):
+    """A finished 10-step run made through the CLI: (config path, its --set flags, run dir)."""
+    path, overrides = tiny_config(tmp_path, dataset_id, 10)
+    sets = cli_sets(overrides)
+    run = str(tmp_path / "run")
+    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
+    return path, sets, run
+
+
+def weights(run_dir):
+    ckpts = sorted((Path(run_dir) / "checkpoints").iterdir())
+    return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]

@@ -11,9 +11,9 @@ from decision_minrnn.choices import BACKBONES, TOKEN_LAYOUTS
 from decision_minrnn.config import config_to_dict, load_config
 from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.normalization import ObsNormalizer
-from decision_minrnn.evaluation import model_from_checkpoint
 from decision_minrnn.models import build_model
 from decision_minrnn.policy import load_policy
+from decision_minrnn.runs import model_from_checkpoint
 from decision_minrnn.update import SeedGroup
 
 OBS, ACT, K = 11, 3, 6  # Hopper's dims, so the policy can read the real env's action bounds

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import cli_sets, cli_trained_run, tiny_config
+from helpers import cli_sets, cli_trained_run, tiny_config
 
 from decision_minrnn.cli import main
 

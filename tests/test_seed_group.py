@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEVICES
-from helpers import random_batch
+from helpers import DEVICES, cli_sets, random_batch, tiny_config, weights
 from safetensors.torch import load_file
-from test_train import cli_sets, tiny_config, weights
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import ModelConfig, load_config

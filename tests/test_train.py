@@ -10,38 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEVICES
-from helpers import TINY
+from helpers import DEVICES, cli_sets, cli_trained_run, tiny_config, weights
 from safetensors.torch import load_file
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.train import train
-
-
-def tiny_config(tmp_path, dataset_id, steps, extra=()):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"data": {"source": dataset_id}}))
-    return path, TINY + [f"train.steps={steps}", "train.checkpoint_every=10"] + list(extra)
-
-
-def cli_sets(overrides):
-    """Dotted overrides as the CLI's repeated --set flags."""
-    return [x for o in overrides for x in ("--set", o)]
-
-
-def cli_trained_run(tmp_path, dataset_id):
-    """A finished 10-step run made through the CLI: (config path, its --set flags, run dir)."""
-    path, overrides = tiny_config(tmp_path, dataset_id, 10)
-    sets = cli_sets(overrides)
-    run = str(tmp_path / "run")
-    assert main(["train", "--config", str(path), "--run-dir", run, "--no-progress", *sets]) == 0
-    return path, sets, run
-
-
-def weights(run_dir):
-    ckpts = sorted((Path(run_dir) / "checkpoints").iterdir())
-    return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..envs.scores import RefScores, d4rl_ref_scores, env_id_for, task_of
 from ..errors import DataError, first_line
 from ..resources import resolve_data_path
+from .scores import RefScores, d4rl_ref_scores, env_id_for, task_of
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")

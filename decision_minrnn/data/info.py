@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..envs.scores import RefScores
 from .normalization import ObsNormalizer
+from .scores import RefScores
 
 
 @dataclass

@@ -18,20 +18,17 @@ Both run through `decision_minrnn.policy.Policy`, the object users act with, so 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
 import torch
 
-from ..data.info import DataInfo
-from ..data.normalization import ObsNormalizer
-from ..errors import ConfigError, DivergedError, EnvError, UsageError
+from ..errors import DivergedError, EnvError, UsageError
 from ..memory import check_evaluation_memory
 from ..policy import Policy
+from ..runs import PolicyContext
 from .make import make_env
-from .scores import RefScores, default_targets
 from .video import prepare_headless_rendering, render_frame, write_mp4
 
 
@@ -116,41 +113,6 @@ class TargetResult(TypedDict, total=False):
     normalized_std: float
     score_reference: str  # where the reference scores came from ("minari metadata", "D4RL table")
     video: str
-
-
-@dataclass
-class PolicyContext:
-    """What a rollout needs besides the model: all of it comes from the checkpoint, not the config."""
-
-    env_id: str
-    obs_norm: ObsNormalizer
-    rtg_scale: float
-    context_len: int
-    ref_scores: RefScores | None
-
-
-def policy_context(cfg, data: DataInfo) -> PolicyContext:
-    """What a rollout of a run's policy needs, from its config and its checkpoint's data block."""
-    if not data.env_id:
-        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
-    return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, cfg.data.context_len, data.ref_scores)
-
-
-def eval_targets(cfg, data: DataInfo) -> list[float]:
-    """The run's target returns: eval.target_returns, else DT's two per task (envs/scores.py)."""
-    if cfg.eval.target_returns:
-        return list(cfg.eval.target_returns)
-    targets = default_targets(data.task)
-    if targets is None:
-        raise ConfigError(f"no default target returns for task {data.task!r}; set eval.target_returns")
-    return list(targets)
-
-
-def eval_mode(cfg, model) -> str:
-    """eval.mode, with auto resolved: recurrent when the backbone can step, else window."""
-    if cfg.eval.mode == "auto":
-        return "recurrent" if model.recurrent else "window"
-    return cfg.eval.mode
 
 
 def _check_spaces(batch: EpisodeBatch, model) -> None:

@@ -17,6 +17,15 @@ def make_env(env_id: str, **kwargs):
         raise EnvError(f"cannot make environment {env_id!r}: {first_line(exc)}") from None
 
 
+def action_bounds(env_id: str):
+    """The action space's bounds of a Gymnasium env (made once, then closed)."""
+    env = make_env(env_id)
+    try:
+        return env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+    finally:
+        env.close()
+
+
 def check_data_fits_env(dataset, env_id: str) -> None:
     """The data must fit the environment it will be evaluated in: its obs / act dims, and every action inside
     the action space (actions x50 would train without a word and act clipped). Run by `train` before its

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .collect import backbones_of, datasets_of
 from .plots import color, pyplot
-from .runs import backbones_of, datasets_of
 
 
 def conditioning_stats(runs) -> list[dict]:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UsageError
+from .collect import Run, Skipped, backbones_of, collect_runs, datasets_of
 from .conditioning import conditioning_stats, markdown_conditioning, plot_conditioning
 from .plots import color, pyplot
 from .published import PUBLISHED_COLUMNS, PUBLISHED_PROTOCOL, published_cell
-from .runs import Run, Skipped, backbones_of, collect_runs, datasets_of
 from .selection import last_best_stats, markdown_last_best
 from .stats import DEFAULT_REPS, probability_of_improvement, rank_test_p, score_stats
 

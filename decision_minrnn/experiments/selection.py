@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runs import backbones_of, datasets_of
+from .collect import backbones_of, datasets_of
 from .stats import DEFAULT_REPS, score_stats
 
 MEASURES = {

@@ -6,8 +6,7 @@ import time
 
 import pytest
 import yaml
-from helpers import make_minari_dataset, synthetic_episodes
-from test_sweep_report import FAST
+from helpers import FAST, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn.experiments.report import report
 from decision_minrnn.experiments.storage import RunStorage, write_run_files

@@ -4,28 +4,13 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import fake_run, make_minari_dataset, synthetic_episodes
+from helpers import FAST, fake_run, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn.cli import main
 from decision_minrnn.errors import MissingExtraError
 from decision_minrnn.experiments.grid import load_grid
 from decision_minrnn.experiments.report import report
 from decision_minrnn.experiments.sweep import sweep
-
-FAST = [
-    "model.embed_dim=16",
-    "model.n_layers=1",
-    "data.context_len=5",
-    "train.batch_size=4",
-    "train.steps=6",
-    "train.warmup_steps=2",
-    "train.log_every=3",
-    "train.eval_every=3",
-    "train.checkpoint_every=3",
-    "eval.episodes=2",
-    "eval.max_steps=10",
-    "eval.target_returns=[3600]",
-]
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from helpers import random_batch
 
 from decision_minrnn.config import ModelConfig
 from decision_minrnn.data import ObsNormalizer, WindowSampler, load_source
-from decision_minrnn.export import flatten_state
 from decision_minrnn.models import DecisionModel
+from decision_minrnn.models.step import flatten_state
 from decision_minrnn.update import masked_mse
 
 RECURRENT = ["mingru", "minlstm", "gru", "lstm"]

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import DEVICES
+from helpers import DEVICES
 
 from decision_minrnn.nn import MinGRU, MinLSTM, MinRNNStack, g, log_g
 

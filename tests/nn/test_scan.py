@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import DEVICES
+from helpers import DEVICES
 
 from decision_minrnn.nn import linear_scan, scan_chunked, scan_log, scan_sequential
 

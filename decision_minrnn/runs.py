@@ -1,0 +1,72 @@
+"""What a trained run is to everything that uses it: its model rebuilt from a checkpoint, and what a rollout
+needs from it (the environment, normalizer, return scale, context length, reference scores, target returns
+and mode). Evaluation, `load_policy`, export and the trainer's own evaluations all read a run through here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import BEST, load_checkpoint
+from .config import config_from_dict
+from .data.info import DataInfo
+from .data.normalization import ObsNormalizer
+from .data.scores import RefScores, default_targets
+from .errors import CheckpointError, ConfigError, EnvError, first_line
+from .models import build_model
+
+
+def model_from_checkpoint(path, device="cpu"):
+    """(Checkpoint, its Config, its DataInfo, the DecisionModel with its weights, in eval mode on device)."""
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(ckpt.state["config"])
+        data = DataInfo.from_dict(ckpt.state["data"])
+        model = build_model(cfg, data.obs_dim, data.act_dim)
+        model.load_state_dict(ckpt.model)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{ckpt.path} does not fit this code's model ({first_line(exc)})") from None
+    return ckpt, cfg, data, model.to(device).eval()
+
+
+def best_checkpoint(run_dir) -> Path:
+    """RUN/checkpoints/best, written by train.keep_best."""
+    path = Path(run_dir) / "checkpoints" / BEST
+    if not (path / "state.json").is_file():
+        raise CheckpointError(f"{run_dir} has no best checkpoint (it is written when train.keep_best=true)")
+    return path
+
+
+@dataclass
+class PolicyContext:
+    """What a rollout needs besides the model: all of it comes from the checkpoint, not the config."""
+
+    env_id: str
+    obs_norm: ObsNormalizer
+    rtg_scale: float
+    context_len: int
+    ref_scores: RefScores | None
+
+
+def policy_context(cfg, data: DataInfo) -> PolicyContext:
+    """What a rollout of a run's policy needs, from its config and its checkpoint's data block."""
+    if not data.env_id:
+        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
+    return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, cfg.data.context_len, data.ref_scores)
+
+
+def eval_targets(cfg, data: DataInfo) -> list[float]:
+    """The run's target returns: eval.target_returns, else DT's two per task (data/scores.py)."""
+    if cfg.eval.target_returns:
+        return list(cfg.eval.target_returns)
+    targets = default_targets(data.task)
+    if targets is None:
+        raise ConfigError(f"no default target returns for task {data.task!r}; set eval.target_returns")
+    return list(targets)
+
+
+def eval_mode(cfg, model) -> str:
+    """eval.mode, with auto resolved: recurrent when the backbone can step, else window."""
+    if cfg.eval.mode == "auto":
+        return "recurrent" if model.recurrent else "window"
+    return cfg.eval.mode
