@@ -19,6 +19,7 @@ import fcntl
 import fnmatch
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -183,3 +184,58 @@ class ForceReplace:
                 os.replace(entry, self.run_dir / entry.name)
             self.aside.rmdir()
             self.aside = None
+
+
+def _is_fresh(run_dir: Path) -> bool:
+    """Holds nothing but what this attempt wrote before training started (lock, config, an empty tb/)."""
+    if not run_dir.is_dir() or run_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        return False
+    return {p.name for p in run_dir.iterdir()} <= {LOCK_NAME, "config.yaml"}
+
+
+class RunDirTransaction:
+    """A training process's hold on its run directories, as one `with` block:
+
+    - entering takes each directory's lock (creating it), checks it again under the lock (another process
+      may have written a run there since the first check) and, for --force, moves the old run aside;
+    - `started()`, once the new runs have checkpointed, deletes the replaced ones for good;
+    - leaving on an exception puts every replaced run back and removes a new directory that holds nothing
+      but what this attempt wrote; leaving either way releases the locks."""
+
+    def __init__(self, roots: list[Path], resume: bool, force: bool):
+        self.roots, self.resume, self.force = list(roots), resume, force
+        self.locks: list[RunDirLock] = []
+        self.replaced: list[ForceReplace] = []
+
+    def __enter__(self) -> RunDirTransaction:
+        try:
+            for root in self.roots:
+                replace = ForceReplace(root) if self.force and not self.resume else None
+                self.locks.append(RunDirLock(root))
+                self.locks[-1].acquire()  # refused if another process holds it
+                check_run_dir(root, self.resume, self.force)
+                if replace is not None:
+                    self.replaced.append(replace)
+                    replace.begin()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def started(self) -> None:
+        """The new runs have started for real (their first checkpoint is written): the replaced ones can go."""
+        for replace in self.replaced:
+            replace.commit()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is not None:
+                for replace in self.replaced:
+                    replace.rollback()  # the new run never checkpointed: the old one comes back
+                for lock in self.locks:
+                    root = lock.path.parent
+                    if lock.file is not None and not self.resume and _is_fresh(root):
+                        shutil.rmtree(root, ignore_errors=True)  # a new run that failed before writing anything
+        finally:
+            for lock in self.locks:
+                lock.release()

@@ -1,12 +1,20 @@
 """Training: a run (or a group of seeds) from restore-or-initialise to its final evaluation.
 
-Read top to bottom: `train` -> `_train` (check every run directory, load the data, then restore each
-run from its checkpoint or initialise it) -> `_loop` (sample, update, log, evaluate, checkpoint).
+Read top to bottom, as the work happens:
+1. `train`: one run, or the seeds of train.seeds, each into a run directory of its own;
+2. opening the runs (`_open_runs`): every check that can refuse, and the checkpoint to resume from, before
+   any directory is touched;
+3. the data (`_load_data`), once for all seeds: the dataset, its normalizer (the checkpoint's on resume),
+   the device, the memory and data-vs-env checks, and what evaluation needs;
+4. the members (`_build_members`): each seed's model, sampler and optimizer, initialised or restored;
+5. the loop (`_Loop`), inside the run directories' transaction (rundir.RunDirTransaction: locks, --force's
+   move-aside and rollback): sample, update, log, evaluate, checkpoint; then the final evaluation and
+   final.json.
 What it puts together lives next to what it is about: the model (models.build_model), the batches
 (data.sampler.training_sampler), DT's update and schedule (update.py: the masked MSE of
-kzl/decision-transformer training/seq_trainer.py, AdamW with clipping, lr_at, SeedGroup), the rollouts
-(runs: policy_context, eval_targets; envs.evaluate: evaluate_targets) and what a checkpoint keeps of the data
-(data.info.DataInfo).
+kzl/decision-transformer training/seq_trainer.py, AdamW with clipping, lr_at, SeedGroup: one vmapped step
+for a seed group, a plain step for one run), the rollouts (runs: policy_context, eval_targets;
+envs.evaluate: evaluate_targets) and what a checkpoint keeps of the data (data.info.DataInfo).
 Determinism: the model init, the sampler and dropout all draw from seeded generators whose states are
 checkpointed, so a resumed run reaches the same weights as one that was never interrupted.
 """
@@ -15,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import signal
 import threading
 import time
@@ -24,30 +31,24 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
+from tqdm import tqdm
 
 from .checkpoint import BEST, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, save_config
-from .data.episodes import load_source
+from .data.episodes import OfflineDataset, load_source
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_amp, resolve_device
 from .envs.evaluate import TargetResult, evaluate_targets
 from .envs.make import check_data_fits_env
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    DivergedError,
-    Interrupted,
-    UsageError,
-    first_line,
-)
+from .errors import CheckpointError, ConfigError, DivergedError, Interrupted, UsageError, first_line
 from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
-from .rundir import ForceReplace, RunDirLock, check_run_dir, probe_lock
-from .runs import eval_mode, eval_targets, policy_context
+from .rundir import RunDirTransaction, check_run_dir, probe_lock
+from .runs import PolicyContext, eval_mode, eval_targets, policy_context
 from .update import SeedGroup, adamw, lr_at
 
 
@@ -94,6 +95,482 @@ class GroupSummary(TypedDict):
     seeds: dict[int, RunSummary]
 
 
+# ----- 1. train ----------------------------------------------------------------------------------------------
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    callbacks: list | None = None,
+    on_checkpoint: list | None = None,
+) -> RunSummary | GroupSummary:
+    """Train (or resume) a run; returns the final summary. stop_at: train only up to that step, write a checkpoint
+    there and return {"step", "finished": False} without the final evaluation, so that a run longer than one
+    sitting (a job time limit, a shared machine) continues later with resume=True.
+    callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
+    return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
+    on_checkpoint: functions called as fn(step, run_dir) after every checkpoint is written (e.g. to copy it
+    to storage that outlives this machine, as the sweep's --storage does).
+    With train.seeds, every seed trains at once into RUN_DIR/seed<N>, a complete run of its own (resumable
+    and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
+    train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
+    if stop_at is not None and stop_at < 1:
+        raise UsageError(f"--stop-at must be a step >= 1, got {stop_at}")
+    hooks = _Hooks(callbacks or [], on_checkpoint or [])
+    group = bool(cfg.train.seeds)
+    cfgs = [member_config(cfg, seed) for seed in cfg.train.seeds] if group else [cfg]
+    run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds] if group else [Path(run_dir)]
+    threads_before = torch.get_num_threads()
+    try:
+        summaries = _train_runs(cfgs, run_dirs, _Options(resume, force, overrides, progress, stop_at, group), hooks)
+    finally:
+        torch.set_num_threads(threads_before)
+    if group:
+        return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
+    return summaries[0]
+
+
+def member_config(cfg: Config, seed: int) -> Config:
+    """One seed of a group as the plain single-seed run it is on disk: train.seed set, train.seeds empty."""
+    return replace(cfg, name=f"{cfg.name}/seed{seed}", train=replace(cfg.train, seed=seed, seeds=[]))
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How train() was asked to run, the same for every member."""
+
+    resume: bool
+    force: bool
+    overrides: list[str] | None
+    progress: bool
+    stop_at: int | None
+    group: bool  # the runs are the seeds of train.seeds (even just one), in RUN_DIR/seed<N>
+
+
+@dataclass
+class _Hooks:
+    evaluation: list  # fn(step, results) after every evaluation
+    checkpoint: list  # fn(step, run_dir) after every checkpoint
+
+
+def _train_runs(cfgs: list[Config], run_dirs: list[Path], opts: _Options, hooks: _Hooks) -> list[RunSummary]:
+    """Open every run; load the data and build the members of those still to train; train them in lockstep."""
+    members, summaries = _open_runs(cfgs, run_dirs, opts)
+    if not members:
+        return summaries
+    data = _load_data(members)
+    start_step = _build_members(members, data)
+    resume_dir = run_dirs[0].parent if opts.group else run_dirs[0]
+    with RunDirTransaction([m.paths.root for m in members], opts.resume, opts.force) as run_dirs_held:
+        for m in members:
+            save_config(m.cfg, m.paths.config)
+        loop = _Loop(members, data, start_step, resume_dir, hooks, run_dirs_held)
+        for m, summary in zip(members, loop.run(opts.progress, opts.stop_at)):
+            summaries[m.index] = summary
+    return summaries
+
+
+# ----- 2. opening the runs -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Member:
+    """One run of the (possibly one-seed) group: its directory, model, data stream and optimizer."""
+
+    cfg: Config
+    paths: RunPaths
+    ckpt: object  # the checkpoint resumed from, or None
+    index: int  # its place in the caller's list of run directories
+    model: DecisionModel | None = None
+    sampler: WindowSampler | None = None
+    optimizer: torch.optim.Optimizer | None = None
+
+
+def _open_runs(cfgs: list[Config], run_dirs: list[Path], opts: _Options) -> tuple[list[_Member], list]:
+    """(the members still to train, every run's summary slot: filled for runs that had finished already)."""
+    members, summaries = [], [None] * len(cfgs)
+    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
+        member, finished = _open_member(cfg, run_dir, i, opts)
+        if member is None:
+            summaries[i] = finished
+        else:
+            members.append(member)
+    if members:
+        _check_group(members)
+    return members, summaries
+
+
+def _open_member(cfg: Config, run_dir: Path, index: int, opts: _Options):
+    """Checks and the checkpoint to resume from; returns (member, None) or (None, summary) if it finished."""
+    paths = RunPaths.of(run_dir)
+    # Everything that can be refused is checked before the run directory is touched.
+    probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
+    check_run_dir(paths.root, opts.resume, opts.force)
+    ckpt = None
+    if opts.resume and list_checkpoints(paths.root):
+        ckpt = load_checkpoint(paths.root)
+        if "rng.torch" not in ckpt.train or "rng.sampler" not in ckpt.train:
+            raise CheckpointError(
+                f"{ckpt.path} has no train.safetensors (optimizer and RNG state), so it cannot be "
+                "resumed exactly; it still evaluates"
+            )
+        # The run's own config wins, except what the user overrides now (e.g. more train.steps).
+        seed = cfg.train.seed
+        cfg = config_from_dict(ckpt.state["config"], opts.overrides)
+        if opts.group:  # the group's train.seeds override is the group's, not this member's
+            cfg = replace(cfg, train=replace(cfg.train, seeds=[]))
+            if cfg.train.seed != seed:
+                raise CheckpointError(f"{paths.root} holds a run of seed {cfg.train.seed}, not of seed {seed}")
+    if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:
+        print(f"run {paths.root} already finished at step {ckpt.step}")
+        return None, json.loads(paths.final.read_text())
+    return _Member(cfg, paths, ckpt, index), None
+
+
+def _check_group(members: list[_Member]) -> None:
+    """A group trains in lockstep: one config apart from the seed, and one step to resume from."""
+    first = members[0]
+    for m in members[1:]:
+        if replace(m.cfg, name="", train=replace(m.cfg.train, seed=0)) != replace(
+            first.cfg, name="", train=replace(first.cfg.train, seed=0)
+        ):
+            raise ConfigError(
+                f"{m.paths.root} and {first.paths.root} have different settings; a seed group trains one "
+                "config (resume the runs one by one)"
+            )
+    steps = {m.paths.root.name: m.ckpt.step if m.ckpt is not None else 0 for m in members}
+    if len(set(steps.values())) > 1:
+        listed = ", ".join(f"{name} at {step}" for name, step in steps.items())
+        raise CheckpointError(f"the seeds resume from different steps ({listed}); resume them one by one")
+
+
+# ----- 3. the data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    """What the members share: the dataset and what a checkpoint keeps of it, the device, and what evaluation
+    needs (None without evaluation: training alone needs no env)."""
+
+    dataset: OfflineDataset
+    info: DataInfo
+    device: torch.device
+    ctx: PolicyContext | None
+    targets: list[float] | None
+
+
+def _load_data(members: list[_Member]) -> _Data:
+    cfg, ckpt = members[0].cfg, members[0].ckpt  # every setting but the seed is the members' common one
+    if not cfg.data.source:
+        raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
+    if ckpt is not None:  # the normalizer the run started with, not one refitted on today's copy of the data
+        saved = DataInfo.from_dict(ckpt.state["data"])
+        if (saved.obs_dim, saved.act_dim) != (dataset.obs_dim, dataset.act_dim):
+            raise CheckpointError(
+                f"data dims {dataset.obs_dim}/{dataset.act_dim} do not match the checkpoint's "
+                f"({saved.obs_dim}, {saved.act_dim})"
+            )
+        obs_norm = saved.obs_norm
+    else:
+        obs_norm = ObsNormalizer.fit(dataset.episodes)
+    info = DataInfo.of(dataset, obs_norm)
+    device = resolve_device(cfg.train.device)
+    amp = resolve_amp(cfg.train.amp, device)  # config.yaml, final.json and the hparams record what ran
+    for m in members:
+        m.cfg = replace(m.cfg, train=replace(m.cfg.train, amp=amp))
+    cfg = members[0].cfg
+    longest = max(len(e) for e in dataset.episodes)
+    context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
+    check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
+    if dataset.env_id:
+        check_data_fits_env(dataset, dataset.env_id)
+    ctx, targets = None, None
+    if cfg.eval.episodes > 0:
+        ctx, targets = policy_context(cfg, info), eval_targets(cfg, info)
+    return _Data(dataset, info, device, ctx, targets)
+
+
+# ----- 4. the members ----------------------------------------------------------------------------------------
+
+
+def _build_members(members: list[_Member], data: _Data) -> int:
+    """Each member's model, sampler and optimizer, from its seed or its checkpoint; returns the step to
+    start from."""
+    dataset = data.dataset
+    for m in members:
+        torch.manual_seed(m.cfg.train.seed)
+        m.model = build_model(m.cfg, dataset.obs_dim, dataset.act_dim).to(data.device)
+        m.sampler = training_sampler(m.cfg, dataset, data.info.obs_norm)
+        m.optimizer = adamw(m.model, m.cfg)
+        if m.ckpt is not None:
+            try:
+                m.model.load_state_dict(m.ckpt.model)
+                restore_optimizer(m.optimizer, m.ckpt)
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"the overrides do not fit the checkpoint in {m.paths.root} "
+                    f"({first_line(exc, 160)}); resume with the run's own model settings"
+                ) from None
+            m.sampler.set_state(m.ckpt.train["rng.sampler"])
+    ckpt = members[0].ckpt
+    if ckpt is None:
+        return 0
+    # One dropout generator for the whole group: every member's checkpoint holds it.
+    torch.set_rng_state(ckpt.train["rng.torch"])
+    if data.device.type == "cuda" and "rng.cuda" in ckpt.train:
+        torch.cuda.set_rng_state(ckpt.train["rng.cuda"], data.device)
+    return ckpt.step
+
+
+# ----- 5. the loop -------------------------------------------------------------------------------------------
+
+
+class _MemberLog:
+    """What the loop keeps of one member between steps: its loggers, the state its checkpoints carry (config,
+    data, best) and its last loss."""
+
+    def __init__(self, member: _Member, start_step: int, data: DataInfo):
+        cfg, ckpt = member.cfg, member.ckpt
+        self.loggers = RunLoggers(
+            cfg.train.loggers, member.paths.root, config_to_dict(cfg), cfg.name, start_step, cfg.train.wandb_project
+        )
+        self.loss = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
+        self.state = {"config": config_to_dict(cfg), "data": data.to_dict()}
+        self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
+
+
+class _Loop:
+    """The members' lockstep from start_step to the end: one SeedGroup update per step, then logging,
+    evaluation and checkpoints on their schedules; then the final evaluation."""
+
+    def __init__(self, members, data: _Data, start_step: int, resume_dir: Path, hooks: _Hooks, run_dirs):
+        self.members, self.data, self.start_step, self.resume_dir = members, data, start_step, resume_dir
+        self.hooks, self.run_dirs = hooks, run_dirs
+        self.cfg = cfg = members[0].cfg
+        forward = None
+        if cfg.train.compile:  # one member only (config.validate refuses it for a seed group)
+            opaque_to_compile()
+            forward = torch.compile(members[0].model)
+        self.update = SeedGroup(
+            [m.model for m in members], [m.optimizer for m in members], cfg.train.grad_clip, forward
+        )
+        self.logs = [_MemberLog(m, start_step, data.info) for m in members]
+        self.amp = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def run(self, progress: bool, stop_at: int | None) -> list[RunSummary]:
+        cfg, members = self.cfg, self.members
+        end_step = min(cfg.train.steps, stop_at) if stop_at is not None else cfg.train.steps
+        for m in members:
+            m.model.train()
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.start_step,
+            disable=not progress,
+            desc=cfg.name if len(members) == 1 else f"{cfg.name.rsplit('/', 1)[0]} x{len(members)} seeds",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        with _StopSignals() as signals:
+            try:
+                for step in range(self.start_step, end_step):
+                    done = step + 1
+                    grad_norms = self.train_step(step)
+                    if done % cfg.train.log_every == 0 or done == end_step:
+                        self.log(done, grad_norms)
+                        bar.set_postfix(loss=f"{self.logs[0].loss:.4f}")
+                    bar.update(1)
+                    if signals.received is not None:
+                        self.checkpoint(done)
+                        raise self.stopped(signals.received, done)
+                    evaluates = cfg.train.eval_every and done % cfg.train.eval_every == 0
+                    if evaluates and done < cfg.train.steps and cfg.eval.episodes > 0:
+                        self.evaluate(done)
+                    if done % cfg.train.checkpoint_every == 0 or done == end_step:
+                        self.checkpoint(done)
+            except BaseException:
+                self.finish_loggers([None] * len(members))
+                raise
+            finally:
+                bar.close()
+        if end_step < cfg.train.steps:  # stopped at stop_at on purpose: no final evaluation
+            self.finish_loggers([None] * len(members))
+            return [{"step": max(end_step, self.start_step), "finished": False} for _ in members]
+        self.run_dirs.started()  # a resumed-at-the-end run checkpointed nothing new but has started
+        return self.finish()
+
+    def train_step(self, step: int) -> list:
+        """One update of every member at this step's learning rate; returns the gradient norms (pre-clip)."""
+        lr = lr_at(step, self.cfg)
+        for m in self.members:
+            for group in m.optimizer.param_groups:
+                group["lr"] = lr
+        batches = [m.sampler.sample() for m in self.members]
+        if self.data.device.type == "cuda":  # pinned host memory lets the copy overlap the previous step's kernels
+            batches = [
+                {k: v.pin_memory().to(self.data.device, non_blocking=True) for k, v in b.items()} for b in batches
+            ]
+        with self.amp:
+            losses = self.update.losses(batches)
+        if not torch.isfinite(losses).all():  # stop before this step touches the weights or a checkpoint
+            bad = [m.paths.root.name for m, ok in zip(self.members, torch.isfinite(losses).tolist()) if not ok]
+            which = f" ({', '.join(bad)})" if len(self.members) > 1 else ""
+            raise DivergedError(
+                f"loss became {losses.max().item()}{which} at step {step + 1}; no checkpoint was written "
+                "for it. Lower train.lr or check the data"
+            )
+        grad_norms = self.update.step(losses)
+        self.window_samples += self.cfg.train.batch_size
+        for log, loss in zip(self.logs, losses.tolist()):
+            log.loss = loss
+        return grad_norms
+
+    def log(self, step: int, grad_norms) -> None:
+        elapsed = time.perf_counter() - self.window_start
+        for m, log, grad_norm in zip(self.members, self.logs, grad_norms):
+            scalars = {
+                "train/loss": log.loss,
+                "train/lr": m.optimizer.param_groups[0]["lr"],
+                "train/grad_norm": float(grad_norm),
+                "train/samples_per_s": self.window_samples / max(elapsed, 1e-9),
+            }
+            log.loggers.scalars(scalars, step)
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def checkpoint(self, step: int) -> None:
+        for m, log in zip(self.members, self.logs):
+            log.state["loss"] = log.loss
+            rng = _rng_state(m.sampler, self.data.device)
+            save_checkpoint(
+                m.paths.root, step, m.model, m.optimizer, log.state, rng, keep=self.cfg.train.keep_checkpoints
+            )
+        self.run_dirs.started()  # the new runs have checkpointed: replaced ones can go
+        for m in self.members:
+            for callback in self.hooks.checkpoint:
+                callback(step, m.paths.root)
+
+    def evaluate(self, step: int) -> list[list[TargetResult]]:
+        """A training evaluation of every member (eval.episodes from eval.seed): metrics.jsonl, the loggers,
+        keep_best's selection and the evaluation hooks."""
+        cfg, data = self.cfg, self.data
+        all_results = []
+        for m, log in zip(self.members, self.logs):
+            model = m.model
+            mode = eval_mode(cfg, model)
+            ev = cfg.eval
+            results = evaluate_targets(
+                model, data.ctx, data.targets, ev.episodes, mode, ev.seed, ev.max_steps, data.device
+            )
+            model.train()
+            for r in results:
+                _append_jsonl(m.paths.metrics, {"step": step, **_without_timing([r])[0]})
+            log.loggers.evaluation(results, step)
+            score = _headline(results)
+            if cfg.train.keep_best and (log.state["best"] is None or score > log.state["best"]["score"]):
+                log.state["best"] = {"step": step, "score": score}
+                rng = _rng_state(m.sampler, data.device)
+                save_checkpoint(m.paths.root, step, model, m.optimizer, log.state, rng, name=BEST)
+            for callback in self.hooks.evaluation:
+                callback(step, results)
+            all_results.append(results)
+        return all_results
+
+    def finish(self) -> list[RunSummary]:
+        """The final evaluation (and the test evaluation with eval.final_episodes), then final.json."""
+        cfg, data, members = self.cfg, self.data, self.members
+        summaries = [_finished_summary(m.cfg, data.info, log.loss) for m, log in zip(members, self.logs)]
+        try:
+            if cfg.eval.episodes > 0:
+                with _StopSignals(raise_now=lambda signum: self.stopped(signum, cfg.train.steps)):
+                    results_of_members = self.evaluate(cfg.train.steps)  # the curve's last point; keep_best ranks it
+                    for summary, log, results in zip(summaries, self.logs, results_of_members):
+                        summary["eval"] = summarize_eval(results)
+                        summary["eval_all_targets"] = _without_timing(results)
+                        if log.state["best"] is not None:
+                            summary["best"] = dict(log.state["best"])
+                    if cfg.eval.final_episodes > 0:
+                        for m, summary in zip(members, summaries):
+                            _test_evaluation(m, summary, data)
+        except BaseException:
+            self.finish_loggers([None] * len(members))
+            raise
+        self.finish_loggers(summaries)
+        for m, summary in zip(members, summaries):
+            m.paths.final.write_text(json.dumps(summary, indent=1))
+        return summaries
+
+    def stopped(self, signum: int, step: int) -> Interrupted:
+        """A signal, during training or the final evaluation: the checkpoint is written, resuming goes on."""
+        return Interrupted(_stopped_message(signum, step, self.resume_dir), exit_code=128 + signum)
+
+    def finish_loggers(self, summaries) -> None:
+        for log, summary in zip(self.logs, summaries):
+            log.loggers.finish(summary)
+
+
+def _finished_summary(cfg: Config, data: DataInfo, loss: float) -> RunSummary:
+    return {
+        "name": cfg.name,
+        "step": cfg.train.steps,
+        "finished": True,
+        "final_loss": loss,
+        "backbone": cfg.model.backbone,
+        "dataset": data.name,
+        "label": cfg.data.label or data.name,
+        "seed": cfg.train.seed,
+        "amp": cfg.train.amp,
+        "dropout_impl": cfg.model.dropout_impl,
+        "behaviour_normalized": data.behaviour_normalized,
+    }
+
+
+def _test_evaluation(member: _Member, summary: RunSummary, data: _Data) -> None:
+    """eval.final_episodes episodes per target on the test seeds (eval.test_seed + i), which no training
+    evaluation used: the last checkpoint's become the run's score, the best checkpoint's (train.keep_best,
+    selected on the training evaluations) its honest score. Both are scored on the same episodes."""
+    cfg, model = member.cfg, member.model
+    ev = cfg.eval
+
+    def scored(net):
+        mode = eval_mode(cfg, net)
+        return _without_timing(
+            evaluate_targets(
+                net, data.ctx, data.targets, ev.final_episodes, mode, ev.test_seed, ev.max_steps, data.device
+            )
+        )
+
+    last = scored(model)
+    summary["eval"], summary["eval_all_targets"] = summarize_eval(last), last
+    summary["eval_protocol"] = {
+        "test_episodes": ev.final_episodes,
+        "test_seed": ev.test_seed,
+        "selection_episodes": ev.episodes,
+        "selection_seed": ev.seed,
+    }
+    if "best" not in summary:
+        return
+    best = summary["best"]
+    if best["step"] == summary["step"]:  # the best is the last checkpoint: the same rollouts again
+        tested = last
+    else:
+        best_model = copy.deepcopy(model)  # not build_model: that would draw from the checkpointed generator
+        best_model.load_state_dict(load_checkpoint(member.paths.root / "checkpoints" / BEST).model)
+        tested = scored(best_model)
+    best["test"], best["test_all_targets"] = summarize_eval(tested), tested
+    model.train()
+
+
+# ----- what the steps above share ----------------------------------------------------------------------------
+
+
 def summarize_eval(results: list[TargetResult]) -> EvalSummary:
     first = results[0]
     return {
@@ -103,6 +580,16 @@ def summarize_eval(results: list[TargetResult]) -> EvalSummary:
         "normalized_std": first.get("normalized_std"),
         "score_reference": first.get("score_reference"),
     }
+
+
+def _headline(results: list[dict]) -> float:
+    """The score keep_best ranks by: the first target's normalized return (its raw return without references)."""
+    first = results[0]
+    return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
+
+
+def _without_timing(results: list[TargetResult]) -> list[TargetResult]:
+    return [{k: v for k, v in r.items() if k != "timing"} for r in results]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -130,54 +617,6 @@ def _rng_state(sampler: WindowSampler, device: torch.device) -> dict:
 def _append_jsonl(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def train(
-    cfg: Config,
-    run_dir: str | Path,
-    resume: bool = False,
-    force: bool = False,
-    overrides: list[str] | None = None,
-    progress: bool = True,
-    stop_at: int | None = None,
-    callbacks: list | None = None,
-    on_checkpoint: list | None = None,
-) -> RunSummary | GroupSummary:
-    """Train (or resume) a run; returns the final summary. stop_at: train only up to that step, write a checkpoint
-    there and return {"step", "finished": False} without the final evaluation, so that a run longer than one
-    sitting (a job time limit, a shared machine) continues later with resume=True.
-    callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
-    return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
-    on_checkpoint: functions called as fn(step, run_dir) after every checkpoint is written (e.g. to copy it
-    to storage that outlives this machine, as the sweep's --storage does).
-    With train.seeds, every seed trains at once into RUN_DIR/seed<N>, a complete run of its own (resumable
-    and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
-    train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
-    if stop_at is not None and stop_at < 1:
-        raise UsageError(f"--stop-at must be a step >= 1, got {stop_at}")
-    threads_before = torch.get_num_threads()
-    try:
-        if not cfg.train.seeds:
-            hooks = _Hooks(callbacks or [], on_checkpoint or [])
-            return _train([cfg], [Path(run_dir)], resume, force, overrides, progress, stop_at, hooks, False)[0]
-        members = [member_config(cfg, seed) for seed in cfg.train.seeds]
-        run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds]
-        hooks = _Hooks(callbacks or [], on_checkpoint or [])
-        summaries = _train(members, run_dirs, resume, force, overrides, progress, stop_at, hooks, True)
-        return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
-    finally:
-        torch.set_num_threads(threads_before)
-
-
-def member_config(cfg: Config, seed: int) -> Config:
-    """One seed of a group as the plain single-seed run it is on disk: train.seed set, train.seeds empty."""
-    return replace(cfg, name=f"{cfg.name}/seed{seed}", train=replace(cfg.train, seed=seed, seeds=[]))
-
-
-@dataclass
-class _Hooks:
-    evaluation: list  # fn(step, results) after every evaluation
-    checkpoint: list  # fn(step, run_dir) after every checkpoint
 
 
 class _StopSignals:
@@ -210,416 +649,3 @@ def _stopped_message(signum: int, step: int, resume_dir: Path) -> str:
     """The one line of a run stopped by a signal, during training or its final evaluation alike."""
     name = signal.Signals(signum).name
     return f"{name}: stopped at step {step} with a checkpoint; continue with --resume --run-dir {resume_dir}"
-
-
-def _is_fresh(run_dir: Path) -> bool:
-    """Holds nothing but what this attempt wrote before training started (lock, config, an empty tb/)."""
-    if not run_dir.is_dir() or run_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
-        return False
-    return {p.name for p in run_dir.iterdir()} <= {".lock", "config.yaml"}
-
-
-@dataclass
-class _Member:
-    """One run of the (possibly one-seed) group: its directory, model, data stream and optimizer."""
-
-    cfg: Config
-    paths: RunPaths
-    ckpt: object  # the checkpoint resumed from, or None
-    model: DecisionModel | None = None
-    sampler: WindowSampler | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    replace: ForceReplace | None = None
-    lock: RunDirLock | None = None
-    index: int = 0  # its place in the caller's list of run directories
-
-
-def _open_member(cfg: Config, run_dir: Path, resume: bool, force: bool, overrides: list[str] | None, group: bool):
-    """Checks and the checkpoint to resume from; returns (member, None) or (None, summary) if it finished."""
-    paths = RunPaths.of(run_dir)
-    # Everything that can be refused is checked before the run directory is touched.
-    probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
-    check_run_dir(paths.root, resume, force)
-    ckpt = None
-    if resume and list_checkpoints(paths.root):
-        ckpt = load_checkpoint(paths.root)
-        if "rng.torch" not in ckpt.train or "rng.sampler" not in ckpt.train:
-            raise CheckpointError(
-                f"{ckpt.path} has no train.safetensors (optimizer and RNG state), so it cannot be "
-                "resumed exactly; it still evaluates"
-            )
-        # The run's own config wins, except what the user overrides now (e.g. more train.steps).
-        seed = cfg.train.seed
-        cfg = config_from_dict(ckpt.state["config"], overrides)
-        if group:  # the group's train.seeds override is the group's, not this member's
-            cfg = replace(cfg, train=replace(cfg.train, seeds=[]))
-            if cfg.train.seed != seed:
-                raise CheckpointError(f"{paths.root} holds a run of seed {cfg.train.seed}, not of seed {seed}")
-    if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:
-        print(f"run {paths.root} already finished at step {ckpt.step}")
-        return None, json.loads(paths.final.read_text())
-    return _Member(cfg, paths, ckpt), None
-
-
-def _check_group(members: list[_Member]) -> None:
-    """A group trains in lockstep: one config apart from the seed, and one step to resume from."""
-    first = members[0]
-    for m in members[1:]:
-        if replace(m.cfg, name="", train=replace(m.cfg.train, seed=0)) != replace(
-            first.cfg, name="", train=replace(first.cfg.train, seed=0)
-        ):
-            raise ConfigError(
-                f"{m.paths.root} and {first.paths.root} have different settings; a seed group trains one "
-                "config (resume the runs one by one)"
-            )
-    steps = {m.paths.root.name: m.ckpt.step if m.ckpt is not None else 0 for m in members}
-    if len(set(steps.values())) > 1:
-        listed = ", ".join(f"{name} at {step}" for name, step in steps.items())
-        raise CheckpointError(f"the seeds resume from different steps ({listed}); resume them one by one")
-
-
-def _train(
-    cfgs: list[Config],
-    run_dirs: list[Path],
-    resume: bool,
-    force: bool,
-    overrides: list[str] | None,
-    progress: bool,
-    stop_at: int | None,
-    hooks: _Hooks,
-    group: bool,
-) -> list[RunSummary]:
-    """group: the runs are the seeds of train.seeds (even just one), in RUN_DIR/seed<N>."""
-    members, summaries = [], [None] * len(cfgs)
-    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
-        member, finished = _open_member(cfg, run_dir, resume, force, overrides, group)
-        if member is None:
-            summaries[i] = finished
-        else:
-            member.index = i
-            members.append(member)
-    if not members:
-        return summaries
-    _check_group(members)
-    cfg, ckpt = members[0].cfg, members[0].ckpt  # what the members share: data, device, evaluation
-    if not cfg.data.source:
-        raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
-    if ckpt is not None:  # the normalizer the run started with, not one refitted on today's copy of the data
-        saved = DataInfo.from_dict(ckpt.state["data"])
-        if (saved.obs_dim, saved.act_dim) != (dataset.obs_dim, dataset.act_dim):
-            raise CheckpointError(
-                f"data dims {dataset.obs_dim}/{dataset.act_dim} do not match the checkpoint's "
-                f"({saved.obs_dim}, {saved.act_dim})"
-            )
-        obs_norm = saved.obs_norm
-    else:
-        obs_norm = ObsNormalizer.fit(dataset.episodes)
-    data = DataInfo.of(dataset, obs_norm)
-    device = resolve_device(cfg.train.device)
-    amp = resolve_amp(cfg.train.amp, device)  # config.yaml, final.json and the hparams record what ran
-    for m in members:
-        m.cfg = replace(m.cfg, train=replace(m.cfg.train, amp=amp))
-    cfg = members[0].cfg
-    longest = max(len(e) for e in dataset.episodes)
-    context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
-    check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
-    if dataset.env_id:
-        check_data_fits_env(dataset, dataset.env_id)
-    ctx, targets = None, None
-    if cfg.eval.episodes > 0:  # training alone needs no env
-        ctx, targets = policy_context(cfg, data), eval_targets(cfg, data)
-
-    for m in members:
-        torch.manual_seed(m.cfg.train.seed)
-        m.model = build_model(m.cfg, dataset.obs_dim, dataset.act_dim).to(device)
-        m.sampler = training_sampler(m.cfg, dataset, obs_norm)
-        m.optimizer = adamw(m.model, m.cfg)
-        if m.ckpt is not None:
-            try:
-                m.model.load_state_dict(m.ckpt.model)
-                restore_optimizer(m.optimizer, m.ckpt)
-            except (KeyError, RuntimeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"the overrides do not fit the checkpoint in {m.paths.root} "
-                    f"({first_line(exc, 160)}); resume with the run's own model settings"
-                ) from None
-            m.sampler.set_state(m.ckpt.train["rng.sampler"])
-    if ckpt is not None:  # one dropout generator for the whole group: every member's checkpoint holds it
-        torch.set_rng_state(ckpt.train["rng.torch"])
-        if device.type == "cuda" and "rng.cuda" in ckpt.train:
-            torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
-    start_step = ckpt.step if ckpt is not None else 0
-
-    try:
-        for m in members:
-            m.replace = ForceReplace(m.paths.root) if force and not resume else None
-            m.lock = RunDirLock(m.paths.root)
-            m.lock.acquire()  # creates the directory; refused if another process holds it
-            # Again under the lock: another process may have written a run here since the first check.
-            check_run_dir(m.paths.root, resume, force)
-            if m.replace is not None:
-                m.replace.begin()
-            save_config(m.cfg, m.paths.config)
-        resume_dir = run_dirs[0].parent if group else run_dirs[0]
-        run = _Run(members, device, data, ctx, targets, start_step, resume_dir)
-        for m, summary in zip(members, _loop(run, progress, stop_at, hooks)):
-            summaries[m.index] = summary
-        return summaries
-    except BaseException:
-        for m in members:
-            if m.replace is not None:
-                m.replace.rollback()  # the new run never checkpointed: the old one comes back
-            if m.lock is not None and m.lock.file is not None and not resume and _is_fresh(m.paths.root):
-                shutil.rmtree(m.paths.root, ignore_errors=True)  # a new run that failed before writing anything
-        raise
-    finally:
-        for m in members:
-            if m.lock is not None:
-                m.lock.release()
-
-
-def _without_timing(results: list[TargetResult]) -> list[TargetResult]:
-    return [{k: v for k, v in r.items() if k != "timing"} for r in results]  # type: ignore[misc]
-
-
-def _test_evaluation(member: _Member, summary: RunSummary, ctx, targets, device) -> None:
-    """eval.final_episodes episodes per target on the test seeds (eval.test_seed + i), which no training
-    evaluation used: the last checkpoint's become the run's score, the best checkpoint's (train.keep_best,
-    selected on the training evaluations) its honest score. Both are scored on the same episodes."""
-    cfg, model = member.cfg, member.model
-    ev = cfg.eval
-
-    def scored(net):
-        results = evaluate_targets(
-            net, ctx, targets, ev.final_episodes, eval_mode(cfg, net), ev.test_seed, ev.max_steps, device
-        )
-        return _without_timing(results)
-
-    last = scored(model)
-    summary["eval"], summary["eval_all_targets"] = summarize_eval(last), last
-    summary["eval_protocol"] = {
-        "test_episodes": ev.final_episodes,
-        "test_seed": ev.test_seed,
-        "selection_episodes": ev.episodes,
-        "selection_seed": ev.seed,
-    }
-    if "best" not in summary:
-        return
-    best = summary["best"]
-    if best["step"] == summary["step"]:  # the best is the last checkpoint: the same rollouts again
-        tested = last
-    else:
-        best_model = copy.deepcopy(model)  # not build_model: that would draw from the checkpointed generator
-        best_model.load_state_dict(load_checkpoint(member.paths.root / "checkpoints" / BEST).model)
-        tested = scored(best_model)
-    best["test"], best["test_all_targets"] = summarize_eval(tested), tested
-    model.train()
-
-
-def _headline(results: list[dict]) -> float:
-    """The score keep_best ranks by: the first target's normalized return (its raw return without references)."""
-    first = results[0]
-    return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
-
-
-@dataclass
-class _Run:
-    """Everything the training loop works on, restored or initialised by _train."""
-
-    members: list[_Member]
-    device: torch.device
-    data: DataInfo
-    ctx: object  # PolicyContext, None without evaluation
-    targets: list | None
-    start_step: int
-    resume_dir: Path  # what --resume --run-dir names to continue (a seed group's parent directory)
-
-
-class _Logged:
-    """A member's state that the loop updates: its loggers, checkpoint state and last loss."""
-
-    def __init__(self, member: _Member, start_step: int):
-        cfg, ckpt = member.cfg, member.ckpt
-        self.loggers = RunLoggers(
-            cfg.train.loggers, member.paths.root, config_to_dict(cfg), cfg.name, start_step, cfg.train.wandb_project
-        )
-        self.loss = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
-        self.state = {"config": config_to_dict(cfg), "data": None}
-        self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
-
-
-def _loop(run: _Run, progress: bool, stop_at: int | None, hooks: _Hooks) -> list[RunSummary]:
-    members, device, data, ctx, targets = run.members, run.device, run.data, run.ctx, run.targets
-    cfg = members[0].cfg  # every setting but the seed is the members' common one (_check_group)
-    from tqdm import tqdm
-
-    forward = None
-    if cfg.train.compile:  # one member only (config.validate refuses it for a seed group)
-        opaque_to_compile()
-        forward = torch.compile(members[0].model)
-    update = SeedGroup([m.model for m in members], [m.optimizer for m in members], cfg.train.grad_clip, forward)
-    logs = [_Logged(m, run.start_step) for m in members]
-    for log in logs:
-        log.state["data"] = data.to_dict()
-
-    def checkpoint(step):
-        for m, log in zip(members, logs):
-            log.state["loss"] = log.loss
-            save_checkpoint(
-                m.paths.root,
-                step,
-                m.model,
-                m.optimizer,
-                log.state,
-                _rng_state(m.sampler, device),
-                keep=cfg.train.keep_checkpoints,
-            )
-            if m.replace is not None:
-                m.replace.commit()  # the new run has started for real: the replaced one can go
-            for callback in hooks.checkpoint:
-                callback(step, m.paths.root)
-
-    def evaluate(step):
-        all_results = []
-        for m, log in zip(members, logs):
-            model = m.model
-            results = evaluate_targets(
-                model, ctx, targets, cfg.eval.episodes, eval_mode(cfg, model), cfg.eval.seed, cfg.eval.max_steps, device
-            )
-            model.train()
-            for r in results:
-                _append_jsonl(m.paths.metrics, {"step": step, **{k: v for k, v in r.items() if k != "timing"}})
-            log.loggers.evaluation(results, step)
-            score = _headline(results)
-            if cfg.train.keep_best and (log.state["best"] is None or score > log.state["best"]["score"]):
-                log.state["best"] = {"step": step, "score": score}
-                rng = _rng_state(m.sampler, device)
-                save_checkpoint(m.paths.root, step, model, m.optimizer, log.state, rng, name=BEST)
-            for callback in hooks.evaluation:
-                callback(step, results)
-            all_results.append(results)
-        return all_results
-
-    def finish_loggers(summaries):
-        for log, summary in zip(logs, summaries):
-            log.loggers.finish(summary)
-
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
-    for m in members:
-        m.model.train()
-    end_step = min(cfg.train.steps, stop_at) if stop_at is not None else cfg.train.steps
-    bar = tqdm(
-        total=cfg.train.steps,
-        initial=run.start_step,
-        disable=not progress,
-        desc=cfg.name if len(members) == 1 else f"{cfg.name.rsplit('/', 1)[0]} x{len(members)} seeds",
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
-    window_start, window_samples = time.perf_counter(), 0
-    with _StopSignals() as signals:
-        try:
-            for step in range(run.start_step, end_step):
-                lr = lr_at(step, cfg)
-                for m in members:
-                    for group in m.optimizer.param_groups:
-                        group["lr"] = lr
-                batches = [m.sampler.sample() for m in members]
-                if device.type == "cuda":  # pinned host memory lets the copy overlap the previous step's kernels
-                    batches = [{k: v.pin_memory().to(device, non_blocking=True) for k, v in b.items()} for b in batches]
-                with amp:
-                    losses = update.losses(batches)
-                done = step + 1
-                if not torch.isfinite(losses).all():  # stop before this step touches the weights or a checkpoint
-                    bad = [m.paths.root.name for m, ok in zip(members, torch.isfinite(losses).tolist()) if not ok]
-                    which = f" ({', '.join(bad)})" if len(members) > 1 else ""
-                    raise DivergedError(
-                        f"loss became {losses.max().item()}{which} at step {done}; no checkpoint was written "
-                        "for it. Lower train.lr or check the data"
-                    )
-                grad_norms = update.step(losses)
-                window_samples += cfg.train.batch_size
-                for log, loss in zip(logs, losses.tolist()):
-                    log.loss = loss
-                if done % cfg.train.log_every == 0 or done == end_step:
-                    elapsed = time.perf_counter() - window_start
-                    for m, log, grad_norm in zip(members, logs, grad_norms):
-                        log.loggers.scalars(
-                            {
-                                "train/loss": log.loss,
-                                "train/lr": m.optimizer.param_groups[0]["lr"],
-                                "train/grad_norm": float(grad_norm),
-                                "train/samples_per_s": window_samples / max(elapsed, 1e-9),
-                            },
-                            done,
-                        )
-                    window_start, window_samples = time.perf_counter(), 0
-                    bar.set_postfix(loss=f"{logs[0].loss:.4f}")
-                bar.update(1)
-                if signals.received is not None:
-                    checkpoint(done)
-                    raise Interrupted(
-                        _stopped_message(signals.received, done, run.resume_dir), exit_code=128 + signals.received
-                    )
-                if (
-                    cfg.train.eval_every
-                    and done % cfg.train.eval_every == 0
-                    and done < cfg.train.steps
-                    and cfg.eval.episodes > 0
-                ):
-                    evaluate(done)
-                if done % cfg.train.checkpoint_every == 0 or done == end_step:
-                    checkpoint(done)
-        except BaseException:
-            finish_loggers([None] * len(members))
-            raise
-        finally:
-            bar.close()
-    if end_step < cfg.train.steps:  # stopped at stop_at on purpose: no final evaluation
-        finish_loggers([None] * len(members))
-        return [{"step": max(end_step, run.start_step), "finished": False} for _ in members]
-    for m in members:
-        if m.replace is not None:
-            m.replace.commit()  # a resumed-at-the-end run checkpointed nothing new but has started
-    summaries = [
-        {
-            "name": m.cfg.name,
-            "step": cfg.train.steps,
-            "finished": True,
-            "final_loss": log.loss,
-            "backbone": cfg.model.backbone,
-            "dataset": data.name,
-            "label": cfg.data.label or data.name,
-            "seed": m.cfg.train.seed,
-            "amp": cfg.train.amp,
-            "dropout_impl": cfg.model.dropout_impl,
-            "behaviour_normalized": data.behaviour_normalized,
-        }
-        for m, log in zip(members, logs)
-    ]
-
-    def stopped(signum):  # the final checkpoint is written: resuming evaluates it again
-        return Interrupted(_stopped_message(signum, cfg.train.steps, run.resume_dir), exit_code=128 + signum)
-
-    try:
-        if cfg.eval.episodes > 0:
-            with _StopSignals(raise_now=stopped):
-                results_of_members = evaluate(cfg.train.steps)  # the curve's last point; keep_best ranks it too
-                for summary, log, results in zip(summaries, logs, results_of_members):
-                    summary["eval"] = summarize_eval(results)
-                    summary["eval_all_targets"] = _without_timing(results)
-                    if log.state["best"] is not None:
-                        summary["best"] = dict(log.state["best"])
-                if cfg.eval.final_episodes > 0:
-                    for m, summary in zip(members, summaries):
-                        _test_evaluation(m, summary, ctx, targets, device)
-    except BaseException:
-        finish_loggers([None] * len(members))
-        raise
-    finish_loggers(summaries)
-    for m, summary in zip(members, summaries):
-        m.paths.final.write_text(json.dumps(summary, indent=1))
-    return summaries
