@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from .choices import BACKBONES, TOKEN_LAYOUTS
 from .device import cpu_has_native_bf16
 from .synthetic import ACT_DIM, OBS_DIM, random_batch
 
@@ -149,9 +150,9 @@ def bench_scan(
 
 
 def bench_train_step(
-    backbones=("mingru", "minlstm", "transformer", "gru", "lstm"),
+    backbones=BACKBONES,
     contexts=(20, 200, 1000),
-    layouts=("interleaved", "fused"),
+    layouts=TOKEN_LAYOUTS,
     batch_for_context=None,
     repeats=3,
     device="cpu",

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .choices import (
     AMP_MODES,
-    BACKBONES,
+    BACKBONE_REGISTRY,
     DEVICES,
     DROPOUT_IMPLS,
     EMBED_INITS,
@@ -30,6 +30,7 @@ from .choices import (
     SAMPLER_MODES,
     SCAN_METHODS,
     TOKEN_LAYOUTS,
+    backbone_names,
 )
 from .errors import ConfigError, first_line
 from .resources import find_config, resolve_data_path
@@ -128,7 +129,6 @@ class Config:
 
 CHOICES = {
     ("data", "sampler_mode"): SAMPLER_MODES,
-    ("model", "backbone"): BACKBONES,
     ("model", "token_layout"): TOKEN_LAYOUTS,
     ("model", "embed_init"): EMBED_INITS,
     ("model", "dropout_impl"): DROPOUT_IMPLS,
@@ -147,7 +147,7 @@ def _error_line_with_key(exc: Exception) -> str:
 
 
 def validate(cfg: Config) -> Config:
-    for (section, key), choices in CHOICES.items():
+    for (section, key), choices in [*CHOICES.items(), (("model", "backbone"), backbone_names())]:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(choices)}")
@@ -241,23 +241,14 @@ def _check_test_seeds(ev: EvalConfig) -> None:
         )
 
 
-# The ModelConfig fields that only some backbones read (the backbones' `settings` in models/backbones.py).
-BACKBONE_SETTINGS = {
-    "expansion": ("mingru", "minlstm"),
-    "mlp_ratio": ("mingru", "minlstm"),
-    "conv_kernel": ("mingru", "minlstm"),
-    "scan": ("mingru", "minlstm"),
-    "compile_gates": ("mingru", "minlstm"),
-    "time_chunk": ("mingru", "minlstm"),
-    "forget_bias": ("minlstm",),
-    "n_heads": ("transformer",),
-}
-
-
 def _check_backbone_settings(model: ModelConfig) -> None:
     """A setting the chosen backbone would silently ignore is an error (left at its default, it is fine)."""
     defaults = ModelConfig()
-    for key, backbones in BACKBONE_SETTINGS.items():
+    readers: dict[str, list[str]] = {}
+    for name, spec in BACKBONE_REGISTRY.items():
+        for key in spec.settings:
+            readers.setdefault(key, []).append(name)
+    for key, backbones in readers.items():
         value = getattr(model, key)
         if model.backbone not in backbones and value != getattr(defaults, key):
             raise ConfigError(

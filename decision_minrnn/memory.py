@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from .choices import BACKBONE_REGISTRY
 from .errors import ConfigError
 
 FLOAT = 4
@@ -43,7 +44,7 @@ def training_bytes(cfg, obs_dim: int, act_dim: int, tokens_per_step: int, contex
     params = m.n_layers * per_layer_params + cfg.data.max_ep_len * m.embed_dim + (obs_dim + act_dim + 1) * m.embed_dim
     tokens = cfg.train.batch_size * context_len * tokens_per_step
     activations = tokens * m.n_layers * ACTIVATIONS_PER_TOKEN_LAYER * m.embed_dim
-    if m.backbone == "transformer":  # attention scores and probabilities, per head and layer
+    if BACKBONE_REGISTRY[m.backbone].attention:  # attention scores and probabilities, per head and layer
         length = context_len * tokens_per_step
         activations += 2 * cfg.train.batch_size * m.n_heads * m.n_layers * length * length
     return FLOAT * (4 * params + activations)

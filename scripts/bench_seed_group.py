@@ -14,16 +14,18 @@ import torch
 from decision_minrnn.benchmarks import bench_seed_group
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--seeds", type=int, default=5)
-parser.add_argument("--backbones", nargs="+", default=["mingru", "minlstm", "transformer"])
-parser.add_argument("--layouts", nargs="+", default=["fused", "interleaved"])
-parser.add_argument("--context", type=int, default=20)
-parser.add_argument("--batch", type=int, default=64)
-parser.add_argument("--repeats", type=int, default=5)
+# Unset options take bench_seed_group's defaults.
+parser.add_argument("--seeds", type=int, dest="n_seeds")
+parser.add_argument("--backbones", nargs="+")
+parser.add_argument("--layouts", nargs="+")
+parser.add_argument("--context", type=int, dest="K")
+parser.add_argument("--batch", type=int)
+parser.add_argument("--repeats", type=int)
 parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-parser.add_argument("--device", default="cpu")
+parser.add_argument("--device")
 args = parser.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
-out = bench_seed_group(args.seeds, args.backbones, args.layouts, args.context, args.batch, args.repeats, args.device)
+given = {k: v for k, v in vars(args).items() if v is not None and k != "threads"}
+out = bench_seed_group(**given)
 print(json.dumps(out, indent=1))

@@ -15,11 +15,12 @@ import json
 from decision_minrnn.benchmarks import bench_train_step
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--contexts", type=int, nargs="+", default=[20, 200, 1000])
-parser.add_argument("--backbones", nargs="+", default=["mingru", "minlstm", "transformer", "gru", "lstm"])
-parser.add_argument("--layouts", nargs="+", default=["interleaved", "fused"])
-parser.add_argument("--repeats", type=int, default=3)
-parser.add_argument("--device", default="cpu")
+# Unset options take bench_train_step's defaults (every backbone, K = 20 / 200 / 1000, both layouts).
+parser.add_argument("--contexts", type=int, nargs="+")
+parser.add_argument("--backbones", nargs="+")
+parser.add_argument("--layouts", nargs="+")
+parser.add_argument("--repeats", type=int)
+parser.add_argument("--device")
 parser.add_argument(
     "--no-compiled-gates", action="store_true", help="skip the minRNN variants with model.compile_gates=true"
 )
@@ -32,20 +33,6 @@ parser.add_argument(
     "--per-tensor-adamw", action="store_true", help="also time torch's per-tensor AdamW loop (before update.adamw)"
 )
 args = parser.parse_args()
-print(
-    json.dumps(
-        bench_train_step(
-            args.backbones,
-            args.contexts,
-            args.layouts,
-            repeats=args.repeats,
-            device=args.device,
-            compiled_gates=not args.no_compiled_gates,
-            bf16=args.bf16,
-            train_compile=args.train_compile,
-            fast_dropout=not args.no_fast_dropout,
-            per_tensor_adamw=args.per_tensor_adamw,
-        ),
-        indent=1,
-    )
-)
+given = {k: v for k, v in vars(args).items() if v is not None and k not in ("no_compiled_gates", "no_fast_dropout")}
+given |= {"compiled_gates": not args.no_compiled_gates, "fast_dropout": not args.no_fast_dropout}
+print(json.dumps(bench_train_step(**given), indent=1))

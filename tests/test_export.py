@@ -20,6 +20,9 @@ from decision_minrnn.evaluation import evaluate_checkpoint  # noqa: E402
 from decision_minrnn.onnx_runner import OnnxPolicy, rollout  # noqa: E402
 from decision_minrnn.train import train  # noqa: E402
 
+# A sample of the built-in backbones and layouts for the 1000-step and runner tests below; every registered
+# recurrent backbone x layout is exported by the shared tester (test_algo_tester.py), so a new backbone needs
+# no line here.
 VARIANTS = [
     ("mingru", "interleaved"),
     ("mingru", "fused"),

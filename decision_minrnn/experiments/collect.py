@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..choices import BACKBONES
+from ..choices import backbone_names
 from ..rundir import SWEEP_FILE
 
 
@@ -194,9 +194,9 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
 
 
 def backbones_of(runs) -> list[str]:
-    """The backbones present, in the registry's order (choices.BACKBONES), then any others by name."""
-    present = {r.backbone for r in runs}
-    return [b for b in BACKBONES if b in present] + sorted(present - set(BACKBONES))
+    """The backbones present, in the registry's order (choices.BACKBONE_REGISTRY), then any others by name."""
+    present, known = {r.backbone for r in runs}, backbone_names()
+    return [b for b in known if b in present] + sorted(present - set(known))
 
 
 def datasets_of(runs) -> list[str]:

@@ -16,15 +16,35 @@ no O(1) step: it is evaluated in window mode, as DT is.
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..choices import BACKBONES
+from ..choices import BACKBONE_REGISTRY, BackboneSpec
 from ..config import ModelConfig
 from ..nn import Dropout, MinRNNStack
 from ..nn.dropout import dropout as functional_dropout
+
+
+class Backbone(Protocol):
+    """The interface DecisionModel, Policy, export and the memory of a rollout rely on (see the module doc)."""
+
+    recurrent: bool  # whether step() exists: recurrent evaluation, the compiled Policy and ONNX export need it
+    state_batch_dim: int  # the batch dimension of every state tensor (per-episode select / scatter, ONNX)
+
+    def forward(self, x: torch.Tensor, state=None, last_only: bool = False) -> tuple[torch.Tensor, Any]:
+        """x: (B, L, D) -> (y: (B, L, D), or (B, 1, D) with last_only; the state after the last token)."""
+        ...
+
+    def step(self, x_t: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
+        """x_t: (B, D) -> (y_t: (B, D), the next state), O(1) in the sequence length."""
+        ...
+
+    def initial_state(self, batch_size: int, device=None) -> Any:
+        """The state before an episode's first token (what step and forward start from)."""
+        ...
 
 
 def map_state(fn, *states):
@@ -44,9 +64,6 @@ def map_state(fn, *states):
 class MinRNNBackbone(nn.Module):
     recurrent = True
     state_batch_dim = 0  # BlockState tensors are (B, ...)
-    # The ModelConfig fields this backbone reads besides embed_dim / n_layers / dropout (config.py checks that
-    # no other backbone is given one of them).
-    settings = ("expansion", "mlp_ratio", "conv_kernel", "scan", "compile_gates", "time_chunk", "forget_bias")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -84,8 +101,6 @@ class TorchRNNBackbone(nn.Module):
 
     recurrent = True
     state_batch_dim = 1  # torch's RNN state is (layers, B, H)
-
-    settings = ()
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -156,7 +171,6 @@ class GPTBlock(nn.Module):
 
 class TransformerBackbone(nn.Module):
     recurrent = False
-    settings = ("n_heads",)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -185,16 +199,36 @@ class TransformerBackbone(nn.Module):
         return None
 
 
-BACKBONE_CLASSES = {
+BACKBONE_CLASSES: dict[str, type] = {
     "mingru": MinRNNBackbone,
     "minlstm": MinRNNBackbone,
     "gru": TorchRNNBackbone,
     "lstm": TorchRNNBackbone,
     "transformer": TransformerBackbone,
 }
+assert set(BACKBONE_CLASSES) == set(BACKBONE_REGISTRY), "every BackboneSpec in choices.py needs its class here"
+
+
+def register_backbone(name: str, spec: BackboneSpec, cls: type) -> None:
+    """Add a backbone: its spec (choices.BACKBONE_REGISTRY: settings, attention) and its class, built as
+    cls(model_config). The class must have the `Backbone` protocol's members; config validation, build_model,
+    the memory estimate and the reports see it from then on."""
+    missing = [m for m in ("recurrent", "forward", "initial_state") if not hasattr(cls, m)]
+    if getattr(cls, "recurrent", False):
+        missing += [m for m in ("step", "state_batch_dim") if not hasattr(cls, m)]
+    if missing:
+        raise TypeError(f"backbone {name!r}: {cls.__name__} lacks {', '.join(missing)} (see Backbone)")
+    BACKBONE_REGISTRY[name] = spec
+    BACKBONE_CLASSES[name] = cls
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove a backbone added by register_backbone (a test's toy one)."""
+    BACKBONE_REGISTRY.pop(name, None)
+    BACKBONE_CLASSES.pop(name, None)
 
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone not in BACKBONE_CLASSES:
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONE_CLASSES)}")
     return BACKBONE_CLASSES[cfg.backbone](cfg)
