@@ -5,13 +5,26 @@ noise hits all of them alike."""
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 
+import numpy as np
 import torch
 
 from .choices import BACKBONES, TOKEN_LAYOUTS
-from .device import cpu_has_native_bf16
+from .config import ModelConfig
+from .data import ObsNormalizer, WindowSampler, load_source
+from .device import cpu_has_native_bf16, native_bf16
+from .envs.make import make_env
+from .export import write_onnx
+from .models import DecisionModel
+from .nn import SCAN_METHODS, MinGRU, MinLSTM
+from .nn.scan import opaque_to_compile, resolve_method
+from .onnx_runner import OnnxPolicy
+from .policy import Policy, cpu_threads
+from .runs import PolicyContext
 from .synthetic import ACT_DIM, OBS_DIM, random_batch
+from .update import FUSED_ADAMW, SeedGroup, masked_mse, optimizer_step
 
 
 def machine_info() -> dict:
@@ -87,8 +100,6 @@ def bench_scan(
     compiled: also time the auto scan with compile_gates=True (the gate math through torch.compile;
     its one-off compile time is reported apart, not in the timings) and the input projection alone (the
     Linear's matmul forward+backward), the part every variant and every loop has to pay."""
-    from .nn import SCAN_METHODS, MinGRU, MinLSTM
-    from .nn.scan import resolve_method
 
     device = torch.device(device)
     classes = {"mingru": MinGRU, "minlstm": MinLSTM}
@@ -180,9 +191,6 @@ def bench_train_step(
     train_compile: also time every backbone through torch.compile of the whole model (train.compile=true), as
     "<name>_train_compile". Defaults to on for CUDA and off for CPU.
     On CUDA each row also gives every variant's peak allocated memory over one step ("peak_mb")."""
-    from .config import ModelConfig
-    from .device import native_bf16
-    from .nn.scan import opaque_to_compile
 
     device = torch.device(device)
     has_bf16 = native_bf16(device)
@@ -254,8 +262,6 @@ def _train_step_fn(
     model_cfg, data: dict, device: torch.device, amp: bool, whole_compile: bool = False, fused_adamw: bool = True
 ):
     """A zero-argument function taking one optimizer step of a fresh DecisionModel (seed 0) on `data`."""
-    from .models import DecisionModel
-    from .update import FUSED_ADAMW, masked_mse
 
     torch.manual_seed(0)
     model = DecisionModel(11, 3, model_cfg).to(device).train()
@@ -289,8 +295,6 @@ def profile_train_step(
     """Where one DT-size training step goes, per backbone: torch.profiler over `steps` steps (after two
     untimed ones), the `top` ops by self time with their share of the total and their call count per step."""
     from torch.profiler import ProfilerActivity, profile
-
-    from .config import ModelConfig
 
     device = torch.device(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -345,9 +349,6 @@ def bench_seed_group(
     """N seeds' training steps (forward, backward, clip, AdamW) taken one model after another, against one
     seed-group step of the same N models (update.SeedGroup, what train.seeds runs), timed round-robin.
     DT-size models (embed 128, 3 layers), Hopper dims. speedup = sequential / group."""
-    from .config import ModelConfig
-    from .models import DecisionModel
-    from .update import FUSED_ADAMW, SeedGroup, masked_mse, optimizer_step
 
     device = torch.device(device)
     results = []
@@ -399,9 +400,6 @@ def bench_inference(
     """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
     The window is measured at steady state (history already K long). On CPU each thread count is measured
     (rollouts run with 1, as policy.cpu_threads sets; the window's larger ops may prefer 2)."""
-    from .config import ModelConfig
-    from .models import DecisionModel
-    from .policy import cpu_threads
 
     device = torch.device(device)
     torch.manual_seed(0)
@@ -453,7 +451,6 @@ def bench_inference(
 
 def bench_sampler(source, contexts=(20, 200), batch=64, repeats=50) -> dict:
     """Time to draw one batch from the window sampler on a real dataset."""
-    from .data import ObsNormalizer, WindowSampler, load_source
 
     dataset = load_source(source)
     norm = ObsNormalizer.fit(dataset.episodes)
@@ -501,16 +498,7 @@ def bench_policy_latency(
     The ratios model_over_mujoco put every path beside that step, measured round-robin in the same run.
     The model is DT-size (embed 128, 3 layers) with Hopper's dims and random weights: speed does not depend
     on what was learned."""
-    import tempfile
     from pathlib import Path
-
-    import numpy as np
-
-    from .config import ModelConfig
-    from .data.normalization import ObsNormalizer
-    from .envs.make import make_env
-    from .models import DecisionModel
-    from .policy import Policy, cpu_threads
 
     device = torch.device("cpu")
     env_id = "Hopper-v5"
@@ -519,8 +507,10 @@ def bench_policy_latency(
     norm = ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32))
     low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
 
+    ctx = PolicyContext(env_id, norm, rtg_scale=1000.0, context_len=window_K, ref_scores=None)
+
     def policy(mode, compile=False):
-        return Policy(model, norm, 1000.0, window_K, 3600.0, mode, device, low, high, env_id, compile=compile)
+        return Policy.from_context(model, ctx, 3600.0, mode, device, (low, high), compile=compile)
 
     policies = {"torch_recurrent": policy("recurrent"), "torch_window_K20": policy("window")}
     compile_s = None
@@ -528,9 +518,6 @@ def bench_policy_latency(
         policies["torch_recurrent_compiled"] = policy("recurrent", compile=True)
     tmp = tempfile.TemporaryDirectory()
     if onnx:
-        from .export import write_onnx
-        from .onnx_runner import OnnxPolicy
-
         path = Path(tmp.name) / "step.onnx"
         write_onnx(
             model,

@@ -32,7 +32,7 @@ from .data.normalization import ObsNormalizer
 from .envs.make import action_bounds
 from .errors import DivergedError, UsageError, first_line
 from .models.step import RecurrentStep, flatten_state, unflatten_state
-from .runs import eval_targets, model_from_checkpoint, policy_context
+from .runs import PolicyContext, eval_targets, model_from_checkpoint, policy_context
 
 
 @contextmanager
@@ -109,6 +109,38 @@ class Policy:
         self._compiled, self._compiled_sizes = None, set()
         if compile and mode == "recurrent":
             self._compiled = torch.compile(RecurrentStep(model).eval(), dynamic=False)
+
+    @classmethod
+    def from_context(
+        cls,
+        model,
+        ctx: PolicyContext,
+        target_return: float,
+        mode: str = "auto",
+        device: torch.device | str = "cpu",
+        action_bounds: tuple | None = None,
+        targets: list[float] | None = None,
+        threads: int = 1,
+        compile: bool = False,
+    ) -> Policy:
+        """The policy of a run (runs.policy_context: its normalizer, return scale, context length and env).
+        action_bounds: (low, high) to clip actions to, or None."""
+        low, high = action_bounds if action_bounds is not None else (None, None)
+        return cls(
+            model,
+            ctx.obs_norm,
+            ctx.rtg_scale,
+            ctx.context_len,
+            target_return,
+            mode=mode,
+            device=device,
+            action_low=low,
+            action_high=high,
+            env_id=ctx.env_id,
+            targets=targets,
+            threads=threads,
+            compile=compile,
+        )
 
     # ----- the stateful API ----------------------------------------------------------------------------
     def reset(self, n: int = 1, target_return: float | None = None) -> None:
@@ -329,19 +361,14 @@ def load_policy(
     _, cfg, data, model = model_from_checkpoint(run_dir, device)
     ctx = policy_context(cfg, data)
     targets = eval_targets(cfg, data)
-    low, high = action_bounds(ctx.env_id) if clip_to_env else (None, None)
-    return Policy(
+    return Policy.from_context(
         model,
-        ctx.obs_norm,
-        ctx.rtg_scale,
-        ctx.context_len,
+        ctx,
         targets[0] if target_return is None else target_return,
-        mode,
-        device,
-        low,
-        high,
-        ctx.env_id,
-        targets,
+        mode=mode,
+        device=device,
+        action_bounds=action_bounds(ctx.env_id) if clip_to_env else None,
+        targets=targets,
         threads=threads,
         compile=compile,
     )

@@ -160,19 +160,8 @@ def rollout(
 def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device, compile=False) -> dict:
     _check_spaces(batch, model)
     space = batch.action_space
-    policy = Policy(
-        model,
-        ctx.obs_norm,
-        ctx.rtg_scale,
-        ctx.context_len,
-        target_return,
-        mode,
-        device,
-        space.low,
-        space.high,
-        ctx.env_id,
-        compile=compile,
-    )
+    bounds = (space.low, space.high)
+    policy = Policy.from_context(model, ctx, target_return, mode, device, bounds, compile=compile)
     policy.reset(episodes)
     obs = batch.reset([seed + i for i in range(episodes)])
     rewards = None  # finished episodes get r = 0 from EpisodeBatch and are ignored anyway
