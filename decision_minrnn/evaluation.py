@@ -113,7 +113,7 @@ def evaluate_checkpoint(
     return out
 
 
-SWEEP_TOP = 1.5  # the sweep's default top: 1.5x the data's best episode return (issue 23)
+SWEEP_TOP = 1.5  # past the data's best episode: where conditioning stops being imitation (DT's Figure 4)
 
 
 def sweep_range(data: DataInfo, n: int, target_range=None) -> dict:

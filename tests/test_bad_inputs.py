@@ -155,6 +155,7 @@ DAMAGES = {
 }
 
 
+@pytest.mark.slow  # ONNX exports
 @pytest.mark.parametrize("how", DAMAGES)
 def test_the_runner_refuses_a_damaged_export_with_one_line(exported, tmp_path, how):
     for suffix in (".onnx", ".json"):
@@ -182,6 +183,7 @@ BAD_STEPS = {
 }
 
 
+@pytest.mark.slow  # ONNX exports
 @pytest.mark.parametrize("case", BAD_STEPS)
 def test_onnx_policy_refuses_what_the_torch_policy_refuses(exported, case):
     from decision_minrnn.onnx_runner import OnnxPolicy, PolicyInputError
@@ -362,6 +364,7 @@ def test_export_refuses_to_replace_a_file_it_did_not_write(trained_run, tmp_path
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # ONNX exports
 def test_export_force_replaces_an_earlier_export_and_a_failed_write_leaves_it(trained_run, capsys, monkeypatch):
     run, out = trained_run
     argv = ["export", "--checkpoint", str(run), "--out", str(out / "policy.onnx")]

@@ -23,6 +23,9 @@ from decision_minrnn.train import train  # noqa: E402
 # A sample of the built-in backbones and layouts for the 1000-step and runner tests below; every registered
 # recurrent backbone x layout is exported by the shared tester (test_algo_tester.py), so a new backbone needs
 # no line here.
+# An ONNX export takes seconds each (torch.onnx's exporter): the module is in the slow tier, which CI runs.
+pytestmark = pytest.mark.slow
+
 VARIANTS = [
     ("mingru", "interleaved"),
     ("mingru", "fused"),

@@ -115,7 +115,7 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
     }
 
 
-PLATEAU_FRACTION = 2 / 3  # issue 10's test: the last third of training
+PLATEAU_FRACTION = 2 / 3  # the plateau test of BENCHMARKS.md section 5c: the last third of training
 
 
 def _mean_curve(curves: list[dict[int, float]]) -> dict[int, float]:

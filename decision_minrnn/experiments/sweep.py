@@ -24,7 +24,7 @@ from ..errors import ConfigError, MissingExtraError, UserError, first_line
 from .grid import RunSpec, load_grid
 
 # Environment variables a run needs from the driver. Passed as an argument rather than through Ray's
-# runtime_env, which needs ray[default] (the dashboard agent and 240 MB of dependencies) for this alone.
+# runtime_env, which needs ray[default] (the dashboard agent and its dependencies) for this alone.
 FORWARDED_ENV = ("MINARI_DATASETS_PATH",)
 MAX_RETRIES = 3  # Ray's retries of a run whose worker process or node died
 
