@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decision_minrnn.experiments.report import collect_runs
+from decision_minrnn.experiments.collect import collect_runs
 from decision_minrnn.experiments.stats import score_stats
 
 

@@ -1,0 +1,231 @@
+"""The numbers of a report, from collected runs: per dataset x backbone the mean and IQM with 95%
+stratified-bootstrap intervals, the aggregate over datasets, P(X > DT), the learning curves and their
+plateau test, the last-and-best and conditioning analyses (selection.py, conditioning.py), and two runs
+directories side by side (compare)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict
+
+import numpy as np
+
+from .collect import Run, backbones_of, datasets_of
+from .conditioning import conditioning_stats
+from .published import published_cell
+from .selection import last_best_stats
+from .stats import DEFAULT_REPS, probability_of_improvement, rank_test_p, score_stats
+
+PUBLISHED_FOR_BACKBONE = {"transformer": "DT", "mingru": "minGRU", "minlstm": "minLSTM"}
+
+
+BASELINE = "transformer"  # what P(X > Y) compares every other backbone against
+
+
+def behaviour_of(runs, dataset):
+    values = [r.behaviour for r in runs if r.dataset == dataset and r.behaviour is not None]
+    return float(np.mean(values)) if values else None
+
+
+def common_seed_matrix(cells: list[dict]) -> np.ndarray:
+    """(n_seeds, n_cells) over the seeds that every cell has; each cell maps seed -> score (a dataset, or a
+    dataset x backbone)."""
+    common = sorted(set.intersection(*(set(cell) for cell in cells)), key=str) if cells else []
+    return np.array([[cell[s] for cell in cells] for s in common]).reshape(len(common), len(cells))
+
+
+def _seed_matrix(runs, backbone, datasets):
+    """(n_seeds, n_datasets) for the seeds that this backbone finished on every one of the datasets."""
+    return common_seed_matrix(
+        [{r.seed: r.normalized for r in runs if r.backbone == backbone and r.dataset == d} for d in datasets]
+    )
+
+
+def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
+    """All the numbers of the report, as plain data (also written to stats.json)."""
+    datasets, backbones = datasets_of(runs), backbones_of(runs)
+    cells = []
+    for d in datasets:
+        for b in backbones:
+            group = sorted((r for r in runs if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
+            if not group:
+                continue
+            s = score_stats([r.normalized for r in group], reps=reps)
+            cells.append(
+                {
+                    "dataset": d,
+                    "backbone": b,
+                    **asdict(s),
+                    "seeds": {str(r.seed): r.normalized for r in group},
+                    "steps": sorted({r.steps for r in group}),
+                    "behaviour": behaviour_of(runs, d),
+                    "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, "")),
+                }
+            )
+    aggregate = []
+    if len(datasets) > 1:
+        for b in backbones:
+            matrix = _seed_matrix(runs, b, datasets)
+            if len(matrix):
+                aggregate.append({"backbone": b, **asdict(score_stats(matrix, reps=reps)), "datasets": len(datasets)})
+    improvement = []
+    if BASELINE in backbones:
+        for b in backbones:
+            if b == BASELINE:
+                continue
+            # Per dataset, then over every dataset where both have runs (a grid still running has holes).
+            shared = [d for d in datasets if len(_seed_matrix(runs, b, [d])) and len(_seed_matrix(runs, BASELINE, [d]))]
+            groups = [(d, [d]) for d in shared] + ([(f"all {len(shared)} datasets", shared)] if len(shared) > 1 else [])
+            for label, group in groups:
+                x, y = _seed_matrix(runs, b, group), _seed_matrix(runs, BASELINE, group)
+                if not len(x) or not len(y):
+                    continue
+                p, ci = probability_of_improvement(x, y, reps=reps)
+                improvement.append(
+                    {
+                        "x": b,
+                        "y": BASELINE,
+                        "probability": p,
+                        "ci": list(ci),
+                        "n_x": len(x),
+                        "n_y": len(y),
+                        "datasets": label,
+                    }
+                )
+    return {
+        "cells": cells,
+        "aggregate": aggregate,
+        "improvement": improvement,
+        "curves": curve_stats(runs, reps),
+        "last_best": last_best_stats(runs, reps),
+        "conditioning": conditioning_stats(runs),
+        "datasets": datasets,
+        "backbones": backbones,
+        "steps": sorted({r.steps for r in runs}),
+        "references": sorted({str(r.reference) for r in runs}),
+    }
+
+
+PLATEAU_FRACTION = 2 / 3  # the plateau test of BENCHMARKS.md section 5c: the last third of training
+
+
+def mean_curve(curves: list[dict[int, float]]) -> dict[int, float]:
+    """The mean over seeds' curves at every step that all of them reached."""
+    steps = sorted(set.intersection(*[set(c) for c in curves]))
+    return {step: float(np.mean([c[step] for c in curves])) for step in steps}
+
+
+def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
+    """Per dataset x target return x backbone: the mean over seeds at every evaluation step that all seeds
+    reached, the final evaluation's 95% bootstrap interval, and whether the curve has plateaued: every mean
+    from PLATEAU_FRACTION of the training steps on lies inside that final interval (None with one seed,
+    which has no interval, or with no evaluation before the last one in that stretch)."""
+    rows = []
+    for d in datasets_of(runs):
+        targets = sorted({t for r in runs if r.dataset == d for t in r.curves}, reverse=True)
+        for t in targets:
+            for b in backbones_of(runs):
+                curves = [dict(r.curves[t]) for r in runs if r.dataset == d and r.backbone == b and r.curves.get(t)]
+                if not curves:
+                    continue
+                means = mean_curve(curves)
+                if not means:
+                    continue
+                steps = list(means)
+                final = score_stats([c[steps[-1]] for c in curves], reps=reps)
+                last_third = [step for step in steps[:-1] if step >= PLATEAU_FRACTION * steps[-1]]
+                flat = None
+                if len(curves) > 1 and last_third:
+                    flat = all(final.mean_ci[0] <= means[step] <= final.mean_ci[1] for step in last_third)
+                rows.append(
+                    {
+                        "dataset": d,
+                        "target_return": t,
+                        "backbone": b,
+                        "n": len(curves),
+                        "means": {str(step): m for step, m in means.items()},
+                        "final_ci": list(final.mean_ci) if len(curves) > 1 else None,
+                        "plateau": flat,
+                    }
+                )
+    return rows
+
+
+def _scores_at(run: Run, target: float) -> float | None:
+    """The run's last-checkpoint score at one target return (runs written before eval_all_targets have only
+    the headline one)."""
+    if run.by_target:
+        return run.by_target.get(target)
+    return run.normalized if run.target_return == target else None
+
+
+def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: int = DEFAULT_REPS) -> dict:
+    """Two sets of runs side by side (an ablation: one setting changed, the rest of the protocol the same),
+    per dataset x backbone x target return that both have: each side's mean with its 95% interval and every
+    seed, the difference of the means, P(A > B) with its interval, and the exact rank test's p. The sides are
+    compared as independent samples: the same seed under another setting is another draw, not a pair."""
+    rows = []
+    backbones = [b for b in backbones_of(runs_a) if b in set(backbones_of(runs_b))]
+    for d in sorted(set(datasets_of(runs_a)) & set(datasets_of(runs_b))):
+        for b in backbones:
+            group_a = sorted((r for r in runs_a if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
+            group_b = sorted((r for r in runs_b if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
+            if not group_a or not group_b:
+                continue
+            headline = {r.target_return for r in group_a + group_b}
+            targets = {t for r in group_a + group_b for t in (r.by_target or {r.target_return: r.normalized})}
+            # the headline target first, then the others from the highest down, as DT's tables order them
+            for t in sorted(targets, key=lambda t: (t not in headline, -(t or 0))):
+                side_a = {str(r.seed): v for r in group_a if (v := _scores_at(r, t)) is not None}
+                side_b = {str(r.seed): v for r in group_b if (v := _scores_at(r, t)) is not None}
+                if not side_a or not side_b:
+                    continue
+                x, y = list(side_a.values()), list(side_b.values())
+                sa, sb = score_stats(x, reps=reps), score_stats(y, reps=reps)
+                p, ci = probability_of_improvement(x, y, reps=reps)
+                rows.append(
+                    {
+                        "dataset": d,
+                        "backbone": b,
+                        "target_return": t,
+                        "a": {"n": sa.n, "mean": sa.mean, "mean_ci": list(sa.mean_ci), "seeds": side_a},
+                        "b": {"n": sb.n, "mean": sb.mean, "mean_ci": list(sb.mean_ci), "seeds": side_b},
+                        "difference": sa.mean - sb.mean,
+                        "probability": p,
+                        "ci": list(ci),
+                        "rank_test_p": rank_test_p(x, y),
+                        "steps": sorted({r.steps for r in group_a + group_b}),
+                    }
+                )
+    return {"labels": list(labels), "rows": rows, "aggregate": _compare_aggregate(rows, reps)}
+
+
+def _compare_aggregate(rows: list[dict], reps: int) -> list[dict]:
+    """Per target return present in every compared cell, the two sides over all cells at once: P(A > B) is the
+    mean over cells, its interval a bootstrap stratified by cell, which has more seeds to go on than any single
+    cell when the setting moves every backbone the same way. Seeds: those every cell has, on each side."""
+    by_target = defaultdict(list)
+    for row in rows:
+        by_target[row["target_return"]].append(row)
+    cells = {(r["dataset"], r["backbone"]) for r in rows}
+    aggregate = []
+    for t, group in by_target.items():
+        if len(group) < 2 or len(group) != len(cells):
+            continue
+        x = common_seed_matrix([r["a"]["seeds"] for r in group])
+        y = common_seed_matrix([r["b"]["seeds"] for r in group])
+        if len(x) < 2 or len(y) < 2:
+            continue
+        p, ci = probability_of_improvement(x, y, reps=reps)
+        aggregate.append(
+            {
+                "target_return": t,
+                "cells": len(group),
+                "a": {"n": len(x), "mean": float(x.mean())},
+                "b": {"n": len(y), "mean": float(y.mean())},
+                "probability": p,
+                "ci": list(ci),
+                "rank_test_p": rank_test_p(x, y),
+            }
+        )
+    return aggregate
