@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict
+from typing import TypedDict
 
 import numpy as np
 
@@ -20,6 +21,51 @@ PUBLISHED_FOR_BACKBONE = {"transformer": "DT", "mingru": "minGRU", "minlstm": "m
 
 
 BASELINE = "transformer"  # what P(X > Y) compares every other backbone against
+
+
+class CellStats(TypedDict):
+    """One dataset x backbone: ScoreStats' fields (n, mean, mean_ci, iqm, iqm_ci, std) and what they came from."""
+
+    dataset: str
+    backbone: str
+    n: int
+    mean: float
+    mean_ci: tuple[float, float]
+    iqm: float
+    iqm_ci: tuple[float, float]
+    std: float | None
+    seeds: dict[str, float]  # seed -> its last-checkpoint score
+    steps: list[int]
+    behaviour: float | None
+    published: str  # published_cell's text, "-" where there is none
+
+
+class Improvement(TypedDict):
+    """P(x > y) with its 95% interval, on one dataset or all of them (datasets: the label)."""
+
+    x: str
+    y: str
+    probability: float
+    ci: list[float]
+    n_x: int
+    n_y: int
+    datasets: str
+
+
+class ReportStats(TypedDict):
+    """Everything report() renders, and stats.json holds (curves: curve_stats' rows; last_best:
+    selection.last_best_stats'; conditioning: conditioning.conditioning_stats')."""
+
+    cells: list[CellStats]
+    aggregate: list[dict]  # CellStats' score fields per backbone over all datasets, plus "datasets": their count
+    improvement: list[Improvement]
+    curves: list[dict]
+    last_best: list[dict]
+    conditioning: list[dict]
+    datasets: list[str]
+    backbones: list[str]
+    steps: list[int]
+    references: list[str]
 
 
 def behaviour_of(runs, dataset):
@@ -41,7 +87,7 @@ def _seed_matrix(runs, backbone, datasets):
     )
 
 
-def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> dict:
+def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
     """All the numbers of the report, as plain data (also written to stats.json)."""
     datasets, backbones = datasets_of(runs), backbones_of(runs)
     cells = []
