@@ -16,7 +16,7 @@ from .config import validate
 from .data.episodes import check_task
 from .data.info import DataInfo
 from .device import resolve_device
-from .envs.evaluate import evaluate_targets
+from .envs.rollout import evaluate_targets
 from .envs.video import check_encoder
 from .errors import UsageError
 from .rundir import BEST_SWEEP_FILE, SWEEP_FILE

@@ -14,7 +14,7 @@ from decision_minrnn.data.episodes import load_source  # noqa: E402
 from decision_minrnn.data.info import DataInfo  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
-from decision_minrnn.envs.evaluate import evaluate_targets  # noqa: E402
+from decision_minrnn.envs.rollout import evaluate_targets  # noqa: E402
 from decision_minrnn.runs import policy_context  # noqa: E402
 from decision_minrnn.update import masked_mse  # noqa: E402
 
