@@ -28,7 +28,7 @@ from ..errors import DivergedError, EnvError, UsageError
 from ..memory import check_evaluation_memory
 from ..policy import Policy
 from ..runs import PolicyContext
-from .make import make_env
+from .make import action_bounds, make_env
 from .video import prepare_headless_rendering, render_frame, write_mp4
 
 
@@ -115,7 +115,7 @@ class TargetResult(TypedDict, total=False):
     video: str
 
 
-def _check_spaces(batch: EpisodeBatch, model) -> None:
+def _check_spaces(batch: EpisodeBatch, model: Policy) -> None:
     obs_shape, act_shape = batch.observation_space.shape, batch.action_space.shape
     if obs_shape != (model.obs_dim,) or act_shape != (model.act_dim,):
         raise EnvError(
@@ -126,29 +126,22 @@ def _check_spaces(batch: EpisodeBatch, model) -> None:
 
 @torch.no_grad()
 def rollout(
-    model,
+    policy: Policy,
     ctx: PolicyContext,
-    target_return: float,
     episodes: int = 10,
-    mode: str = "recurrent",
     seed: int = 0,
     max_steps: int = 1000,
-    device: torch.device | str = "cpu",
     video_path: str | Path | None = None,
-    compile: bool = False,
 ) -> TargetResult:
-    """Run `episodes` episodes conditioned on a raw target return; returns per-episode returns and timings.
-    video_path: also write the first episode (seed `seed`) there as an mp4. compile: Policy(compile=True)."""
-    device = torch.device(device)
-    if mode == "recurrent" and not model.recurrent:
-        raise UsageError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
-    model.eval()
+    """Run `episodes` episodes of a built policy (conditioned on its target return) in ctx.env_id; returns the
+    per-episode returns, normalized with ctx's reference scores, and the timings. video_path: also write the
+    first episode (seed `seed`) there as an mp4."""
     check_evaluation_memory(episodes)
     if video_path is not None:
         prepare_headless_rendering()
     batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
     try:
-        result = _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device, compile)
+        result = _run_episodes(policy, ctx, batch, episodes, seed, max_steps)
         if video_path is not None:
             fps = batch.envs[0].metadata.get("render_fps") or 30
             result["video"] = str(write_mp4(batch.frames, video_path, fps))
@@ -157,11 +150,8 @@ def rollout(
         batch.close()
 
 
-def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_steps, device, compile=False) -> dict:
-    _check_spaces(batch, model)
-    space = batch.action_space
-    bounds = (space.low, space.high)
-    policy = Policy.from_context(model, ctx, target_return, mode, device, bounds, compile=compile)
+def _run_episodes(policy: Policy, ctx: PolicyContext, batch: EpisodeBatch, episodes, seed, max_steps) -> dict:
+    _check_spaces(batch, policy)
     policy.reset(episodes)
     obs = batch.reset([seed + i for i in range(episodes)])
     rewards = None  # finished episodes get r = 0 from EpisodeBatch and are ignored anyway
@@ -180,7 +170,7 @@ def _run_episodes(model, ctx, batch, target_return, episodes, mode, seed, max_st
             "normalizer or target?); no score was recorded"
         )
     result: TargetResult = {
-        "target_return": float(target_return),
+        "target_return": float(policy.target_return),
         "mode": policy.mode,
         "episodes": episodes,
         "returns": returns.tolist(),
@@ -218,16 +208,20 @@ def evaluate_targets(
     video_dir: str | Path | None = None,
     compile: bool = False,
 ) -> list[TargetResult]:
-    """One rollout batch per target return (DT evaluates each of its two targets separately).
+    """One policy and one rollout batch per target return (DT evaluates each of its two targets separately).
     video_dir: one mp4 per target, of the episode seeded `seed` (video_paths); none of them may exist yet."""
     videos = video_paths(ctx, targets, seed, video_dir)
     taken = [str(p) for p in videos if p is not None and (p.exists() or p.is_symlink())]
     if taken:  # checked before any rollout: a video is never written over a file
         raise UsageError(f"--video: {', '.join(taken)} already exist(s); remove them or choose another directory")
-    return [
-        rollout(model, ctx, float(target), episodes, mode, seed, max_steps, device, video, compile)
-        for target, video in zip(targets, videos)
-    ]
+    if mode == "recurrent" and not model.recurrent:
+        raise UsageError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
+    bounds = action_bounds(ctx.env_id)
+    results = []
+    for target, video in zip(targets, videos):
+        policy = Policy.from_context(model, ctx, float(target), mode, device, bounds, compile=compile)
+        results.append(rollout(policy, ctx, episodes, seed, max_steps, video))
+    return results
 
 
 def video_paths(ctx: PolicyContext, targets, seed: int, video_dir: str | Path | None) -> list[Path | None]:
