@@ -10,7 +10,7 @@ import pytest
 MEASURE = """
 import json, os, resource, sys
 import torch
-from decision_minrnn.benchmarks import _random_batch
+from decision_minrnn.synthetic import random_batch
 from decision_minrnn.config import load_config
 from decision_minrnn.memory import training_bytes
 from decision_minrnn.models import build_model
@@ -22,7 +22,7 @@ def rss():
 
 cfg = load_config(None, sys.argv[1:])
 torch.set_num_threads(2)
-data = _random_batch(cfg.train.batch_size, cfg.data.context_len, 11, 3, torch.device("cpu"))
+data = random_batch(cfg.train.batch_size, cfg.data.context_len, 11, 3, torch.float32)
 before = rss()  # torch, the batch: what the process holds before the model and its step
 model = build_model(cfg, 11, 3).train()
 optimizer = adamw(model, cfg)
