@@ -97,6 +97,7 @@ def _seed_group_dirs(run_dir: Path) -> list[int]:
 
 
 def cmd_evaluate(args) -> int:
+    from .envs.rollout import without_timing
     from .evaluation import check_sweep_out, evaluate_checkpoint, sweep_file, write_sweep
 
     out = None
@@ -121,7 +122,7 @@ def cmd_evaluate(args) -> int:
         target_range=args.target_range,
     )
     if out is not None:
-        results["results"] = [{k: v for k, v in r.items() if k != "timing"} for r in results["results"]]
+        results["results"] = without_timing(results["results"])
         write_sweep(out, results)
     if args.json:
         print(json.dumps(results, indent=1))

@@ -41,7 +41,7 @@ from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import resolve_amp, resolve_device
 from .envs.make import check_data_fits_env
-from .envs.rollout import TargetResult, evaluate_targets
+from .envs.rollout import TargetResult, evaluate_targets, without_timing
 from .errors import CheckpointError, ConfigError, DivergedError, Interrupted, UsageError, first_line
 from .loggers import RunLoggers
 from .memory import check_training_memory
@@ -471,7 +471,7 @@ class _Loop:
             )
             model.train()
             for r in results:
-                _append_jsonl(m.paths.metrics, {"step": step, **_without_timing([r])[0]})
+                _append_jsonl(m.paths.metrics, {"step": step, **without_timing([r])[0]})
             log.loggers.evaluation(results, step)
             score = _headline(results)
             if cfg.train.keep_best and (log.state["best"] is None or score > log.state["best"]["score"]):
@@ -493,7 +493,7 @@ class _Loop:
                     results_of_members = self.evaluate(cfg.train.steps)  # the curve's last point; keep_best ranks it
                     for summary, log, results in zip(summaries, self.logs, results_of_members):
                         summary["eval"] = summarize_eval(results)
-                        summary["eval_all_targets"] = _without_timing(results)
+                        summary["eval_all_targets"] = without_timing(results)
                         if log.state["best"] is not None:
                             summary["best"] = dict(log.state["best"])
                     if cfg.eval.final_episodes > 0:
@@ -541,7 +541,7 @@ def _test_evaluation(member: _Member, summary: RunSummary, data: _Data) -> None:
 
     def scored(net):
         mode = eval_mode(cfg, net)
-        return _without_timing(
+        return without_timing(
             evaluate_targets(
                 net, data.ctx, data.targets, ev.final_episodes, mode, ev.test_seed, ev.max_steps, data.device
             )
@@ -586,10 +586,6 @@ def _headline(results: list[dict]) -> float:
     """The score keep_best ranks by: the first target's normalized return (its raw return without references)."""
     first = results[0]
     return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
-
-
-def _without_timing(results: list[TargetResult]) -> list[TargetResult]:
-    return [{k: v for k, v in r.items() if k != "timing"} for r in results]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)

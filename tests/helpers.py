@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from decision_minrnn.cli import main
+from decision_minrnn.config import load_config
 from decision_minrnn.data.episodes import Episode, write_d4rl_hdf5
 from decision_minrnn.synthetic import (  # noqa: F401  (the tests import them from here)
     ACT_DIM,
@@ -133,3 +134,23 @@ def cli_trained_run(tmp_path, dataset_id):
 def weights(run_dir):
     ckpts = sorted((Path(run_dir) / "checkpoints").iterdir())
     return load_file(str(ckpts[-1] / "model.safetensors")), ckpts[-1]
+
+
+def tiny_evaluated(dataset_id, *extra):
+    """A 12-step TINY run that evaluates every 4 steps (2 episodes of 15 steps at DT's two hopper targets) and
+    checkpoints every 6."""
+    return load_config(
+        None,
+        [
+            f"data.source=[{dataset_id}]",
+            *TINY,
+            "train.steps=12",
+            "train.checkpoint_every=6",
+            "train.log_every=3",
+            "train.eval_every=4",
+            "eval.episodes=2",
+            "eval.max_steps=15",
+            "eval.target_returns=[3600, 1800]",
+            *extra,
+        ],
+    )

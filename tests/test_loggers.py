@@ -7,35 +7,17 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import TINY
+from helpers import TINY, tiny_evaluated
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.train import train
 
 
-def tiny(dataset_id, *extra):
-    return load_config(
-        None,
-        [
-            f"data.source=[{dataset_id}]",
-            *TINY,
-            "train.steps=12",
-            "train.checkpoint_every=6",
-            "train.log_every=3",
-            "train.eval_every=4",
-            "eval.episodes=2",
-            "eval.max_steps=15",
-            "eval.target_returns=[3600, 1800]",
-            *extra,
-        ],
-    )
-
-
 def test_tensorboard_gets_hparams_with_final_scores_and_the_config(tmp_path, tiny_minari):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    summary = train(tiny(tiny_minari[0], "model.backbone=minlstm"), tmp_path / "r", progress=False)
+    summary = train(tiny_evaluated(tiny_minari[0], "model.backbone=minlstm"), tmp_path / "r", progress=False)
     events = EventAccumulator(str(tmp_path / "r" / "tb"), size_guidance={"tensors": 0})
     events.Reload()
     assert {"train/loss", "eval/target_3600/normalized_mean"} <= set(events.Tags()["scalars"])
@@ -54,7 +36,7 @@ def test_tensorboard_gets_hparams_with_final_scores_and_the_config(tmp_path, tin
 
 
 def test_csv_holds_training_scalars_and_evaluations(tmp_path, tiny_minari):
-    summary = train(tiny(tiny_minari[0], "train.loggers=[csv]"), tmp_path / "r", progress=False)
+    summary = train(tiny_evaluated(tiny_minari[0], "train.loggers=[csv]"), tmp_path / "r", progress=False)
     with (tmp_path / "r" / "scalars.csv").open() as f:
         rows = list(csv.DictReader(f))
     losses = [(int(r["step"]), float(r["value"])) for r in rows if r["tag"] == "train/loss"]
@@ -65,7 +47,7 @@ def test_csv_holds_training_scalars_and_evaluations(tmp_path, tiny_minari):
 
 
 def test_resume_drops_csv_rows_after_the_checkpoint(tmp_path, tiny_minari):
-    cfg = tiny(tiny_minari[0], "train.loggers=[csv]", "eval.episodes=0")
+    cfg = tiny_evaluated(tiny_minari[0], "train.loggers=[csv]", "eval.episodes=0")
     train(cfg, tmp_path / "r", progress=False, stop_at=9)  # checkpoint at 6 and 9 (the stop)
     with (tmp_path / "r" / "scalars.csv").open("a") as f:
         f.write("10,train/loss,123.0\n")  # as if logged after the last checkpoint, then killed
@@ -79,7 +61,11 @@ def test_offline_wandb_run_records_config_scalars_and_summary(tmp_path, tiny_min
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train(tiny(tiny_minari[0], "train.loggers=[wandb]", "train.wandb_project=dmr-test"), tmp_path / "r", progress=False)
+    train(
+        tiny_evaluated(tiny_minari[0], "train.loggers=[wandb]", "train.wandb_project=dmr-test"),
+        tmp_path / "r",
+        progress=False,
+    )
     records = sorted((tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(records) == 1, sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "r" / "wandb").rglob("*"))
     (record,) = records
@@ -126,7 +112,7 @@ def test_missing_wandb_names_the_extra(tmp_path, tiny_minari, monkeypatch, capsy
 def test_keep_best_and_evaluate_best(tmp_path, tiny_minari, capsys):
     seen = []
     summary = train(
-        tiny(tiny_minari[0], "train.keep_best=true"),
+        tiny_evaluated(tiny_minari[0], "train.keep_best=true"),
         tmp_path / "r",
         progress=False,
         callbacks=[lambda step, results: seen.append((step, results[0]["normalized_mean"]))],
@@ -144,7 +130,7 @@ def test_keep_best_and_evaluate_best(tmp_path, tiny_minari, capsys):
 
 
 def test_evaluate_best_without_one_is_one_line(tmp_path, tiny_minari, capsys):
-    train(tiny(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "r"), "--best"]) == 2
     assert "no best checkpoint" in capsys.readouterr().err
 

@@ -5,29 +5,12 @@ of test seeds that overlap the selection ones."""
 import json
 
 import pytest
-from helpers import TINY
+from helpers import tiny_evaluated
 
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.errors import ConfigError
 from decision_minrnn.train import train
-
-
-def tiny(dataset_id, *extra):
-    return load_config(
-        None,
-        [
-            f"data.source=[{dataset_id}]",
-            *TINY,
-            "train.steps=12",
-            "train.checkpoint_every=6",
-            "train.eval_every=4",
-            "eval.episodes=2",
-            "eval.max_steps=15",
-            "eval.target_returns=[3600, 1800]",
-            *extra,
-        ],
-    )
 
 
 def _evaluate(capsys, run, *args):
@@ -36,7 +19,7 @@ def _evaluate(capsys, run, *args):
 
 
 def test_last_and_best_are_scored_on_test_episodes_the_selection_never_saw(tmp_path, tiny_minari, capsys):
-    cfg = tiny(tiny_minari[0], "train.keep_best=true", "eval.final_episodes=3", "eval.test_seed=100")
+    cfg = tiny_evaluated(tiny_minari[0], "train.keep_best=true", "eval.final_episodes=3", "eval.test_seed=100")
     summary = train(cfg, tmp_path / "r", progress=False)
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     evaluations = [r for r in records if "target_return" in r]
@@ -64,7 +47,7 @@ def test_last_and_best_are_scored_on_test_episodes_the_selection_never_saw(tmp_p
 
 
 def test_without_final_episodes_the_score_is_the_last_training_evaluation(tmp_path, tiny_minari):
-    summary = train(tiny(tiny_minari[0], "train.keep_best=true"), tmp_path / "r", progress=False)
+    summary = train(tiny_evaluated(tiny_minari[0], "train.keep_best=true"), tmp_path / "r", progress=False)
     last = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()][-2]
     assert last["step"] == 12 and summary["eval_all_targets"][0]["returns"] == last["returns"]
     assert "eval_protocol" not in summary and "test" not in summary["best"]
@@ -90,7 +73,7 @@ def test_adjacent_test_seeds_are_accepted():
 def test_checkpoints_keep_the_data_episode_returns(tmp_path, tiny_minari):
     import numpy as np
 
-    train(tiny(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
     state = json.loads(next((tmp_path / "r" / "checkpoints").glob("step-*/state.json")).read_text())
     returns = np.array([e["rewards"].sum() for e in tiny_minari[1]])
     assert state["data"]["episode_returns"] == pytest.approx(
@@ -99,7 +82,7 @@ def test_checkpoints_keep_the_data_episode_returns(tmp_path, tiny_minari):
 
 
 def test_each_seed_of_a_group_gets_its_own_test_scores(tmp_path, tiny_minari, capsys):
-    cfg = tiny(tiny_minari[0], "train.seeds=[0, 1]", "train.keep_best=true", "eval.final_episodes=2")
+    cfg = tiny_evaluated(tiny_minari[0], "train.seeds=[0, 1]", "train.keep_best=true", "eval.final_episodes=2")
     summary = train(cfg, tmp_path / "g", progress=False)
     for seed, run in summary["seeds"].items():
         tested = _evaluate(capsys, tmp_path / "g" / f"seed{seed}", "--best", "--episodes", "2", "--seed", "1000000")
@@ -119,7 +102,7 @@ def _normalized(ret):
 
 @pytest.fixture
 def tiny_run(tmp_path, tiny_minari):
-    train(tiny(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
     return tmp_path / "r"
 
 

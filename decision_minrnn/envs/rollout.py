@@ -196,6 +196,11 @@ def _run_episodes(policy: Policy, ctx: PolicyContext, batch: EpisodeBatch, episo
     return result
 
 
+def without_timing(results: list[TargetResult]) -> list[TargetResult]:
+    """The results as metrics.jsonl, final.json and target_sweep.json keep them: timings are this machine's."""
+    return [{k: v for k, v in r.items() if k != "timing"} for r in results]  # type: ignore[misc]
+
+
 def evaluate_targets(
     model,
     ctx: PolicyContext,

@@ -14,6 +14,7 @@ import numpy as np
 
 from .collect import backbones_of, datasets_of
 from .stats import DEFAULT_REPS, score_stats
+from .tables import ci_text
 
 MEASURES = {
     "last": "last checkpoint",
@@ -55,9 +56,8 @@ def last_best_stats(runs, reps: int = DEFAULT_REPS) -> list[dict]:
 def _cell(stats: dict | None) -> str:
     if stats is None:
         return "-"
-    if stats["n"] < 2:
-        return f"{stats['mean']:.1f} [n=1: none]"
-    return f"{stats['mean']:.1f} [{stats['mean_ci'][0]:.1f}, {stats['mean_ci'][1]:.1f}] ({stats['n']})"
+    n = stats["n"]
+    return ci_text(stats["mean"], stats["mean_ci"], n) + (f" ({n})" if n > 1 else "")
 
 
 def markdown_last_best(rows: list[dict]) -> str:
