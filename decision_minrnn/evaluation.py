@@ -19,7 +19,7 @@ from .device import resolve_device
 from .envs.rollout import evaluate_targets
 from .envs.video import check_encoder
 from .errors import UsageError
-from .rundir import BEST_SWEEP_FILE, SWEEP_FILE
+from .rundir import BEST_SWEEP_FILE, SWEEP_FILE, earlier_output
 from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint, policy_context
 
 
@@ -152,16 +152,13 @@ def sweep_file(checkpoint_arg, best: bool) -> Path:
 
 def check_sweep_out(out: Path, force: bool) -> None:
     """An existing file is replaced only with --force, and only if an earlier target sweep wrote it."""
-    if not (out.exists() or out.is_symlink()):
+    present, ours = earlier_output([out], out, lambda doc: "target_sweep" in doc)
+    if not present:
         if not out.parent.is_dir():
             raise UsageError(f"--sweep-out {out}: directory {out.parent} does not exist")
         return
     if not force:
         raise UsageError(f"{out} already exists; pass --force to replace an earlier target sweep")
-    try:
-        ours = out.is_file() and not out.is_symlink() and "target_sweep" in json.loads(out.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, TypeError):
-        ours = False
     if not ours:
         raise UsageError(f"--force refused: {out} is not an earlier target sweep; nothing was replaced")
 

@@ -30,6 +30,7 @@ import torch
 from .envs.make import action_bounds
 from .errors import CheckpointError, MissingExtraError, UsageError
 from .models.step import RecurrentStep, flatten_state
+from .rundir import earlier_output
 from .runs import eval_targets, model_from_checkpoint, policy_context
 
 EXPORT_FORMAT = "decision-minrnn-onnx-step"
@@ -124,17 +125,13 @@ def check_export_target(out: Path, force: bool) -> None:
     """`export` writes OUT.onnx and OUT.json: neither may replace a file unless --force, and --force replaces
     only an earlier export (an OUT.json that export wrote, with its OUT.onnx), never a file of the user's."""
     meta_path = out.with_suffix(".json")
-    existing = [p for p in (out, meta_path) if p.exists() or p.is_symlink()]
+    existing, ours = earlier_output([out, meta_path], meta_path, lambda doc: doc.get("format") == EXPORT_FORMAT)
     if not existing:
         return
     names = " and ".join(str(p) for p in existing)
     if not force:
         raise UsageError(f"--out {out}: {names} already exist(s); pass --force to replace an earlier export")
-    try:
-        ours = json.loads(meta_path.read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        ours = False
-    if not ours or not meta_path.is_file() or any(p.is_symlink() or not p.is_file() for p in existing):
+    if not ours:
         raise UsageError(
             f"--force refused: {names} is not an earlier export (no {meta_path.name} written by export beside "
             f"{out.name}); nothing was replaced"

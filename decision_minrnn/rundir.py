@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -52,6 +54,26 @@ RUN_TREE = {
         "debug-internal.log": "link",
     },
 }
+
+
+def earlier_output(files: Sequence[Path], marker: Path, is_ours: Callable[[dict], bool]) -> tuple[list[Path], bool]:
+    """The files of one command's output that exist, and whether an earlier run of that command wrote them all.
+
+    Every "replace only what we wrote" check decides with this (evaluate --sweep-out, export --out, report and
+    compare --out); each caller says in its own words what it refuses. Ours means: every existing file is a
+    regular file (a symlink would write through to a file of the user's), and `marker`, that output's JSON, is
+    a regular file holding an object that `is_ours` accepts. Nothing existing gives ([], False).
+    """
+    present = [p for p in files if p.exists() or p.is_symlink()]
+    if not present:
+        return [], False
+    if any(p.is_symlink() or not p.is_file() for p in present) or marker.is_symlink() or not marker.is_file():
+        return present, False
+    try:
+        doc = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return present, False
+    return present, isinstance(doc, dict) and bool(is_ours(doc))
 
 
 def foreign_entry(path: Path, tree: dict = RUN_TREE) -> Path | None:

@@ -14,6 +14,7 @@ import pytest
 from helpers import fake_run
 
 from decision_minrnn.cli import main
+from decision_minrnn.rundir import earlier_output
 
 
 def snapshot(root: Path) -> dict:
@@ -554,3 +555,38 @@ def test_evaluate_video_never_writes_over_a_file(tmp_path, tiny_minari, capsys):
     argv = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--episodes", "1", "--max-steps", "5"]
     refused(capsys, argv + ["--video", str(videos)], "Hopper-v5-target1800-seed0.mp4 already exist", "remove them")
     assert snapshot(tmp_path) == before
+
+
+# ----- the one "replace only what we wrote" decision behind evaluate --sweep-out, export --out, report --out -------
+def _ours(doc: dict) -> bool:
+    return doc.get("written_by") == "us"
+
+
+EARLIER_OUTPUTS = {  # what lies in the folder -> (which of a.json, b.bin exist, all ours?)
+    "nothing": ({}, ([], False)),
+    "our marker and its partner": ({"a.json": '{"written_by": "us"}', "b.bin": "x"}, (["a.json", "b.bin"], True)),
+    "a marker of the user's": ({"a.json": '{"written_by": "me"}'}, (["a.json"], False)),
+    "a marker that is not an object": ({"a.json": '["written_by"]'}, (["a.json"], False)),
+    "a marker that is not JSON": ({"a.json": "{written_by"}, (["a.json"], False)),
+    "a partner without its marker": ({"b.bin": "x"}, (["b.bin"], False)),
+    "our marker, reached by a symlink": ({"a.json": "->", "real.json": '{"written_by": "us"}'}, (["a.json"], False)),
+    "our marker, a partner that is a symlink": (
+        {"a.json": '{"written_by": "us"}', "b.bin": "->", "real.json": "x"}, (["a.json", "b.bin"], False)),
+    "our marker, a partner that is a directory": ({"a.json": '{"written_by": "us"}', "b.bin": "/"},
+                                                  (["a.json", "b.bin"], False)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("files, expected", EARLIER_OUTPUTS.values(), ids=EARLIER_OUTPUTS.keys())
+def test_earlier_output_is_ours_only_when_every_file_is_a_regular_file_and_the_marker_says_so(
+    tmp_path, files, expected
+):
+    for name, text in files.items():
+        if text == "->":
+            (tmp_path / name).symlink_to(tmp_path / "real.json")
+        elif text == "/":
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_text(text)
+    present, ours = earlier_output([tmp_path / "a.json", tmp_path / "b.bin"], tmp_path / "a.json", _ours)
+    assert ([p.name for p in present], ours) == expected

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import DataError, UsageError
+from ..rundir import earlier_output
 from .analysis import analyse, compare_runs
 from .collect import Run, Skipped, collect_runs
 from .conditioning import markdown_conditioning, plot_conditioning
@@ -50,21 +51,15 @@ COMPARE_FILES = ("comparison.md", "comparison.json")
 
 def _check_out(out: Path, names: tuple[str, ...], command: str) -> None:
     """OUT may be new, or hold files of these names only where an earlier `command` wrote them (its JSON, the
-    last of `names` with a .json suffix, is there and is its own): a table.md of the user's is never replaced."""
+    first of `names` with a .json suffix, is there and is its own): a table.md of the user's is never replaced."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory")
-    present = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
-    if not present:
-        return
-    marker = out / next(n for n in names if n.endswith(".json"))
     keys = {"report": {"cells", "aggregate"}, "compare": {"labels", "rows", "aggregate"}}[command]
-    try:
-        ours = marker.is_file() and not marker.is_symlink() and keys <= set(json.loads(marker.read_text()))
-    except (OSError, UnicodeDecodeError, ValueError, TypeError):
-        ours = False
-    if not ours:
+    marker = out / next(n for n in names if n.endswith(".json"))
+    present, ours = earlier_output([out / n for n in names], marker, lambda doc: keys <= set(doc))
+    if present and not ours:
         raise UsageError(
-            f"--out {out} holds {', '.join(present)}, which an earlier {command} did not write; "
+            f"--out {out} holds {', '.join(p.name for p in present)}, which an earlier {command} did not write; "
             "nothing was replaced: choose another --out"
         )
 
