@@ -10,6 +10,7 @@ live with the checkpoint.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -263,7 +264,7 @@ def _source_as_list(d: dict) -> dict:
     """Allow `source: one/id-v0` (or `data.source=a+b`) where a list is expected."""
     data = d.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), str):
-        data["source"] = [data["source"]]
+        return {**d, "data": {**data, "source": [data["source"]]}}  # a copy: the caller's dict stays as it was
     return d
 
 
@@ -299,21 +300,36 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     return loaded
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- dotted overrides (`a.b=value`), checked for unknown keys and types."""
-    schema = OmegaConf.structured(Config)
-    if path is not None:
-        path = find_config(path)  # a file, or a packaged config by name (`decision-minrnn configs`)
+@functools.cache
+def _schema():
+    """The defaults as an OmegaConf schema, built once: building it is most of a config's load time
+    (BENCHMARKS 8), and OmegaConf.merge copies its first argument, never changes it."""
+    return OmegaConf.structured(Config)
+
+
+def _merged(*layers: dict, overrides: list[str] | None = None) -> Config:
+    """Defaults <- each layer <- the dotted overrides (`a.b=value`, later ones win), in one merge; unknown keys
+    and wrong types are one ConfigError."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
     try:
-        merged = schema
-        if path is not None:
-            loaded = read_yaml_mapping(path, "config")
-            if "name" not in loaded:
-                loaded["name"] = Path(path).stem
-            merged = OmegaConf.merge(merged, _source_as_list(loaded))
+        dotted = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides or [])))
+        merged = OmegaConf.merge(_schema(), *(_source_as_list(layer) for layer in (*layers, dotted)))
+        return validate(OmegaConf.to_object(merged))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad config: {_error_line_with_key(exc)}") from None
-    cfg = config_from_dict(OmegaConf.to_container(merged), overrides)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- dotted overrides (`a.b=value`), checked for unknown keys and types."""
+    loaded = {}
+    if path is not None:
+        path = find_config(path)  # a file, or a packaged config by name (`decision-minrnn configs`)
+        loaded = read_yaml_mapping(path, "config")
+        if "name" not in loaded:
+            loaded["name"] = Path(path).stem
+    cfg = _merged(loaded, overrides=overrides)
     # pkg: names and hdf5 paths relative to the config file become real paths (resources.py).
     # 'a+b' becomes [a, b]: the same concatenation (data/episodes.py load_source).
     cfg.data.source = [
@@ -331,15 +347,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 def config_from_dict(d: dict, overrides: list[str] | None = None) -> Config:
     """A saved config (e.g. from a checkpoint), with optional dotted overrides on top."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), d)
-        for item in overrides or []:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not of the form section.key=value")
-            merged = OmegaConf.merge(merged, _source_as_list(OmegaConf.to_container(OmegaConf.from_dotlist([item]))))
-        return validate(OmegaConf.to_object(merged))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad config: {_error_line_with_key(exc)}") from None
+    return _merged(d, overrides=overrides)
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -13,7 +13,13 @@ import subprocess
 import tempfile
 import time
 
-COMMANDS = (["datasets", "list"], ["evaluate", "--checkpoint", "/nonexistent"])
+COMMANDS = (
+    ["datasets", "list"],
+    ["evaluate", "--checkpoint", "/nonexistent"],
+    # loads a config (defaults, the packaged YAML, three overrides), then refuses it: nothing is written
+    ["train", "--config", "quickstart", "--run-dir", "/nonexistent/run", "--set", "train.steps=5",
+     "--set", "eval.episodes=2", "--set", "model.embed_dim=-1"],
+)  # fmt: skip
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("before")

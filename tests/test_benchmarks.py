@@ -5,6 +5,7 @@ import pytest
 from decision_minrnn.benchmarks import bench_inference, bench_sampler, bench_scan, bench_train_step
 
 
+@pytest.mark.slow
 def test_bench_scan_reports_every_variant():
     out = bench_scan(lengths=(8,), batch=2, dim=4, repeats=1)
     row = out["results"][0]
@@ -29,6 +30,7 @@ def test_bench_scan_reports_every_variant():
     assert set(row["first_compiled_call_s"]) == {"mingru", "minlstm"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("native", [True, False])
 def test_bench_train_step_and_inference_report_ratios(monkeypatch, native):
     # bf16 variants are timed by default exactly where the CPU has native bf16 (mocked both ways).
@@ -91,6 +93,7 @@ def test_profile_train_step_names_the_ops_of_each_backbone():
     assert any("SequentialScan" in op for op in mingru_ops) and "aten::mm" in mingru_ops
 
 
+@pytest.mark.slow
 def test_bench_profile_cli_prints_the_breakdown(capsys):
     from decision_minrnn.cli import main
 
@@ -106,6 +109,7 @@ def test_bench_sampler(tiny_minari):
     assert out["results"][0]["ms_per_batch"] > 0 and out["results"][-1]["mode"] == "episode"
 
 
+@pytest.mark.slow
 def test_bench_policy_latency_reports_every_path():
     from decision_minrnn.benchmarks import bench_policy_latency
 

@@ -57,6 +57,7 @@ def test_resume_drops_csv_rows_after_the_checkpoint(tmp_path, tiny_minari):
     assert steps == [3, 6, 9, 12]
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_records_config_scalars_and_summary(tmp_path, tiny_minari, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -113,12 +113,12 @@ def test_summary_gives_intervals_the_improvement_probability_and_the_rank_test()
         for v, scores in {"peer": [42.1, 36.9, 37.9], "ours-gpt2-init": [66.3, 51.9, 60.2]}.items()
         for s, score in enumerate(scores)
     ]
-    row = peer_dt.summarize(runs, reps=500)["3600"]["ours-gpt2-init"]
+    row = peer_dt.summarize(runs, reps=100)["3600"]["ours-gpt2-init"]
     assert row["n"] == 3 and row["mean"] == pytest.approx((66.3 + 51.9 + 60.2) / 3)
     assert row["seeds"] == {0: 66.3, 1: 51.9, 2: 60.2}
     assert row["inside_peer_ci"] is False and row["p_beats_peer"] == pytest.approx(1.0)
     assert row["rank_test_p"] == pytest.approx(0.1)  # every seed above the peer's, still only 2 / C(6, 3)
-    assert "rank_test_p" not in peer_dt.summarize(runs, reps=500)["3600"]["peer"]
+    assert "rank_test_p" not in peer_dt.summarize(runs, reps=100)["3600"]["peer"]
 
 
 def test_summary_compares_every_pair_of_variants():
@@ -129,7 +129,7 @@ def test_summary_compares_every_pair_of_variants():
         for s, score in enumerate(values)
     ]
     runs.append({"seed": 0, "variant": "ours", "normalized": {"3600": 30.0}})  # one seed: in no pair
-    pairs = {(p["x"], p["y"]): p for p in peer_dt.summarize(runs, reps=500)["3600"]["pairs"]}
+    pairs = {(p["x"], p["y"]): p for p in peer_dt.summarize(runs, reps=100)["3600"]["pairs"]}
     assert set(pairs) == {("ours-gpt2-init", "peer"), ("ours-gpt2-init", "peer-no-pos"), ("peer", "peer-no-pos")}
     # ours-gpt2-init against peer-no-pos: 66.3 beats all 3, 51.9 beats 50.0 and 40.0, 60.2 beats 50.0 and 40.0
     assert pairs[("ours-gpt2-init", "peer-no-pos")]["p_x_beats_y"] == pytest.approx(7 / 9)

@@ -217,6 +217,7 @@ def test_compile_gates_trains_to_the_same_loss_as_eager(tmp_path, tiny_minari):
     assert not compiled_module._unavailable, "torch.compile fell back to eager"
 
 
+@pytest.mark.slow
 def test_commands_do_not_import_dynamo_unless_compiling(tmp_path):
     """torch.compiler.disable at import pulled in torch._dynamo for every command, doubling start-up."""
     code = (

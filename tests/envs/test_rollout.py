@@ -138,6 +138,7 @@ def record_or_skip(model, path):
         raise
 
 
+@pytest.mark.slow
 @pytest.mark.rendering
 def test_video_records_the_first_episode_without_changing_it(tmp_path):
     imageio = pytest.importorskip("imageio.v3")

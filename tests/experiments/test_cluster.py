@@ -49,6 +49,7 @@ def test_the_driver_writes_only_a_runs_own_files(tmp_path, name):
         write_run_files(tmp_path / "run", {name: b"x"})
 
 
+@pytest.mark.slow
 def test_a_sweep_with_storage_brings_every_run_home(tmp_path, minari_root):
     grid = grid_file(tmp_path)
     out = sweep(str(grid), runs_root=str(tmp_path / "driver"), use_ray=False, storage=str(tmp_path / "store"))

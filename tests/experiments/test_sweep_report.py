@@ -83,6 +83,7 @@ def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_p
     assert len(sorted(root.rglob("final.json"))) == 8
 
 
+@pytest.mark.slow
 def test_a_sweep_with_seed_groups_trains_each_dataset_backbone_seeds_together(tiny_grid, tmp_path):
     runs_root = tmp_path / "runs"
     out = sweep(str(tiny_grid), runs_root=str(runs_root), use_ray=False, seed_groups=True, log=lambda *_: None)
@@ -241,7 +242,7 @@ def test_probability_of_improvement_against_the_transformer(tmp_path):
         fake_run(root, "hopper-medium", "transformer", seed, 10.0 + seed)
         fake_run(root, "walker2d-medium", "mingru", seed, 5.0 + seed)
         fake_run(root, "walker2d-medium", "transformer", seed, 20.0 + seed)
-    result = report(root, reps=500)
+    result = report(root, reps=100)
     rows = {p["datasets"]: p for p in result["stats"]["improvement"]}
     assert set(rows) == {"hopper-medium", "walker2d-medium", "all 2 datasets"}
     assert {(p["x"], p["y"]) for p in rows.values()} == {("mingru", "transformer")}

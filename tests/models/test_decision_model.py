@@ -93,7 +93,7 @@ def test_every_backbone_learns_the_tiny_dataset(tiny_minari, backbone):
     model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim=32, n_layers=2, dropout=0.0, token_layout=layout))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(200):
+    for _ in range(100):
         batch = sampler.sample()
         loss = masked_mse(model(batch), batch["act"], batch["mask"])
         opt.zero_grad()
@@ -101,4 +101,4 @@ def test_every_backbone_learns_the_tiny_dataset(tiny_minari, backbone):
         opt.step()
         losses.append(loss.item())
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.3 * first, (first, last)
