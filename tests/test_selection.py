@@ -239,3 +239,4 @@ def test_report_puts_last_held_out_best_and_optimistic_max_side_by_side(tmp_path
     assert "max over training (optimistic)" in table and "best, held-out test" in table
     assert "Test episodes per target: 100." in table
     assert "DMamba: max over training evaluations" in table  # how the published column was taken
+    assert "minLSTM: not stated by Feng et al.\n" in table  # one full stop, not two

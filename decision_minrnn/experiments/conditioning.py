@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .collect import backbones_of, datasets_of
-from .plots import color, pyplot
+from .plots import color, panels, pyplot
 
 
 def conditioning_stats(runs) -> list[dict]:
@@ -85,8 +85,8 @@ def plot_conditioning(path: Path, runs, rows: list[dict]) -> bool:
         return False
     plt = pyplot()
     datasets = sorted({row["dataset"] for row in rows})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4.0), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
+    fig, axes = panels(plt, len(datasets), 4.0)
+    for ax, d in zip(axes, datasets):
         low, high = math.inf, -math.inf
         for row in (r for r in rows if r["dataset"] == d):
             b = row["backbone"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from .analysis import behaviour_of, mean_curve
 from .collect import Run, backbones_of, datasets_of
-from .plots import color, pyplot
+from .plots import color, panels, pyplot
 
 
 def _title(runs, what):
@@ -21,9 +21,9 @@ def plot_learning_curves(path: Path, runs: list[Run]) -> bool:
     """Per dataset: each seed's curve (thin) and their mean (thick) per backbone, the behaviour policy dashed."""
     plt = pyplot()
     datasets = datasets_of(runs)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    fig, axes = panels(plt, len(datasets), 3.6)
     drew = False
-    for ax, d in zip(axes[0], datasets):
+    for ax, d in zip(axes, datasets):
         for b in backbones_of(runs):
             curves = [dict(r.curve) for r in runs if r.dataset == d and r.backbone == b and r.curve]
             if not curves:

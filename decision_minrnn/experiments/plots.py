@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from ..errors import MissingExtraError
+
+# Panels of a per-dataset figure in one row at most: the paper's nine datasets are three rows of three.
+PANELS_PER_ROW = 3
 
 # One colour per backbone in every figure (matplotlib's tab10), so a reader learns them once.
 BACKBONE_COLORS = {
@@ -27,3 +32,15 @@ def pyplot():
 
 def color(backbone):
     return BACKBONE_COLORS.get(backbone, "tab:gray")
+
+
+def panels(plt, n: int, height: float):
+    """A figure of n per-dataset panels, at most PANELS_PER_ROW to a row, and never narrower than its title
+    (one panel alone would clip it): (figure, the n axes in reading order). Spare cells of the last row are
+    hidden."""
+    cols = min(n, PANELS_PER_ROW)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.5 * cols, 6.5), height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])

@@ -64,7 +64,7 @@ def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
         "IQM: mean of the middle 50% of scores. The aggregate rows use the seeds a backbone finished on every "
         "dataset (n per dataset). Published: Table 3 of Feng et al. 2024 (D4RL v2, 5 seeds) for the same "
         "backbone; comparable to ours only when our runs used the D4RL datasets. How each published column "
-        "was taken: " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_PROTOCOL.items()) + ".",
+        "was taken: " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_PROTOCOL.items()).removesuffix(".") + ".",
     ]
     if stats["improvement"]:
         lines += ["", "| X | Y | P(X > Y) [95% CI] | runs X / Y per dataset | datasets |", "|---|---|---|---|---|"]

@@ -383,3 +383,23 @@ def test_compare_pools_every_cell_of_a_target_over_the_seeds_all_cells_have(tmp_
     # it can only be more cautious than P's stratified interval (exact, scipy: 0.1797)
     assert pooled["rank_test_p"] == pytest.approx(0.1797, abs=1e-4)
     assert "| **all 2 cells** | | 3600 | 71.0 (3 each) | 61.0 (3 each) | +10.0 | 1.00 [1.00, 1.00] |" in result["table"]
+
+
+@pytest.mark.parametrize("n, grid", [(1, (1, 1)), (3, (1, 3)), (4, (2, 3)), (9, (3, 3))])
+def test_per_dataset_figures_put_three_panels_to_a_row_and_fit_their_title(n, grid):
+    """Nine datasets are three rows of three, not one strip 40 inches wide; one panel alone is widened so the
+    figure's title is not clipped; spare cells are hidden."""
+    pytest.importorskip("matplotlib")
+    from decision_minrnn.experiments.plots import panels, pyplot
+
+    plt = pyplot()
+    fig, axes = panels(plt, n, 4.0)
+    try:
+        assert len(axes) == n and all(ax.get_visible() for ax in axes)
+        shown = [ax for ax in fig.axes if ax.get_visible()]
+        rows = {round(ax.get_position().y0, 3) for ax in shown}
+        assert (len(rows), max(sum(round(ax.get_position().y0, 3) == y for ax in shown) for y in rows)) == grid
+        assert len(fig.axes) - len(shown) == grid[0] * grid[1] - n
+        assert fig.get_size_inches()[0] >= 6.5
+    finally:
+        plt.close(fig)
