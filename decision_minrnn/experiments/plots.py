@@ -6,7 +6,7 @@ import math
 
 from ..errors import MissingExtraError
 
-# Panels of a per-dataset figure in one row at most: the paper's nine datasets are three rows of three.
+# At most this many panels to a row of a per-dataset figure: the paper's nine datasets are three rows of three.
 PANELS_PER_ROW = 3
 
 # One colour per backbone in every figure (matplotlib's tab10), so a reader learns them once.
