@@ -35,6 +35,7 @@ from .choices import (
 )
 from .errors import ConfigError, first_line
 from .resources import find_config, resolve_data_path
+from .rundir import write_atomic
 
 
 @dataclass
@@ -351,4 +352,4 @@ def config_from_dict(d: dict, overrides: list[str] | None = None) -> Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

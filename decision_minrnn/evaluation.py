@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from .device import resolve_device
 from .envs.rollout import evaluate_targets
 from .envs.video import check_encoder
 from .errors import UsageError
-from .rundir import BEST_SWEEP_FILE, SWEEP_FILE, earlier_output
+from .rundir import BEST_SWEEP_FILE, SWEEP_FILE, earlier_output, write_atomic
 from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint, policy_context
 
 
@@ -165,9 +164,4 @@ def check_sweep_out(out: Path, force: bool) -> None:
 
 def write_sweep(out: Path, result: dict) -> None:
     """Atomically: a reader never sees half a file, and a failed write leaves the earlier one."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, json.dumps(result, indent=1))

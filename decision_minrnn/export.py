@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 from .envs.make import action_bounds
 from .errors import CheckpointError, MissingExtraError, UsageError
 from .models.step import RecurrentStep, flatten_state
-from .rundir import earlier_output
+from .rundir import earlier_output, replaced_atomically
 from .runs import eval_targets, model_from_checkpoint, policy_context
 
 EXPORT_FORMAT = "decision-minrnn-onnx-step"
@@ -108,17 +107,12 @@ def _write_pair(out: Path, save_onnx, meta_text: str) -> None:
     """Both files into hidden temporaries beside them, then renamed into place: a failure (a full disk, a
     read-only folder) leaves no half-written file and any earlier export as it was."""
     meta_path = out.with_suffix(".json")
-    tmp_onnx, tmp_meta = (p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (out, meta_path))
     try:
-        save_onnx(str(tmp_onnx))
-        tmp_meta.write_text(meta_text)
-        os.replace(tmp_onnx, out)
-        os.replace(tmp_meta, meta_path)
+        with replaced_atomically(out, meta_path) as (tmp_onnx, tmp_meta):
+            save_onnx(str(tmp_onnx))
+            tmp_meta.write_text(meta_text)
     except OSError as exc:
         raise UsageError(f"cannot write {out} and {meta_path.name}: {exc.strerror or exc}") from None
-    finally:
-        for tmp in (tmp_onnx, tmp_meta):
-            tmp.unlink(missing_ok=True)
 
 
 def check_export_target(out: Path, force: bool) -> None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import uuid
 from pathlib import Path
 
 from .choices import LOGGERS  # noqa: F401  (re-exported)
 from .errors import MissingExtraError
+from .rundir import replaced_atomically
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -62,12 +62,10 @@ class RunLoggers:
                     kept = [row for row in csv.reader(f)][1:]
                 kept = [row for row in kept if len(row) == 3 and row[0].isdigit() and int(row[0]) <= start_step]
             # Rewritten through a temp file and a rename, so a kill here never loses the rows already logged.
-            tmp = path.with_name(path.name + ".tmp")
-            with tmp.open("w", newline="") as f:
+            with replaced_atomically(path) as (tmp,), tmp.open("w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["step", "tag", "value"])
                 writer.writerows(kept)
-            os.replace(tmp, path)
             self.csv_file = path.open("a", newline="")
             self.csv = csv.writer(self.csv_file)
         if "wandb" in self.names:

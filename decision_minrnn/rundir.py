@@ -22,7 +22,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -42,7 +43,10 @@ RUN_TREE = {
     "final.json": "file",
     "scalars.csv": "file",
     "wandb_id": "file",
+    "fit_windows.json": "file",  # scripts/fit_windows.py, beside final.json
     LOCK_NAME: "file",
+    # replaced_atomically's temporaries, left only by a process killed between writing and renaming one
+    ".*.tmp-[0-9]*": "file",
     # checkpoint.save_checkpoint: step-XXXXXXXX and best, each written into a .tmp-* directory first
     "checkpoints": {"step-[0-9]*": _CHECKPOINT, "best": _CHECKPOINT, ".tmp-*": _CHECKPOINT},
     "tb": {"events.out.tfevents.*": "file"},  # SummaryWriter, hparams included (run_name=".")
@@ -54,6 +58,31 @@ RUN_TREE = {
         "debug-internal.log": "link",
     },
 }
+
+
+@contextmanager
+def replaced_atomically(*paths: Path) -> Iterator[list[Path]]:
+    """Write files so that no reader ever sees half of one and a failure loses nothing: yields a hidden
+    temporary beside each path (.NAME.tmp-PID) to write; when the block ends without an error each is renamed
+    onto its path, in order (os.replace: atomic on one filesystem), and on an error none is, so the files
+    before stay as they were. The temporaries are removed either way.
+
+    Every file this package writes outside a checkpoint goes through here (checkpoints are whole directories,
+    renamed the same way by checkpoint.save_checkpoint)."""
+    tmps = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in paths]
+    try:
+        yield tmps
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """path.write_text(text), through replaced_atomically."""
+    with replaced_atomically(Path(path)) as (tmp,):
+        tmp.write_text(text)
 
 
 def earlier_output(files: Sequence[Path], marker: Path, is_ours: Callable[[dict], bool]) -> tuple[list[Path], bool]:

@@ -47,7 +47,7 @@ from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
-from .rundir import RunDirTransaction, check_run_dir, probe_lock
+from .rundir import RunDirTransaction, check_run_dir, probe_lock, write_atomic
 from .runs import PolicyContext, eval_mode, eval_targets, policy_context
 from .update import SeedGroup, adamw, lr_at
 
@@ -504,7 +504,7 @@ class _Loop:
             raise
         self.finish_loggers(summaries)
         for m, summary in zip(members, summaries):
-            m.paths.final.write_text(json.dumps(summary, indent=1))
+            write_atomic(m.paths.final, json.dumps(summary, indent=1))
         return summaries
 
     def stopped(self, signum: int, step: int) -> Interrupted:

@@ -431,3 +431,38 @@ def test_evaluating_nan_weights_is_an_error_not_a_score(tmp_path, tiny_minari, c
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", run, "--episodes", "2", "--max-steps", "20"]) == 2
     one_line_error(capsys, "non-finite")
+
+
+def test_every_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """rundir.replaced_atomically, behind every file the package writes outside a checkpoint (final.json,
+    config.yaml, scalars.csv, the sweep, the export pair, the report): an error while writing leaves every
+    earlier file byte for byte and no temporary; success replaces them all."""
+    from decision_minrnn.rundir import replaced_atomically, write_atomic
+
+    a, b = tmp_path / "a.onnx", tmp_path / "a.json"
+    a.write_text("old a")
+    b.write_text("old b")
+    with pytest.raises(OSError):
+        with replaced_atomically(a, b) as (tmp_a, tmp_b):
+            tmp_a.write_text("new a")
+            raise OSError(28, "No space left on device")  # as a full disk would, before the second file
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.onnx"]
+    with replaced_atomically(a, b) as (tmp_a, tmp_b):
+        tmp_a.write_text("new a")
+        tmp_b.write_text("new b")
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    write_atomic(b, "newer b")
+    assert b.read_text() == "newer b" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.onnx"]
+
+
+def test_a_temporary_left_by_a_kill_is_part_of_the_run(tmp_path, tiny_minari):
+    """A process killed between writing a temporary and renaming it leaves .NAME.tmp-PID in the run: it is
+    ours, so --force may still replace the run, and a file of the user's beside it is still refused."""
+    from decision_minrnn.rundir import is_run_dir
+
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    (Path(run) / ".final.json.tmp-4242").write_text("{")
+    assert is_run_dir(Path(run))
+    (Path(run) / "notes.tmp-1").write_text("mine")
+    assert not is_run_dir(Path(run))

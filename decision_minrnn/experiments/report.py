@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import DataError, UsageError
-from ..rundir import earlier_output
+from ..rundir import earlier_output, write_atomic
 from .analysis import analyse, compare_runs
 from .collect import Run, Skipped, collect_runs
 from .conditioning import markdown_conditioning, plot_conditioning
@@ -89,9 +89,9 @@ def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFA
     conditioning = markdown_conditioning(stats["conditioning"])
     if conditioning:
         table += "\nReturn conditioning (evaluate --target-sweep), achieved against target return:\n\n" + conditioning
-    (out / "table.md").write_text(table)
+    write_atomic(out / "table.md", table)
     write_csv(out / "table.csv", stats)
-    (out / "stats.json").write_text(json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))
+    write_atomic(out / "stats.json", json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))
     files = {
         "table_md": str(out / "table.md"),
         "table_csv": str(out / "table.csv"),
@@ -131,8 +131,8 @@ def compare(
         out = Path(out)
         _check_out(out, COMPARE_FILES, "compare")
         out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(table)
+        write_atomic(out / "comparison.md", table)
         serial = {**result, "skipped": [[asdict(s) for s in group] for group in result["skipped"]]}
-        (out / "comparison.json").write_text(json.dumps(serial, indent=1))
+        write_atomic(out / "comparison.json", json.dumps(serial, indent=1))
         files = {"comparison_md": str(out / "comparison.md"), "comparison_json": str(out / "comparison.json")}
     return {**result, "table": table, "files": files}

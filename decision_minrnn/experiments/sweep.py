@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from ..errors import ConfigError, MissingExtraError, UserError, first_line
+from ..rundir import write_atomic
 from .grid import RunSpec, load_grid
 
 # Environment variables a run needs from the driver. Passed as an argument rather than through Ray's
@@ -247,7 +248,7 @@ def sweep(
         "records": records,
     }
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep_summary.json").write_text(json.dumps(summary, indent=1))
+    write_atomic(root / "sweep_summary.json", json.dumps(summary, indent=1))
     return summary
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..rundir import replaced_atomically
 from .collect import Run, Skipped, backbones_of
 from .published import PUBLISHED_COLUMNS, PUBLISHED_PROTOCOL, published_cell
 
@@ -107,7 +108,7 @@ def markdown_targets_table(runs: list[Run]) -> str:
 
 
 def write_csv(path: Path, stats: dict) -> None:
-    with path.open("w", newline="") as f:
+    with replaced_atomically(path) as (tmp,), tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
