@@ -3,6 +3,7 @@ survives the checkpoint (issue 22's score check of bf16 and the fast dropout mas
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -47,6 +48,10 @@ def test_measure_is_the_masked_mse_on_the_seeded_windows_and_compare_pairs_seeds
 
     # A second measure keeps the files; compare reads them back per seed, and a run against itself is ratio 1.
     assert fit_windows.measure(runs, force=False)["written"] == []
+    # A run whose checkpoints are gone (its small files committed elsewhere) is listed, not an error.
+    shutil.rmtree(runs / "tiny" / "mingru" / "seed0" / "checkpoints")
+    out = fit_windows.measure(runs, force=True)
+    assert out["no_checkpoint"] == [str(runs / "tiny" / "mingru" / "seed0")] and len(out["written"]) == 1
     rows = fit_windows.compare(runs, runs, ["a", "b"])["rows"]
     assert len(rows) == 1 and rows[0]["ratio"] == 1.0
     assert rows[0]["a"]["seeds"][1] == expected
