@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .choices import LOGGERS  # noqa: F401  (re-exported)
 from .errors import MissingExtraError
-from .rundir import replaced_atomically
+from .rundir import replaced_atomically, write_atomic
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -76,7 +76,7 @@ class RunLoggers:
             # One W&B run per run directory, resumed with it (the id is stored beside the checkpoints).
             id_file = run_dir / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-            id_file.write_text(run_id)
+            write_atomic(id_file, run_id)
             self.wandb = wandb.init(
                 project=wandb_project, name=name, id=run_id, resume="allow", config=config, dir=str(run_dir)
             )
