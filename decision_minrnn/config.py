@@ -94,7 +94,9 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     # none | bf16 (autocast; the scan stays float32) | auto: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX)
     # or a CUDA device with bf16, float32 elsewhere (device.resolve_amp); config.yaml keeps the resolved choice.
-    amp: str = "none"
+    # auto is the default because bf16 left hopper-medium's scores and fit where float32 had them (BENCHMARKS
+    # 3c); the committed float32 grids pin train.amp=none so that a resume on a bf16 machine keeps their protocol.
+    amp: str = "auto"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads (0 = torch's default)
     log_every: int = 100

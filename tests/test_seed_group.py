@@ -59,7 +59,9 @@ def member_weights(run_dir):
 
 
 def test_train_seeds_writes_one_complete_run_per_seed_equal_to_training_it_alone(tmp_path, tiny_minari):
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 20, ["model.dropout=0.0", "name=grp"])
+    # float32: under bf16 autocast (the default on a CPU with bf16 units) the vmapped and the single matmuls
+    # round differently, and the two runs agree only to bf16's precision.
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 20, ["model.dropout=0.0", "name=grp", "train.amp=none"])
     cfg = load_config(path, overrides + ["train.seeds=[0,3]"])
     summary = train(cfg, tmp_path / "group", progress=False)
     assert set(summary["seeds"]) == {0, 3} and all(s["finished"] for s in summary["seeds"].values())

@@ -176,10 +176,13 @@ def test_bf16_autocast_trains_with_a_float32_scan(tmp_path, tiny_minari, backbon
 
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_auto_resolves_per_hardware_and_records_the_choice(tmp_path, tiny_minari, monkeypatch, native):
-    # amp=auto is bf16 exactly where the CPU multiplies bf16 in hardware; the detection is mocked both ways.
+    # amp=auto, the default, is bf16 exactly where the CPU multiplies bf16 in hardware; the detection is
+    # mocked both ways.
     monkeypatch.setattr("decision_minrnn.device.cpu_has_native_bf16", lambda: native)
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.amp=auto", "train.device=cpu"])
-    summary = train(load_config(path, overrides), tmp_path / "run", progress=False)
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10, ["train.device=cpu"])
+    cfg = load_config(path, overrides)
+    assert cfg.train.amp == "auto"
+    summary = train(cfg, tmp_path / "run", progress=False)
     expected = "bf16" if native else "none"
     assert summary["amp"] == expected
     assert json.loads((tmp_path / "run" / "final.json").read_text())["amp"] == expected
