@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Harvest a sweep's finished runs into a folder that is committed (BENCHMARKS.md 5f): for each finished run
+# under RUNS that DEST does not hold yet, its conditioning curve (evaluate --target-sweep 6, 10 episodes per
+# target, last checkpoint) and its fixed-window fit (scripts/fit_windows.py), then its small files (config,
+# final, metrics, scalars, target_sweep.json, fit_windows.json) copied to DEST. Checkpoints stay in RUNS.
+# Run it from the checkout whose package should evaluate, with its environment active:
+#     scripts/harvest_grid.sh ~/grid-runs/bench-cpu-nine docs/bench-cpu-nine/runs
+set -u
+if [ $# -ne 2 ] || [ ! -d "$1" ]; then
+  echo "usage: scripts/harvest_grid.sh RUNS_DIR DEST_DIR (RUNS_DIR: a sweep's runs, e.g. ~/grid-runs/bench-cpu-nine)" >&2
+  exit 2
+fi
+R=$(cd "$1" && pwd); D=$2
+for f in "$R"/*/*/seed*/final.json; do
+  [ -f "$f" ] || continue
+  run=$(dirname "$f"); rel=${run#"$R"/}
+  # harvested already (a run committed before fit_windows.json existed has no checkpoints left to fit)
+  [ -f "$D/$rel/target_sweep.json" ] && { [ -f "$D/$rel/fit_windows.json" ] || [ ! -d "$run/checkpoints" ]; } && continue
+  grep -Eq '"finished": *true' "$f" || continue
+  [ -d "$run/checkpoints" ] || { echo "no checkpoints, nothing to sweep: $rel"; continue; }
+  [ -f "$run/target_sweep.json" ] || nice -n 5 decision-minrnn evaluate --checkpoint "$run" --target-sweep 6 \
+    --episodes 10 > /dev/null || { echo "target sweep failed: $rel"; continue; }
+  [ -f "$run/fit_windows.json" ] || nice -n 5 python "$(dirname "$0")/fit_windows.py" measure "$run" > /dev/null \
+    || { echo "fit failed: $rel"; continue; }
+  mkdir -p "$D/$rel"
+  cp "$run"/{config.yaml,final.json,metrics.jsonl,scalars.csv,target_sweep.json,fit_windows.json} "$D/$rel/"
+  echo "harvested $rel"
+done
