@@ -32,7 +32,7 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from .report import report
 
-    result = report(args.runs_dir, args.out, reps=args.reps)
+    result = report(args.runs_dir, args.out, reps=args.reps, datasets=args.datasets)
     print(result["table"])
     for name, path in result["files"].items():
         print(f"{name}: {path}")
@@ -209,6 +209,9 @@ def register(sub) -> None:
     rp.add_argument("runs_dir")
     rp.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
     rp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
+    rp.add_argument(
+        "--datasets", nargs="+", metavar="LABEL", default=None, help="only these datasets (e.g. a grid's finished ones)"
+    )
     rp.set_defaults(func=cmd_report)
 
     cp = sub.add_parser(

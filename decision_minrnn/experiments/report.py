@@ -64,10 +64,29 @@ def _check_out(out: Path, names: tuple[str, ...], command: str) -> None:
         )
 
 
-def report(runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS) -> dict:
+def _only_datasets(runs: list[Run], skipped: list[Skipped], datasets: list[str]) -> tuple[list[Run], list[Skipped]]:
+    """The runs of these dataset labels (a grid part way through: the datasets that have finished), and the
+    unfinished runs whose directory names one of them, as a sweep lays runs out (LABEL/BACKBONE/seedN)."""
+    found = sorted({r.dataset for r in runs})
+    unknown = [d for d in datasets if d not in found]
+    if unknown:
+        raise UsageError(f"--datasets {' '.join(unknown)}: no finished run has that label (found: {', '.join(found)})")
+    wanted = set(datasets)
+    return (
+        [r for r in runs if r.dataset in wanted],
+        [s for s in skipped if wanted & set(Path(s.run_dir).parts)],
+    )
+
+
+def report(
+    runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS, datasets: list[str] | None = None
+) -> dict:
+    """Tables, figures and stats.json for the finished runs under runs_dir; datasets: only these labels."""
     _check_reps(reps)
     runs_dir = Path(runs_dir)
     runs, skipped = _usable_runs(runs_dir)
+    if datasets:
+        runs, skipped = _only_datasets(runs, skipped, datasets)
     out = Path(out) if out else runs_dir / "report"
     _check_out(out, REPORT_FILES, "report")
     out.mkdir(parents=True, exist_ok=True)

@@ -227,6 +227,33 @@ def test_report_lists_every_skipped_run_with_its_reason(tmp_path, capsys):
     assert len(stats["skipped"]) == 6 and stats["cells"][0]["seeds"] == {"0": 40.0, "1": 50.0, "7": 60.0}
 
 
+def test_report_of_some_datasets_leaves_the_others_out_of_every_table_and_aggregate(tmp_path, capsys):
+    # A grid part way through: walker2d has one seed finished and one running; the report of hopper alone
+    # must not average it in, nor list its unfinished run.
+    root = tmp_path / "runs"
+    for seed, score in enumerate([40.0, 50.0]):
+        fake_run(root, "hopper-medium", "mingru", seed, score)
+        fake_run(root, "hopper-medium-replay", "mingru", seed, score / 2)
+    fake_run(root, "walker2d-medium", "mingru", 0, 99.0)
+    running = root / "walker2d-medium" / "mingru" / "seed1"
+    running.mkdir(parents=True)
+    (running / "config.yaml").write_text("name: x\n")
+    out = tmp_path / "report"
+    argv = ["report", str(root), "--reps", "200", "--out", str(out), "--datasets", "hopper-medium"]
+    assert main([*argv, "hopper-medium-replay"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert {c["dataset"] for c in stats["cells"]} == {"hopper-medium", "hopper-medium-replay"}
+    assert stats["skipped"] == []
+    table = capsys.readouterr().out
+    assert "walker2d" not in table and "**all 2 datasets** | mingru | 2 | 33.8 [" in table
+    # A label no finished run has is one line naming the labels there are, and nothing is written.
+    (out / "table.md").unlink()
+    assert main([*argv, "hopper-expert"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hopper-expert" in err and "walker2d-medium" in err
+    assert not (out / "table.md").exists()
+
+
 def test_report_with_only_unusable_runs_says_why(tmp_path, capsys):
     root = tmp_path / "runs"
     fake_run(root, "hopper-medium", "mingru", 0, 1.0, finished=False)
