@@ -69,6 +69,9 @@ DT_RECIPE = [
     "train.lr_schedule=constant",
     "train.grad_clip=0.25",
     "train.batch_size=64",
+    # The peer's loop (train_peer) runs in float32; ours must too, or the default train.amp=auto would train
+    # it in bf16 on a CPU with bf16 units and the score comparison would mix precisions. --set overrides it.
+    "train.amp=none",
 ]
 
 

@@ -14,6 +14,7 @@ from decision_minrnn.data.episodes import load_source  # noqa: E402
 from decision_minrnn.data.info import DataInfo  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
+from decision_minrnn.device import resolve_amp  # noqa: E402
 from decision_minrnn.envs.rollout import evaluate_targets  # noqa: E402
 from decision_minrnn.runs import policy_context  # noqa: E402
 from decision_minrnn.update import masked_mse  # noqa: E402
@@ -180,3 +181,12 @@ def test_ours_from_the_peers_init_needs_the_peer_without_its_position_vector(tin
     cfg, dataset, obs_norm = setup(tiny_minari[0])
     with pytest.raises(ValueError, match="position-0 embedding"):
         peer_dt.train_peer(cfg, dataset, obs_norm, steps=1, position_vector=True, into_ours=True)
+
+
+def test_ours_trains_in_float32_like_the_peer_even_where_bf16_is_native(monkeypatch):
+    # The peer's loop has no autocast; with the default train.amp=auto ours would train in bf16 on a CPU with
+    # bf16 units, and the score comparison would mix precisions.
+    monkeypatch.setattr("decision_minrnn.device.cpu_has_native_bf16", lambda: True)
+    cfg = load_config(None, ["data.source=[bench/hopper/medium-v0]", *peer_dt.DT_RECIPE])
+    assert resolve_amp(cfg.train.amp, torch.device("cpu")) == "none"
+    assert resolve_amp(load_config(None).train.amp, torch.device("cpu")) == "bf16"  # what it guards against
