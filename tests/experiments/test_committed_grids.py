@@ -58,3 +58,10 @@ def test_committed_runs_match_their_grid_file(grid_file):
         assert not differ, f"{spec.relative_dir}: committed -> grid file today: {differ}"
         checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("grid_file", sorted((ROOT / "configs" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_grid_file_pins_its_precision(grid_file):
+    # A grid is a protocol: train.amp=auto would make it float32 on one machine and bf16 on another.
+    overrides = [str(x) for x in yaml.safe_load(grid_file.read_text()).get("set") or []]
+    assert any(o.startswith("train.amp=") and o != "train.amp=auto" for o in overrides), grid_file.name
