@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Start (or resume) a long CPU grid in the background the way BENCHMARKS.md 5f runs it: training code from a
+# clone pinned to a commit (edits to this checkout cannot change a running grid), run directories outside the
+# work tree, the runs already committed under docs/ copied in first (the sweep skips them), and a loop that
+# harvests each finished run into docs/ every 5 minutes (scripts/harvest_grid.sh; committing stays yours).
+#     scripts/grid_background.sh bench-cpu-nine 770b98e
+# Needs this checkout's .venv (the README's test command makes it) for the harvest. Logs: ~/GRID.log (the
+# sweep), ~/GRID-harvest.log. Stop: kill -INT the pids in ~/GRID.pids (the sweep stops its Ray workers; a run
+# cut off resumes from its last checkpoint next time).
+set -eu
+if [ $# -ne 2 ]; then
+  echo "usage: scripts/grid_background.sh GRID_NAME PINNED_COMMIT (e.g. bench-cpu-nine 770b98e)" >&2
+  exit 2
+fi
+GRID=$1; PIN=$2
+MAIN=$(cd "$(dirname "$0")/.." && pwd)
+GRID_FILE=$MAIN/configs/grids/$GRID.yaml
+[ -f "$GRID_FILE" ] || { echo "no grid file $GRID_FILE" >&2; exit 2; }
+[ -x "$MAIN/.venv/bin/decision-minrnn" ] || { echo "no $MAIN/.venv with the package: run the README's test command first" >&2; exit 2; }
+CLONE=~/grid-$GRID; ROOT=~/grid-runs
+export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$MAIN/../shared/bench-data/minari}
+if [ ! -d "$CLONE/.venv" ]; then
+  rm -rf "$CLONE"
+  git clone -q "$MAIN" "$CLONE"
+  git -C "$CLONE" checkout -q "$PIN"
+  python3 -m venv "$CLONE/.venv"
+  "$CLONE/.venv/bin/pip" install -q torch==2.13.0
+  "$CLONE/.venv/bin/pip" install -q -e "$CLONE[ray,report]"
+fi
+[ "$(git -C "$CLONE" rev-parse --short=7 HEAD)" = "${PIN:0:7}" ] || { echo "$CLONE is not at $PIN" >&2; exit 2; }
+mkdir -p "$ROOT/$GRID"
+[ -d "$MAIN/docs/$GRID/runs" ] && cp -rn "$MAIN/docs/$GRID/runs/." "$ROOT/$GRID/"
+# The grid file is this checkout's (the pinned package reads it): what the committed-grid test checks.
+nohup "$CLONE/.venv/bin/decision-minrnn" sweep --grid "$GRID_FILE" --runs-root "$ROOT" --max-parallel 2 \
+  --cpus-per-run 1 >> ~/"$GRID".log 2>&1 &
+echo $! > ~/"$GRID".pids
+nohup bash -c "cd '$MAIN' && . .venv/bin/activate && while true; do scripts/harvest_grid.sh '$ROOT/$GRID' \
+  'docs/$GRID/runs'; sleep 300; done" >> ~/"$GRID"-harvest.log 2>&1 &
+echo $! >> ~/"$GRID".pids
+echo "sweep and harvester started (pids in ~/$GRID.pids); logs ~/$GRID.log, ~/$GRID-harvest.log"
