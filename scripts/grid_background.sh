@@ -24,8 +24,9 @@ if [ ! -d "$CLONE/.venv" ]; then
   git clone -q "$MAIN" "$CLONE"
   git -C "$CLONE" checkout -q "$PIN"
   python3 -m venv "$CLONE/.venv"
-  "$CLONE/.venv/bin/pip" install -q torch==2.13.0
-  "$CLONE/.venv/bin/pip" install -q -e "$CLONE[ray,report]"
+  echo "installing the pinned clone's environment (log: ~/$GRID-install.log)"
+  "$CLONE/.venv/bin/pip" install -q torch==2.13.0 > ~/"$GRID"-install.log 2>&1
+  "$CLONE/.venv/bin/pip" install -q -e "$CLONE[ray,report]" >> ~/"$GRID"-install.log 2>&1
 fi
 [ "$(git -C "$CLONE" rev-parse --short=7 HEAD)" = "${PIN:0:7}" ] || { echo "$CLONE is not at $PIN" >&2; exit 2; }
 mkdir -p "$ROOT/$GRID"
