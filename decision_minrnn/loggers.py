@@ -24,12 +24,13 @@ from .errors import MissingExtraError
 from .rundir import replaced_atomically, write_atomic
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}: a nested config as its dotted keys."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
+            out.update(flatten(v, f"{key}."))
         else:
             out[key] = v
     return out
@@ -111,7 +112,7 @@ class RunLoggers:
             metrics["final/loss"] = summary["final_loss"]
         if self.tb is not None:
             if summary is not None:
-                hparams = {k: hparam_value(v) for k, v in _flatten(self.config).items()}
+                hparams = {k: hparam_value(v) for k, v in flatten(self.config).items()}
                 self.tb.add_hparams(hparams, metrics, run_name=".")
             self.tb.close()
         if self.csv_file is not None:

@@ -15,20 +15,11 @@ import yaml
 
 from decision_minrnn.config import config_to_dict
 from decision_minrnn.experiments.grid import load_grid
+from decision_minrnn.loggers import flatten
 
 ROOT = Path(__file__).resolve().parents[2]
 # sweep sets train.threads from --cpus-per-run; it does not change what a run computes.
 SET_BY_SWEEP = {"train.threads"}
-
-
-def flat(mapping: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def committed_grids() -> list[Path]:
@@ -51,7 +42,7 @@ def test_committed_runs_match_their_grid_file(grid_file):
         saved_file = runs_dir / spec.relative_dir / "config.yaml"
         if not saved_file.is_file():
             continue
-        saved, now = flat(yaml.safe_load(saved_file.read_text())), flat(config_to_dict(spec.config()))
+        saved, now = flatten(yaml.safe_load(saved_file.read_text())), flatten(config_to_dict(spec.config()))
         differ = {
             k: (saved[k], now.get(k, "<gone>")) for k in saved if k not in SET_BY_SWEEP and saved[k] != now.get(k)
         }
