@@ -213,6 +213,52 @@ def test_report_draws_conditioning_and_reads_where_each_backbone_peaks(tmp_path)
     assert (tmp_path / "out" / "conditioning.png").stat().st_size > 0
 
 
+def test_part_references_give_each_part_of_a_composed_dataset_its_own_level(tmp_path, minari_root, capsys):
+    """medium-expert's question, "does it reach the expert's level when asked?", needs the expert part's mean
+    episode, which a checkpoint of the composed data does not keep: --part-references loads the parts."""
+    pytest.importorskip("rliable")
+    from helpers import fake_run
+
+    from decision_minrnn.synthetic import make_minari_dataset, synthetic_episodes
+
+    low, high = synthetic_episodes(n_episodes=3, seed=1), synthetic_episodes(n_episodes=4, seed=2)
+    for e in high:
+        e["rewards"] = e["rewards"] + 5.0  # a better policy's episodes
+    make_minari_dataset("test/hopper/low-v0", low, ref_scores=(0.0, 200.0))
+    make_minari_dataset("test/hopper/high-v0", high, ref_scores=(0.0, 200.0))
+    source = "test/hopper/low-v0+test/hopper/high-v0"
+    for seed in (0, 1):
+        run = fake_run(tmp_path / "runs", "hopper-tiny-me", "mingru", seed, 40.0)
+        _fake_sweep(run, [30, 60, 90], [40, 70, 60])
+        sweep = json.loads((run / "target_sweep.json").read_text())
+        sweep["target_sweep"]["dataset"] = source
+        (run / "target_sweep.json").write_text(json.dumps(sweep))
+    # by hand: each part's mean episode return, normalized 100 * (R - 0) / (200 - 0)
+    expected = {
+        "test/hopper/low-v0": 100 * sum(float(e["rewards"].sum()) for e in low) / 3 / 200,
+        "test/hopper/high-v0": 100 * sum(float(e["rewards"].sum()) for e in high) / 4 / 200,
+    }
+    assert expected["test/hopper/high-v0"] > expected["test/hopper/low-v0"] + 2
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    assert main(["report", runs, "--out", out, "--reps", "200", "--part-references"]) == 0
+    row = json.loads((tmp_path / "out" / "stats.json").read_text())["conditioning"][0]
+    assert row["source"] == source and row["parts"] == pytest.approx(expected)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert f"| low-v0 {expected['test/hopper/low-v0']:.1f}, high-v0 {expected['test/hopper/high-v0']:.1f} |" in table
+    # without the option the report needs no data, and says nothing about parts
+    capsys.readouterr()
+    assert main(["report", runs, "--out", str(tmp_path / "plain"), "--reps", "200"]) == 0
+    assert "parts' mean episodes" not in (tmp_path / "plain" / "table.md").read_text()
+    # a part that cannot be loaded: one line, exit 2, no report written
+    sweep["target_sweep"]["dataset"] = "test/hopper/low-v0+test/hopper/missing-v0"
+    for path in (tmp_path / "runs").rglob("target_sweep.json"):
+        path.write_text(json.dumps(sweep))
+    assert main(["report", runs, "--out", str(tmp_path / "bad"), "--reps", "200", "--part-references"]) == 2
+    err = capsys.readouterr().err
+    assert "missing-v0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def test_report_puts_last_held_out_best_and_optimistic_max_side_by_side(tmp_path):
     pytest.importorskip("rliable")
     from helpers import fake_run

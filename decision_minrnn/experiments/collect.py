@@ -25,6 +25,7 @@ class Sweep:
     best_episode: float | None  # the data's best episode, normalized
     episodes: int
     step: int
+    source: str | None = None  # the training data's name; "a+b" for a composed one (medium-expert)
 
 
 def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
@@ -45,6 +46,7 @@ def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
             best_episode=normalized.get("max"),
             episodes=int(info["episodes"]),
             step=int(data["step"]),
+            source=None if info.get("dataset") is None else str(info["dataset"]),
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None, f"{SWEEP_FILE} unreadable or without normalized scores; its conditioning curve is left out"

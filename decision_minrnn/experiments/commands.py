@@ -32,7 +32,9 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from .report import report
 
-    result = report(args.runs_dir, args.out, reps=args.reps, datasets=args.datasets)
+    result = report(
+        args.runs_dir, args.out, reps=args.reps, datasets=args.datasets, part_references=args.part_references
+    )
     print(result["table"])
     for name, path in result["files"].items():
         print(f"{name}: {path}")
@@ -211,6 +213,12 @@ def register(sub) -> None:
     rp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
     rp.add_argument(
         "--datasets", nargs="+", metavar="LABEL", default=None, help="only these datasets (e.g. a grid's finished ones)"
+    )
+    rp.add_argument(
+        "--part-references",
+        action="store_true",
+        help="draw each part's mean episode on the conditioning curves of a composed dataset (medium-expert: "
+        "the medium and the expert level); loads the parts, so the data must be where training found it",
     )
     rp.set_defaults(func=cmd_report)
 

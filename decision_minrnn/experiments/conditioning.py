@@ -4,11 +4,15 @@ the RUN/target_sweep.json files that `evaluate --target-sweep` writes.
 Both axes are D4RL-normalized with the run's own reference scores, so the identity line is "achieved exactly
 what was asked". Per dataset and backbone: the mean over seeds at every target that all of them swept, and the
 target at which that mean peaks: asked for more than that, the model gives no more (where it stops following).
+On a composed dataset (medium-expert = medium + expert), `report --part-references` adds each part's mean
+episode as a reference line: "does the model reach the expert's level when asked for it?" needs the expert's
+level, which the run's checkpoint does not keep (it describes the data as a whole).
 """
 
 from __future__ import annotations
 
 import math
+from itertools import cycle
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,7 @@ def conditioning_stats(runs) -> list[dict]:
                     "peak_achieved": means[peak],
                     "behaviour": _first(r.sweep.behaviour for r in swept),
                     "best_episode": _first(r.sweep.best_episode for r in swept),
+                    "source": _first(r.sweep.source for r in swept),
                 }
             )
     return rows
@@ -52,21 +57,50 @@ def _first(values):
     return next((v for v in values if v is not None), None)
 
 
+def add_part_references(rows: list[dict]) -> None:
+    """rows[i]["parts"] = {part name: its mean episode return, normalized} for every row trained on a composed
+    source ("a+b"). Loads each part as training did (a Minari id or an hdf5 path, so the data must be where
+    training found it); a part without reference scores is normalized with another part's (same environment).
+    Raises DataError (one line, exit 2) where a part cannot be loaded."""
+    from ..data.episodes import load_source
+    from ..errors import DataError
+
+    loaded: dict[str, dict[str, float]] = {}
+    for row in rows:
+        source = row.get("source")
+        if not source or "+" not in source:
+            continue
+        if source not in loaded:
+            parts = [load_source(name) for name in source.split("+")]
+            ref = next((p.ref_scores for p in parts if p.ref_scores is not None), None)
+            if ref is None:
+                raise DataError(f"--part-references: no part of {source} has reference scores to normalize with")
+            loaded[source] = {p.name: float(ref.normalize(p.returns().mean())) for p in parts}
+        row["parts"] = loaded[source]
+
+
+def _short(name: str) -> str:
+    """bench/hopper/expert-v0 -> expert-v0: the part's own name, the task being the row's."""
+    return name.rstrip("/").rsplit("/", 1)[-1]
+
+
 def markdown_conditioning(rows: list[dict]) -> str:
     if not rows:
         return ""
+    with_parts = any(row.get("parts") for row in rows)
     lines = [
         "| dataset | backbone | n | achieved at each target (normalized target: mean achieved) | peaks at target "
-        "| behaviour | best episode |",
-        "|---|---|---|---|---|---|---|",
+        "| behaviour | best episode |" + (" parts' mean episodes |" if with_parts else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if with_parts else ""),
     ]
     for row in rows:
         means = ", ".join(f"{t}: {m:.1f}" for t, m in row["means"].items())
         behaviour = "-" if row["behaviour"] is None else f"{row['behaviour']:.1f}"
         best = "-" if row["best_episode"] is None else f"{row['best_episode']:.1f}"
+        parts = ", ".join(f"{_short(p)} {m:.1f}" for p, m in (row.get("parts") or {}).items()) or "-"
         lines.append(
             f"| {row['dataset']} | {row['backbone']} | {row['n']} | {means} | {row['peak_target']:.1f} "
-            f"({row['peak_achieved']:.1f}) | {behaviour} | {best} |"
+            f"({row['peak_achieved']:.1f}) | {behaviour} | {best} |" + (f" {parts} |" if with_parts else "")
         )
     lines += [
         "",
@@ -80,7 +114,8 @@ def markdown_conditioning(rows: list[dict]) -> str:
 
 def plot_conditioning(path: Path, runs, rows: list[dict]) -> bool:
     """Per dataset: each seed's curve (thin) and the mean (thick) per backbone, the identity line, the
-    behaviour policy (dashed) and the data's best episode (dotted)."""
+    behaviour policy (dashed), the data's best episode (dotted) and, with --part-references, the mean episode of
+    each part of a composed dataset (dash-dot)."""
     if not rows:
         return False
     plt = pyplot()
@@ -105,6 +140,8 @@ def plot_conditioning(path: Path, runs, rows: list[dict]) -> bool:
             ax.axhline(first["behaviour"], color="black", linestyle="--", linewidth=1, label="behaviour policy")
         if first["best_episode"] is not None:
             ax.axhline(first["best_episode"], color="black", linestyle=":", linewidth=1, label="best episode in data")
+        for (name, mean), shade in zip((first.get("parts") or {}).items(), cycle(("#777777", "#333333"))):
+            ax.axhline(mean, color=shade, linestyle="-.", linewidth=1, label=f"mean of {_short(name)}")
         ax.set_title(d, fontsize=10)
         ax.set_xlabel("target return (normalized)")
         ax.set_ylabel("achieved return (normalized)")

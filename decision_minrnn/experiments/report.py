@@ -20,7 +20,7 @@ from ..errors import DataError, UsageError
 from ..rundir import earlier_output, write_atomic
 from .analysis import analyse, compare_runs
 from .collect import Run, Skipped, collect_runs
-from .conditioning import markdown_conditioning, plot_conditioning
+from .conditioning import add_part_references, markdown_conditioning, plot_conditioning
 from .figures import plot_learning_curves, plot_scores
 from .selection import markdown_last_best
 from .stats import DEFAULT_REPS
@@ -79,9 +79,14 @@ def _only_datasets(runs: list[Run], skipped: list[Skipped], datasets: list[str])
 
 
 def report(
-    runs_dir: str | Path, out: str | Path | None = None, reps: int = DEFAULT_REPS, datasets: list[str] | None = None
+    runs_dir: str | Path,
+    out: str | Path | None = None,
+    reps: int = DEFAULT_REPS,
+    datasets: list[str] | None = None,
+    part_references: bool = False,
 ) -> dict:
-    """Tables, figures and stats.json for the finished runs under runs_dir; datasets: only these labels."""
+    """Tables, figures and stats.json for the finished runs under runs_dir; datasets: only these labels;
+    part_references: load the parts of each composed dataset for their reference lines (needs the data)."""
     _check_reps(reps)
     runs_dir = Path(runs_dir)
     runs, skipped = _usable_runs(runs_dir)
@@ -89,8 +94,10 @@ def report(
         runs, skipped = _only_datasets(runs, skipped, datasets)
     out = Path(out) if out else runs_dir / "report"
     _check_out(out, REPORT_FILES, "report")
-    out.mkdir(parents=True, exist_ok=True)
     stats = analyse(runs, reps=reps)
+    if part_references:  # before anything is written: a part that cannot be loaded leaves no half report
+        add_part_references(stats["conditioning"])
+    out.mkdir(parents=True, exist_ok=True)
     table = markdown_report(stats, skipped)
     by_target = markdown_targets_table(runs)
     if by_target:
