@@ -206,6 +206,15 @@ def test_report_draws_conditioning_and_reads_where_each_backbone_peaks(tmp_path)
     assert (rows["mingru"]["peak_target"], rows["mingru"]["peak_achieved"]) == (60.0, 70.0)
     assert (rows["transformer"]["peak_target"], rows["transformer"]["peak_achieved"]) == (90.0, 66.0)
     assert rows["mingru"]["best_episode"] == 90.0 and rows["mingru"]["n"] == 2
+    # intervals over the seeds: both seeds at 70 -> [70, 70]; 40 and 42 -> inside [40, 42]
+    assert rows["mingru"]["cis"]["60.0"] == [pytest.approx(70.0), pytest.approx(70.0)]
+    assert 40.0 <= rows["mingru"]["cis"]["30.0"][0] <= 41.0 <= rows["mingru"]["cis"]["30.0"][1] <= 42.0
+    # P(mingru > transformer) per target: every pair won at 30 and 60 (40, 42 > 35; 70 > 50), lost at 90
+    versus = rows["mingru"]["vs_baseline"]
+    assert versus["baseline"] == "transformer" and "vs_baseline" not in rows["transformer"]
+    assert {t: v["probability"] for t, v in versus["targets"].items()} == {"30.0": 1.0, "60.0": 1.0, "90.0": 0.0}
+    assert "| mingru (n=2) | 41.0 [" in result["table"] and "| **70.0 [70.0, 70.0]** |" in result["table"]
+    assert "| P(mingru > transformer) | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.00 [0.00, 0.00] |" in result["table"]
     assert (
         "| hopper-medium | mingru | 2 | 30.0: 41.0, 60.0: 70.0, 90.0: 60.0 | 60.0 (70.0) | 35.0 | 90.0 |"
         in (result["table"])

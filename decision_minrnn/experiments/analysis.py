@@ -144,7 +144,7 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
         "improvement": improvement,
         "curves": curve_stats(runs, reps),
         "last_best": last_best_stats(runs, reps),
-        "conditioning": conditioning_stats(runs),
+        "conditioning": conditioning_stats(runs, reps, baseline=BASELINE),
         "datasets": datasets,
         "backbones": backbones,
         "steps": sorted({r.steps for r in runs}),

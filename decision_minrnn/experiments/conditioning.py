@@ -19,12 +19,15 @@ import numpy as np
 
 from .collect import backbones_of, datasets_of
 from .plots import color, panels, pyplot
+from .stats import DEFAULT_REPS, column_means, column_probability_of_improvement
 
 
-def conditioning_stats(runs) -> list[dict]:
+def conditioning_stats(runs, reps: int = DEFAULT_REPS, baseline: str | None = None) -> list[dict]:
     """Per dataset x backbone with sweeps: the mean achieved score at each target all its seeds swept (targets
-    are rounded to 0.1 normalized points to match them across seeds), and where that mean peaks."""
-    rows = []
+    are rounded to 0.1 normalized points to match them across seeds and backbones) with its 95% bootstrap
+    interval over the seeds, where that mean peaks, and, for every backbone but `baseline`, P(backbone >
+    baseline) at each target both swept, with its interval (analysis.BASELINE: the transformer)."""
+    rows, seeds_at = [], {}
     for d in datasets_of(runs):
         for b in backbones_of(runs):
             swept = [r for r in runs if r.dataset == d and r.backbone == b and r.sweep is not None]
@@ -34,7 +37,9 @@ def conditioning_stats(runs) -> list[dict]:
             common = sorted(set.intersection(*(set(c) for c in curves)))
             if not common:
                 continue
-            means = {t: float(np.mean([c[t] for c in curves])) for t in common}
+            seeds_at[d, b] = {t: [c[t] for c in curves] for t in common}
+            stats = dict(zip(common, column_means([[c[t] for t in common] for c in curves], reps=reps)))
+            means = {t: stats[t][0] for t in common}
             peak = max(means, key=means.get)
             rows.append(
                 {
@@ -43,6 +48,7 @@ def conditioning_stats(runs) -> list[dict]:
                     "n": len(swept),
                     "episodes": sorted({r.sweep.episodes for r in swept}),
                     "means": {f"{t:.1f}": m for t, m in means.items()},
+                    "cis": {f"{t:.1f}": list(stats[t][1]) for t in common},
                     "peak_target": peak,
                     "peak_achieved": means[peak],
                     "behaviour": _first(r.sweep.behaviour for r in swept),
@@ -50,6 +56,20 @@ def conditioning_stats(runs) -> list[dict]:
                     "source": _first(r.sweep.source for r in swept),
                 }
             )
+    for row in rows:
+        d, b = row["dataset"], row["backbone"]
+        if b == baseline or (d, baseline) not in seeds_at:
+            continue
+        mine, theirs = seeds_at[d, b], seeds_at[d, baseline]
+        shared = sorted(set(mine) & set(theirs))
+        if not shared:
+            continue
+        x, y = (np.array([side[t] for t in shared]).T for side in (mine, theirs))  # (seeds, targets)
+        versus = column_probability_of_improvement(x, y, reps=reps)
+        row["vs_baseline"] = {
+            "baseline": baseline,
+            "targets": {f"{t:.1f}": {"probability": p, "ci": list(ci)} for t, (p, ci) in zip(shared, versus)},
+        }
     return rows
 
 
@@ -109,7 +129,42 @@ def markdown_conditioning(rows: list[dict]) -> str:
         "episodes per target); the mean is over the seeds. 'peaks at target': the target of the highest mean "
         "(achieved there); a model that follows its target all the way peaks at the top of the sweep.",
     ]
+    for d in sorted({row["dataset"] for row in rows}):
+        lines += ["", *_dataset_table(d, [row for row in rows if row["dataset"] == d])]
+    lines += [
+        "",
+        "Per dataset: the mean over seeds at each target with its 95% bootstrap interval, the peak of each backbone "
+        "in bold; P(X > baseline): the probability that a seed of X achieves more than a seed of the baseline at "
+        "that target, with its interval (an interval that contains 0.5 separates nothing).",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _dataset_table(dataset: str, rows: list[dict]) -> list[str]:
+    """One dataset's curves as a table: a column per target (the union of the backbones'), a row per backbone
+    (mean [95% CI], the peak in bold), then a row of P(X > baseline) per backbone that has one."""
+    targets = sorted({t for row in rows for t in row["means"]}, key=float)
+    lines = [f"| {dataset} target | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    for row in rows:
+        cells = []
+        for t in targets:
+            if t not in row["means"]:
+                cells.append("-")
+                continue
+            low, high = row["cis"][t]
+            cell = f"{row['means'][t]:.1f} [{low:.1f}, {high:.1f}]"
+            cells.append(f"**{cell}**" if float(t) == row["peak_target"] else cell)
+        lines.append(f"| {row['backbone']} (n={row['n']}) | " + " | ".join(cells) + " |")
+    for row in rows:
+        versus = row.get("vs_baseline")
+        if not versus:
+            continue
+        cells = []
+        for t in targets:
+            p = versus["targets"].get(t)
+            cells.append("-" if p is None else f"{p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
+        lines.append(f"| P({row['backbone']} > {versus['baseline']}) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_conditioning(path: Path, runs, rows: list[dict]) -> bool:

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from decision_minrnn.experiments.stats import probability_of_improvement, rank_test_p, score_stats
+from decision_minrnn.experiments.stats import (
+    column_means,
+    column_probability_of_improvement,
+    probability_of_improvement,
+    rank_test_p,
+    score_stats,
+)
 
 
 def test_bootstrap_interval_of_a_hand_computed_case():
@@ -55,6 +61,25 @@ def test_probability_of_improvement_hand_cases():
     # averaged over datasets: 1 on the first, 0 on the second
     p, _ = probability_of_improvement(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), reps=200)
     assert p == pytest.approx(0.5)
+
+
+def test_column_statistics_are_each_column_on_its_own():
+    """A conditioning curve's points from one bootstrap: each column's interval is its own percentile bootstrap
+    (the hand cases above, side by side), and the per-column P(X > Y) is rliable's, ties included."""
+    x = np.array([[0.0, 0.0, 42.0], [0.0, 10.0, 42.0], [30.0, 0.0, 42.0]])
+    (m0, ci0), (m1, _), (m2, ci2) = column_means(x, reps=4000)
+    assert (m0, m1, m2) == (pytest.approx(10.0), pytest.approx(10 / 3), pytest.approx(42.0))
+    assert ci0 == (pytest.approx(0.0), pytest.approx(30.0)) and ci2 == (pytest.approx(42.0), pytest.approx(42.0))
+    wide = np.column_stack([[0.0] * 5 + [10.0] * 5, np.arange(10.0)])
+    assert column_means(wide, reps=4000)[0][1] == (pytest.approx(2.0), pytest.approx(8.0))
+    a = np.array([[1.0, 1.0, 5.0], [2.0, 3.0, 5.0], [3.0, 0.0, 5.0]])
+    b = np.array([[0.0, 2.0, 5.0], [0.0, 2.0, 4.0]])
+    columns = column_probability_of_improvement(a, b, reps=500)
+    assert [p for p, _ in columns] == [pytest.approx(1.0), pytest.approx(1 / 3), pytest.approx(0.75)]
+    for j, (p, ci) in enumerate(columns):
+        assert p == pytest.approx(probability_of_improvement(a[:, j], b[:, j], reps=200)[0])
+        assert 0.0 <= ci[0] <= p <= ci[1] <= 1.0
+    assert columns[0][1] == (pytest.approx(1.0), pytest.approx(1.0))  # every pair won in every resample
 
 
 def test_rank_test_hand_cases():
