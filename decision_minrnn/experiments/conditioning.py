@@ -80,7 +80,8 @@ def _first(values):
 def add_part_references(rows: list[dict]) -> None:
     """rows[i]["parts"] = {part name: its mean episode return, normalized} for every row trained on a composed
     source ("a+b"). Loads each part as training did (a Minari id or an hdf5 path, so the data must be where
-    training found it); a part without reference scores is normalized with another part's (same environment).
+    training found it); every part is normalized with the first reference scores a part has (they share an
+    environment, which compose() checks).
     Raises DataError (one line, exit 2) where a part cannot be loaded."""
     from ..data.episodes import load_source
     from ..errors import DataError
