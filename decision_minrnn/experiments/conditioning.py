@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.episodes import load_source
+from ..errors import DataError
 from .collect import backbones_of, datasets_of
 from .plots import color, panels, pyplot
 from .stats import DEFAULT_REPS, column_means, column_probability_of_improvement
@@ -83,9 +85,6 @@ def add_part_references(rows: list[dict]) -> None:
     training found it); every part is normalized with the first reference scores a part has (they share an
     environment, which compose() checks).
     Raises DataError (one line, exit 2) where a part cannot be loaded."""
-    from ..data.episodes import load_source
-    from ..errors import DataError
-
     loaded: dict[str, dict[str, float]] = {}
     for row in rows:
         source = row.get("source")
