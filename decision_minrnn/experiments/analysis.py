@@ -15,7 +15,7 @@ from .collect import Run, backbones_of, datasets_of
 from .conditioning import conditioning_stats
 from .published import published_cell
 from .selection import last_best_stats
-from .stats import DEFAULT_REPS, probability_of_improvement, rank_test_p, score_stats
+from .stats import DEFAULT_REPS, mean_interval, probability_of_improvement, rank_test_p, score_stats
 
 PUBLISHED_FOR_BACKBONE = {"transformer": "DT", "mingru": "minGRU", "minlstm": "minLSTM"}
 
@@ -178,11 +178,11 @@ def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
                 if not means:
                     continue
                 steps = list(means)
-                final = score_stats([c[steps[-1]] for c in curves], reps=reps)
+                _, final_ci = mean_interval([c[steps[-1]] for c in curves], reps=reps)
                 last_third = [step for step in steps[:-1] if step >= PLATEAU_FRACTION * steps[-1]]
                 flat = None
                 if len(curves) > 1 and last_third:
-                    flat = all(final.mean_ci[0] <= means[step] <= final.mean_ci[1] for step in last_third)
+                    flat = all(final_ci[0] <= means[step] <= final_ci[1] for step in last_third)
                 rows.append(
                     {
                         "dataset": d,
@@ -190,7 +190,7 @@ def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
                         "backbone": b,
                         "n": len(curves),
                         "means": {str(step): m for step, m in means.items()},
-                        "final_ci": list(final.mean_ci) if len(curves) > 1 else None,
+                        "final_ci": list(final_ci) if len(curves) > 1 else None,
                         "plateau": flat,
                     }
                 )
@@ -227,16 +227,16 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
                 if not side_a or not side_b:
                     continue
                 x, y = list(side_a.values()), list(side_b.values())
-                sa, sb = score_stats(x, reps=reps), score_stats(y, reps=reps)
+                (mean_a, ci_a), (mean_b, ci_b) = mean_interval(x, reps=reps), mean_interval(y, reps=reps)
                 p, ci = probability_of_improvement(x, y, reps=reps)
                 rows.append(
                     {
                         "dataset": d,
                         "backbone": b,
                         "target_return": t,
-                        "a": {"n": sa.n, "mean": sa.mean, "mean_ci": list(sa.mean_ci), "seeds": side_a},
-                        "b": {"n": sb.n, "mean": sb.mean, "mean_ci": list(sb.mean_ci), "seeds": side_b},
-                        "difference": sa.mean - sb.mean,
+                        "a": {"n": len(x), "mean": mean_a, "mean_ci": list(ci_a), "seeds": side_a},
+                        "b": {"n": len(y), "mean": mean_b, "mean_ci": list(ci_b), "seeds": side_b},
+                        "difference": mean_a - mean_b,
                         "probability": p,
                         "ci": list(ci),
                         "rank_test_p": rank_test_p(x, y),

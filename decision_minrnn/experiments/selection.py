@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .collect import backbones_of, datasets_of
-from .stats import DEFAULT_REPS, score_stats
+from .stats import DEFAULT_REPS, mean_interval
 from .tables import ci_text
 
 MEASURES = {
@@ -30,8 +30,8 @@ def _value(run, measure: str) -> float | None:
 def _stats(values: list[float], reps: int) -> dict | None:
     if not values:
         return None
-    s = score_stats(values, reps=reps)
-    return {"n": s.n, "mean": s.mean, "mean_ci": list(s.mean_ci)}
+    mean, ci = mean_interval(values, reps=reps)
+    return {"n": len(values), "mean": mean, "mean_ci": list(ci)}
 
 
 def last_best_stats(runs, reps: int = DEFAULT_REPS) -> list[dict]:

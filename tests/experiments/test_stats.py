@@ -82,6 +82,30 @@ def test_column_statistics_are_each_column_on_its_own():
     assert columns[0][1] == (pytest.approx(1.0), pytest.approx(1.0))  # every pair won in every resample
 
 
+def test_the_array_statistics_give_rliables_numbers():
+    """The mean/IQM and P(X > Y) are computed over arrays for speed; on the same resamples they must give what
+    rliable's own metrics give, ties and several datasets included."""
+    from rliable import metrics
+
+    from decision_minrnn.experiments.stats import _interval_estimates, mean_interval
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(5, 3)).round(1), rng.normal(size=(4, 3)).round(1)  # rounded: ties happen
+    assert len(np.unique(np.concatenate([x.ravel(), y.ravel()]))) < x.size + y.size
+    point, interval = _interval_estimates(
+        {"x": x}, lambda s: np.array([metrics.aggregate_mean(s), metrics.aggregate_iqm(s)]), 300, 0
+    )
+    s = score_stats(x, reps=300)
+    assert (s.mean, s.iqm) == (pytest.approx(point["x"][0]), pytest.approx(point["x"][1]))
+    assert s.mean_ci == (pytest.approx(interval["x"][0, 0]), pytest.approx(interval["x"][1, 0]))
+    assert s.iqm_ci == (pytest.approx(interval["x"][0, 1]), pytest.approx(interval["x"][1, 1]))
+    point, interval = _interval_estimates({"xy": [x, y]}, metrics.probability_of_improvement, 300, 0)
+    p, ci = probability_of_improvement(x, y, reps=300)
+    assert p == pytest.approx(point["xy"]) and ci == tuple(pytest.approx(v) for v in np.ravel(interval["xy"]))
+    one = score_stats(x[:, 0], reps=300)
+    assert mean_interval(x[:, 0], reps=300) == (pytest.approx(one.mean), tuple(pytest.approx(v) for v in one.mean_ci))
+
+
 def test_rank_test_hand_cases():
     # Complete separation of 3 vs 3: of the C(6, 3) = 20 equally likely splits under "no difference", one puts
     # all of X above Y and one below, so the two-sided p is 2 / 20, however far apart the scores are.
