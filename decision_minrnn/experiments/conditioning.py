@@ -40,7 +40,8 @@ def conditioning_stats(runs, reps: int = DEFAULT_REPS, baseline: str | None = No
             if not common:
                 continue
             seeds_at[d, b] = {t: [c[t] for c in curves] for t in common}
-            stats = dict(zip(common, column_means([[c[t] for t in common] for c in curves], reps=reps)))
+            matrix = np.array([seeds_at[d, b][t] for t in common]).T  # (seeds, targets)
+            stats = dict(zip(common, column_means(matrix, reps=reps)))
             means = {t: stats[t][0] for t in common}
             peak = max(means, key=means.get)
             rows.append(

@@ -63,6 +63,12 @@ def _interval_estimates(score_dict: dict, func, reps: int, seed: int):
         np.random.set_state(global_state)
 
 
+def _as_matrix(scores) -> np.ndarray:
+    """(n_runs, n_tasks) float64: one dataset's (n_runs,) scores become a single column."""
+    matrix = np.asarray(scores, dtype=np.float64)
+    return matrix[:, None] if matrix.ndim == 1 else matrix
+
+
 def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
     """rliable's aggregate_mean and aggregate_iqm (scipy's trim_mean of all scores, a quarter cut from each
     end), the IQM by a sort: scipy's argument handling, once per resample, was most of a report's time. Same
@@ -74,9 +80,7 @@ def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
 
 def score_stats(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> ScoreStats:
     """scores: (n_runs,) for one dataset or (n_runs, n_tasks) for several. Intervals: stratified bootstrap."""
-    matrix = np.asarray(scores, dtype=np.float64)
-    if matrix.ndim == 1:
-        matrix = matrix[:, None]
+    matrix = _as_matrix(scores)
     if matrix.size == 0:
         raise ValueError("no scores")
     point, interval = _interval_estimates({"x": matrix}, _mean_and_iqm, reps, seed)
@@ -100,16 +104,11 @@ def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (pairs_x > pairs_y).mean(axis=(0, 1)) + 0.5 * (pairs_x == pairs_y).mean(axis=(0, 1))
 
 
-def _as_matrices(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = (np.asarray(a, dtype=np.float64) for a in (x, y))
-    return tuple(a[:, None] if a.ndim == 1 else a for a in (x, y))
-
-
 def probability_of_improvement(x, y, reps: int = DEFAULT_REPS, seed: int = 0) -> tuple[float, tuple[float, float]]:
     """P(X > Y): the probability that a run of X scores higher than a run of Y on the same dataset (ties count
     half; Mann-Whitney U / (n_x n_y)), averaged over datasets, with its 95% stratified-bootstrap interval.
     x: (n_x, n_tasks), y: (n_y, n_tasks), columns in the same dataset order."""
-    x, y = _as_matrices(x, y)
+    x, y = _as_matrix(x), _as_matrix(y)
     point, interval = _interval_estimates({"xy": [x, y]}, lambda a, b: np.mean(_improvement(a, b)), reps, seed)
     low, high = np.ravel(interval["xy"])
     return float(point["xy"]), (float(low), float(high))
@@ -127,7 +126,7 @@ def column_means(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> list[tuple[
 def mean_interval(scores, reps: int = DEFAULT_REPS, seed: int = 0) -> tuple[float, tuple[float, float]]:
     """The mean of one dataset's scores (n_runs,) with its 95% interval: score_stats' mean and mean_ci (the
     same resamples, so the same numbers) without the IQM, whose trim_mean per resample is most of its time."""
-    return column_means(np.asarray(scores, dtype=np.float64).reshape(-1, 1), reps=reps, seed=seed)[0]
+    return column_means(_as_matrix(np.ravel(scores)), reps=reps, seed=seed)[0]
 
 
 def column_probability_of_improvement(
@@ -135,7 +134,7 @@ def column_probability_of_improvement(
 ) -> list[tuple[float, tuple[float, float]]]:
     """P(X > Y) in each column of x (n_x, n_columns) and y (n_y, n_columns), each with its 95% interval, from one
     bootstrap (as column_means)."""
-    x, y = _as_matrices(x, y)
+    x, y = _as_matrix(x), _as_matrix(y)
     point, interval = _interval_estimates({"xy": [x, y]}, _improvement, reps, seed)
     return [(float(p), (float(lo), float(hi))) for p, lo, hi in zip(point["xy"], interval["xy"][0], interval["xy"][1])]
 
