@@ -191,6 +191,23 @@ def _fake_sweep(run, targets, achieved, episodes=10):
     (run / "target_sweep.json").write_text(json.dumps({"step": 6, "target_sweep": info, "results": results}))
 
 
+def test_a_sweep_keeps_its_episodes_and_a_non_finite_episode_leaves_it_out(tmp_path):
+    from decision_minrnn.experiments.collect import read_sweep
+
+    _fake_sweep(tmp_path, [30, 60], [40, 70])
+    sweep, why = read_sweep(tmp_path)
+    assert why is None and sweep.episode_scores is None  # means only: nothing per episode to count
+    data = json.loads((tmp_path / "target_sweep.json").read_text())
+    for result, scores in zip(data["results"], ([35.0, 45.0], [70.0, 70.0])):
+        result["normalized"] = scores
+    (tmp_path / "target_sweep.json").write_text(json.dumps(data))
+    assert read_sweep(tmp_path)[0].episode_scores == [[35.0, 45.0], [70.0, 70.0]]
+    data["results"][1]["normalized"] = [70.0, float("nan")]
+    (tmp_path / "target_sweep.json").write_text(json.dumps(data))
+    sweep, why = read_sweep(tmp_path)
+    assert sweep is None and "non-finite" in why
+
+
 def test_report_draws_conditioning_and_reads_where_each_backbone_peaks(tmp_path):
     pytest.importorskip("rliable")
     from helpers import fake_run
@@ -236,24 +253,42 @@ def test_part_references_give_each_part_of_a_composed_dataset_its_own_level(tmp_
     make_minari_dataset("test/hopper/low-v0", low, ref_scores=(0.0, 200.0))
     make_minari_dataset("test/hopper/high-v0", high, ref_scores=(0.0, 200.0))
     source = "test/hopper/low-v0+test/hopper/high-v0"
+    # by hand: each part's episodes, normalized 100 * (R - 0) / (200 - 0), and their means
+    normalized = {
+        "test/hopper/low-v0": [100 * float(e["rewards"].sum()) / 200 for e in low],
+        "test/hopper/high-v0": [100 * float(e["rewards"].sum()) / 200 for e in high],
+    }
+    expected = {name: sum(v) / len(v) for name, v in normalized.items()}
+    assert expected["test/hopper/high-v0"] > expected["test/hopper/low-v0"] + 2
+    # the best part's level: the lower quartile of its 4 episodes, interpolated 3/4 of the way from the
+    # lowest to the second lowest (numpy's default, the "linear" method of Hyndman and Fan's type 7)
+    ranked = sorted(normalized["test/hopper/high-v0"])
+    level = ranked[0] + 0.75 * (ranked[1] - ranked[0])
+    share = sum(v >= level for v in normalized["test/hopper/low-v0"] + ranked) / 7
+    # each seed's episodes at the three targets: below the level, one at it and one below, above it
+    per_episode = [[level - 1, level - 1], [level, level - 0.5], [level + 5, level + 5]]
     for seed in (0, 1):
         run = fake_run(tmp_path / "runs", "hopper-tiny-me", "mingru", seed, 40.0)
         _fake_sweep(run, [30, 60, 90], [40, 70, 60])
         sweep = json.loads((run / "target_sweep.json").read_text())
         sweep["target_sweep"]["dataset"] = source
+        for result, scores in zip(sweep["results"], per_episode):
+            result["normalized"] = scores
         (run / "target_sweep.json").write_text(json.dumps(sweep))
-    # by hand: each part's mean episode return, normalized 100 * (R - 0) / (200 - 0)
-    expected = {
-        "test/hopper/low-v0": 100 * sum(float(e["rewards"].sum()) for e in low) / 3 / 200,
-        "test/hopper/high-v0": 100 * sum(float(e["rewards"].sum()) for e in high) / 4 / 200,
-    }
-    assert expected["test/hopper/high-v0"] > expected["test/hopper/low-v0"] + 2
     runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
     assert main(["report", runs, "--out", out, "--reps", "200", "--part-references"]) == 0
     row = json.loads((tmp_path / "out" / "stats.json").read_text())["conditioning"][0]
     assert row["source"] == source and row["parts"] == pytest.approx(expected)
+    top = row["top_part"]
+    assert top["name"] == "test/hopper/high-v0" and top["level"] == pytest.approx(level)
+    assert top["data_share"] == pytest.approx(share) and 0 < share < 1
+    # summed over both seeds: at the level counts, just below it does not
+    assert top["at_target"] == {"30.0": [0, 4], "60.0": [2, 4], "90.0": [4, 4]}
     table = (tmp_path / "out" / "table.md").read_text()
     assert f"| low-v0 {expected['test/hopper/low-v0']:.1f}, high-v0 {expected['test/hopper/high-v0']:.1f} |" in table
+    assert "| mingru: episodes at high-v0's level | 0/4 | 2/4 | 4/4 |" in table
+    assert f"high-v0's level is {level:.1f}, the lower quartile" in table
+    assert f"{100 * share:.0f}% of the training data's episodes" in table
     # without the option the report needs no data, and says nothing about parts
     capsys.readouterr()
     assert main(["report", runs, "--out", str(tmp_path / "plain"), "--reps", "200"]) == 0

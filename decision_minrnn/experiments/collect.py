@@ -26,6 +26,9 @@ class Sweep:
     episodes: int
     step: int
     source: str | None = None  # the training data's name; "a+b" for a composed one (medium-expert)
+    # per target, every episode's normalized score (None where the file has only the means): a mean of 60
+    # can be every episode at 60 or half the episodes at 100 and half at 20, and only these tell which
+    episode_scores: list[list[float]] | None = None
 
 
 def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
@@ -39,6 +42,12 @@ def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
         targets = [float(r["target_normalized"]) for r in results]
         achieved = [float(r["normalized_mean"]) for r in results]
         normalized = info.get("episode_returns_normalized") or {}
+        per_episode = [r.get("normalized") for r in results]
+        episode_scores = (
+            [[float(v) for v in scores] for scores in per_episode]
+            if all(isinstance(scores, list) and scores for scores in per_episode)
+            else None
+        )
         sweep = Sweep(
             targets=targets,
             achieved=achieved,
@@ -47,10 +56,12 @@ def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
             episodes=int(info["episodes"]),
             step=int(data["step"]),
             source=None if info.get("dataset") is None else str(info["dataset"]),
+            episode_scores=episode_scores,
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None, f"{SWEEP_FILE} unreadable or without normalized scores; its conditioning curve is left out"
-    if not all(math.isfinite(v) for v in targets + achieved):
+    every_episode = [v for scores in episode_scores or [] for v in scores]
+    if not all(math.isfinite(v) for v in targets + achieved + every_episode):
         return None, f"{SWEEP_FILE} holds a non-finite score; its conditioning curve is left out"
     return sweep, None
 

@@ -80,24 +80,63 @@ def _first(values):
     return next((v for v in values if v is not None), None)
 
 
-def add_part_references(rows: list[dict]) -> None:
-    """rows[i]["parts"] = {part name: its mean episode return, normalized} for every row trained on a composed
-    source ("a+b"). Loads each part as training did (a Minari id or an hdf5 path, so the data must be where
-    training found it); every part is normalized with the first reference scores a part has (they share an
-    environment, which compose() checks).
+# An episode "reaches" a part's level when it scores at least that part's lower quartile: 3 in 4 of the
+# part's own episodes do. The mean alone cannot answer "does it follow the expert when asked?": a mean halfway
+# between the parts is the mixture's average and also half the episodes at the expert's level.
+LEVEL_QUANTILE = 25
+
+
+def add_part_references(rows: list[dict], runs) -> None:
+    """For every row trained on a composed source ("a+b"):
+    - row["parts"] = {part name: its mean episode return, normalized};
+    - row["top_part"] = the best part's (highest mean) level, its lower quartile `level`; `data_share`, the
+      fraction of the composed data's episodes at that level or above; and `at_target`, per swept target,
+      [episodes at the level or above, episodes] over every seed's sweep (runs without per-episode scores
+      are left out of it).
+    Loads each part as training did (a Minari id or an hdf5 path, so the data must be where training found
+    it); every part is normalized with the first reference scores a part has (they share an environment,
+    which compose() checks).
     Raises DataError (one line, exit 2) where a part cannot be loaded."""
-    loaded: dict[str, dict[str, float]] = {}
+    loaded: dict[str, dict[str, np.ndarray]] = {}
     for row in rows:
         source = row.get("source")
         if not source or "+" not in source:
             continue
         if source not in loaded:
-            parts = [load_source(name) for name in source.split("+")]
-            ref = next((p.ref_scores for p in parts if p.ref_scores is not None), None)
-            if ref is None:
-                raise DataError(f"--part-references: no part of {source} has reference scores to normalize with")
-            loaded[source] = {p.name: float(ref.normalize(p.returns().mean())) for p in parts}
-        row["parts"] = loaded[source]
+            loaded[source] = _part_scores(source)
+        scores = loaded[source]
+        row["parts"] = {name: float(s.mean()) for name, s in scores.items()}
+        top = max(row["parts"], key=row["parts"].get)
+        level = float(np.percentile(scores[top], LEVEL_QUANTILE))
+        row["top_part"] = {
+            "name": top,
+            "level": level,
+            "data_share": float(np.mean(np.concatenate(list(scores.values())) >= level)),
+            "at_target": _episodes_at_level(row, runs, level),
+        }
+
+
+def _part_scores(source: str) -> dict[str, np.ndarray]:
+    """Each part's episode returns, normalized."""
+    parts = [load_source(name) for name in source.split("+")]
+    ref = next((p.ref_scores for p in parts if p.ref_scores is not None), None)
+    if ref is None:
+        raise DataError(f"--part-references: no part of {source} has reference scores to normalize with")
+    return {p.name: np.asarray(ref.normalize(p.returns()), dtype=float) for p in parts}
+
+
+def _episodes_at_level(row: dict, runs, level: float) -> dict[str, list[int]]:
+    """Per target of the row's curve: [episodes scoring `level` or more, episodes], summed over its seeds."""
+    counts: dict[str, list[int]] = {}
+    for r in runs:
+        if r.dataset != row["dataset"] or r.backbone != row["backbone"] or r.sweep is None:
+            continue
+        for target, scores in zip(r.sweep.targets, r.sweep.episode_scores or []):
+            key = f"{round(target, 1):.1f}"
+            if key in row["means"]:
+                k, n = counts.setdefault(key, [0, 0])
+                counts[key] = [k + sum(s >= level for s in scores), n + len(scores)]
+    return counts
 
 
 def _short(name: str) -> str:
@@ -143,7 +182,8 @@ def markdown_conditioning(rows: list[dict]) -> str:
 
 def _dataset_table(dataset: str, rows: list[dict]) -> list[str]:
     """One dataset's curves as a table: a column per target (the union of the backbones'), a row per backbone
-    (mean [95% CI], the peak in bold), then a row of P(X > baseline) per backbone that has one."""
+    (mean [95% CI], the peak in bold), then a row of P(X > baseline) per backbone that has one and, on a composed
+    dataset with --part-references, a row per backbone of its episodes at the best part's level."""
     targets = sorted({t for row in rows for t in row["means"]}, key=float)
     lines = [f"| {dataset} target | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
     for row in rows:
@@ -165,7 +205,21 @@ def _dataset_table(dataset: str, rows: list[dict]) -> list[str]:
             p = versus["targets"].get(t)
             cells.append("-" if p is None else f"{p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
         lines.append(f"| P({row['backbone']} > {versus['baseline']}) | " + " | ".join(cells) + " |")
-    return lines
+    top = next((row["top_part"] for row in rows if row.get("top_part")), None)
+    if top is None:
+        return lines
+    name = _short(top["name"])
+    for row in rows:
+        at = (row.get("top_part") or {}).get("at_target")
+        if at:
+            cells = ["-" if t not in at else f"{at[t][0]}/{at[t][1]}" for t in targets]
+            lines.append(f"| {row['backbone']}: episodes at {name}'s level | " + " | ".join(cells) + " |")
+    return [
+        f"{dataset}: {name}'s level is {top['level']:.1f}, the lower quartile of its episodes (3 in 4 of them "
+        f"score that or more); {100 * top['data_share']:.0f}% of the training data's episodes do.",
+        "",
+        *lines,
+    ]
 
 
 def plot_conditioning(path: Path, runs, rows: list[dict]) -> bool:

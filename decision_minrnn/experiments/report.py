@@ -96,7 +96,7 @@ def report(
     _check_out(out, REPORT_FILES, "report")
     stats = analyse(runs, reps=reps)
     if part_references:  # before anything is written: a part that cannot be loaded leaves no half report
-        add_part_references(stats["conditioning"])
+        add_part_references(stats["conditioning"], runs)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_report(stats, skipped)
     by_target = markdown_targets_table(runs)
