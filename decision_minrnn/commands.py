@@ -183,7 +183,13 @@ def register(sub) -> None:
     ev.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint directory")
     ev.add_argument("--episodes", type=int, default=None, help="episodes per target (default: the run's eval.episodes)")
     ev.add_argument("--mode", choices=["auto", "recurrent", "window"], default=None)
-    ev.add_argument("--target-return", type=float, nargs="+", default=None, help="raw target returns")
+    ev.add_argument(
+        "--target-return",
+        nargs="+",
+        default=None,
+        help="raw target returns, or the data's own: best-episode (its best episode's return), median-episode, "
+        "mean-episode",
+    )
     ev.add_argument(
         "--target-sweep",
         type=int,

@@ -129,6 +129,29 @@ def test_target_sweep_spans_median_to_one_and_a_half_times_the_best_and_matches_
     assert refs["label"] == "test/hopper/tiny-v0" and refs["best_checkpoint"] is False
 
 
+def test_targets_named_by_the_data_are_its_episode_returns(tiny_run, tiny_minari, capsys):
+    import numpy as np
+
+    returns = np.array([e["rewards"].sum() for e in tiny_minari[1]])
+    named = _evaluate(capsys, tiny_run, "--target-return", "best-episode", "1000", "median-episode", "--episodes", "2")
+    assert [r["target_return"] for r in named] == pytest.approx([returns.max(), 1000.0, np.median(returns)], rel=1e-6)
+    # the same episodes as the numbers themselves
+    numbers = [str(r["target_return"]) for r in named]
+    assert [r["returns"] for r in _evaluate(capsys, tiny_run, "--target-return", *numbers, "--episodes", "2")] == [
+        r["returns"] for r in named
+    ]
+
+
+@pytest.mark.parametrize(
+    "word, message",
+    [("best", "give a return or one of best-episode"), ("nan", "finite"), ("inf", "finite")],
+)
+def test_a_target_that_is_neither_a_return_nor_a_data_name_is_one_line(tiny_run, capsys, word, message):
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--episodes", "1", "--target-return", word]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_target_range_overrides_the_data_range(tiny_run, capsys):
     out = tiny_run.parent / "sweep.json"
     args = ["--target-sweep", "2", "--target-range", "100", "300", "--episodes", "1", "--sweep-out", str(out)]
@@ -180,6 +203,8 @@ def test_a_checkpoint_without_the_data_returns_needs_a_range(tiny_run, capsys):
         state.write_text(json.dumps(saved))
     assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "3", "--episodes", "1"]) == 2
     assert "--target-range LOW HIGH" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-return", "best-episode", "--episodes", "1"]) == 2
+    assert "give the return as a number" in capsys.readouterr().err
 
 
 # --- report: conditioning curves, last and best ------------------------------------------------------------
