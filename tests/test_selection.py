@@ -312,7 +312,7 @@ def test_part_references_give_each_part_of_a_composed_dataset_its_own_level(tmp_
     table = (tmp_path / "out" / "table.md").read_text()
     assert f"| low-v0 {expected['test/hopper/low-v0']:.1f}, high-v0 {expected['test/hopper/high-v0']:.1f} |" in table
     assert "| mingru: episodes at high-v0's level | 0/4 | 2/4 | 4/4 |" in table
-    assert f"high-v0's level is {level:.1f}, the lower quartile" in table
+    assert f"high-v0's level is {level:.1f}, the 25th percentile of its episodes (75% of them" in table
     assert f"{100 * share:.0f}% of the training data's episodes" in table
     # without the option the report needs no data, and says nothing about parts
     capsys.readouterr()

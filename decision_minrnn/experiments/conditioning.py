@@ -215,8 +215,9 @@ def _dataset_table(dataset: str, rows: list[dict]) -> list[str]:
             cells = ["-" if t not in at else f"{at[t][0]}/{at[t][1]}" for t in targets]
             lines.append(f"| {row['backbone']}: episodes at {name}'s level | " + " | ".join(cells) + " |")
     return [
-        f"{dataset}: {name}'s level is {top['level']:.1f}, the lower quartile of its episodes (3 in 4 of them "
-        f"score that or more); {100 * top['data_share']:.0f}% of the training data's episodes do.",
+        f"{dataset}: {name}'s level is {top['level']:.1f}, the {LEVEL_QUANTILE}th percentile of its episodes "
+        f"({100 - LEVEL_QUANTILE}% of them score that or more); {100 * top['data_share']:.0f}% of the training "
+        "data's episodes do.",
         "",
         *lines,
     ]
