@@ -117,8 +117,8 @@ def evaluate_checkpoint(
 SWEEP_TOP = 1.5  # past the data's best episode: where conditioning stops being imitation (DT's Figure 4)
 
 # Target returns named by the data instead of a number (--target-return best-episode): DT's fixed targets
-# can lie several times past the best episode of a dataset (8.4x on bench halfcheetah-medium-replay), and the
-# target sweeps of BENCHMARKS.md 5f peak near the best episode.
+# can lie several times past a dataset's best episode, where no backbone follows them any more, and the
+# target sweeps of BENCHMARKS.md 5f mostly peak near the best episode.
 DATA_TARGETS = {"best-episode": "max", "median-episode": "median", "mean-episode": "mean"}
 
 
