@@ -24,6 +24,12 @@ from .plots import color, panels, pyplot
 from .stats import DEFAULT_REPS, column_means, column_probability_of_improvement
 
 
+def _target_key(target: float) -> float:
+    """A swept target rounded to 0.1 normalized points: how the same target is matched across seeds, backbones
+    and the per-episode counts of add_part_references."""
+    return round(target, 1)
+
+
 def conditioning_stats(runs, reps: int = DEFAULT_REPS, baseline: str | None = None) -> list[dict]:
     """Per dataset x backbone with sweeps: the mean achieved score at each target all its seeds swept (targets
     are rounded to 0.1 normalized points to match them across seeds and backbones) with its 95% bootstrap
@@ -35,7 +41,7 @@ def conditioning_stats(runs, reps: int = DEFAULT_REPS, baseline: str | None = No
             swept = [r for r in runs if r.dataset == d and r.backbone == b and r.sweep is not None]
             if not swept:
                 continue
-            curves = [{round(t, 1): a for t, a in zip(r.sweep.targets, r.sweep.achieved)} for r in swept]
+            curves = [{_target_key(t): a for t, a in zip(r.sweep.targets, r.sweep.achieved)} for r in swept]
             common = sorted(set.intersection(*(set(c) for c in curves)))
             if not common:
                 continue
@@ -97,32 +103,30 @@ def add_part_references(rows: list[dict], runs) -> None:
     it); every part is normalized with the first reference scores a part has (they share an environment,
     which compose() checks).
     Raises DataError (one line, exit 2) where a part cannot be loaded."""
-    loaded: dict[str, dict[str, np.ndarray]] = {}
+    loaded: dict[str, tuple[dict[str, float], dict]] = {}
     for row in rows:
         source = row.get("source")
         if not source or "+" not in source:
             continue
         if source not in loaded:
-            loaded[source] = _part_scores(source)
-        scores = loaded[source]
-        row["parts"] = {name: float(s.mean()) for name, s in scores.items()}
-        top = max(row["parts"], key=row["parts"].get)
-        level = float(np.percentile(scores[top], LEVEL_QUANTILE))
-        row["top_part"] = {
-            "name": top,
-            "level": level,
-            "data_share": float(np.mean(np.concatenate(list(scores.values())) >= level)),
-            "at_target": _episodes_at_level(row, runs, level),
-        }
+            loaded[source] = _part_levels(source)
+        row["parts"], top = loaded[source]
+        row["top_part"] = {**top, "at_target": _episodes_at_level(row, runs, top["level"])}
 
 
-def _part_scores(source: str) -> dict[str, np.ndarray]:
-    """Each part's episode returns, normalized."""
+def _part_levels(source: str) -> tuple[dict[str, float], dict]:
+    """({part: its mean episode, normalized}, {"name", "level", "data_share"} of the best part), from each
+    part's episode returns normalized with the first reference scores a part has."""
     parts = [load_source(name) for name in source.split("+")]
     ref = next((p.ref_scores for p in parts if p.ref_scores is not None), None)
     if ref is None:
         raise DataError(f"--part-references: no part of {source} has reference scores to normalize with")
-    return {p.name: np.asarray(ref.normalize(p.returns()), dtype=float) for p in parts}
+    scores = {p.name: np.asarray(ref.normalize(p.returns()), dtype=float) for p in parts}
+    means = {name: float(s.mean()) for name, s in scores.items()}
+    top = max(means, key=means.get)
+    level = float(np.percentile(scores[top], LEVEL_QUANTILE))
+    share = float(np.mean(np.concatenate(list(scores.values())) >= level))
+    return means, {"name": top, "level": level, "data_share": share}
 
 
 def _episodes_at_level(row: dict, runs, level: float) -> dict[str, list[int]]:
@@ -132,7 +136,7 @@ def _episodes_at_level(row: dict, runs, level: float) -> dict[str, list[int]]:
         if r.dataset != row["dataset"] or r.backbone != row["backbone"] or r.sweep is None:
             continue
         for target, scores in zip(r.sweep.targets, r.sweep.episode_scores or []):
-            key = f"{round(target, 1):.1f}"
+            key = f"{_target_key(target):.1f}"
             if key in row["means"]:
                 k, n = counts.setdefault(key, [0, 0])
                 counts[key] = [k + sum(s >= level for s in scores), n + len(scores)]
