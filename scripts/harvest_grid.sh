@@ -2,7 +2,8 @@
 # Harvest a sweep's finished runs into a folder that is committed (BENCHMARKS.md 5f): for each finished run
 # under RUNS that DEST does not hold yet, its conditioning curve (evaluate --target-sweep 6, 10 episodes per
 # target, last checkpoint) and its fixed-window fit (scripts/fit_windows.py), then its small files (config,
-# final, metrics, scalars, target_sweep.json, fit_windows.json) copied to DEST. Checkpoints stay in RUNS.
+# final, metrics, scalars, target_sweep.json, fit_windows.json) copied to DEST. Checkpoints stay in RUNS. A
+# target_rule.json that scripts/target_rule.py measured later is copied into a harvested run too.
 # Run it from the checkout whose package should evaluate, with its environment active:
 #     scripts/harvest_grid.sh ~/grid-runs/bench-cpu-nine docs/bench-cpu-nine/runs
 set -u
@@ -25,4 +26,11 @@ for f in "$R"/*/*/seed*/final.json; do
   mkdir -p "$D/$rel"
   cp "$run"/{config.yaml,final.json,metrics.jsonl,scalars.csv,target_sweep.json,fit_windows.json} "$D/$rel/"
   echo "harvested $rel"
+done
+for f in "$R"/*/*/seed*/target_rule.json; do
+  [ -f "$f" ] || continue
+  rel=$(dirname "${f#"$R"/}")
+  if [ -d "$D/$rel" ] && ! cmp -s "$f" "$D/$rel/target_rule.json"; then
+    cp "$f" "$D/$rel/" && echo "copied $rel/target_rule.json"
+  fi
 done
