@@ -56,3 +56,12 @@ def test_every_grid_file_pins_its_precision(grid_file):
     # A grid is a protocol: train.amp=auto would make it float32 on one machine and bf16 on another.
     overrides = [str(x) for x in yaml.safe_load(grid_file.read_text()).get("set") or []]
     assert any(o.startswith("train.amp=") and o != "train.amp=auto" for o in overrides), grid_file.name
+
+
+@pytest.mark.parametrize("grid_file", sorted((ROOT / "configs" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_grid_file_resolves_to_valid_run_configs(grid_file):
+    # A grid that only a GPU session will run must not first fail there on a typo (bench-gpu-full-hopper).
+    grid = load_grid(grid_file)
+    assert grid.runs
+    for spec in grid.runs:
+        spec.config()  # merges and validates; raises on an unknown key or a bad value
