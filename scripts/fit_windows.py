@@ -22,10 +22,8 @@ import torch
 
 from decision_minrnn.data.episodes import load_source
 from decision_minrnn.data.sampler import WindowSampler
-from decision_minrnn.errors import CheckpointError
-from decision_minrnn.experiments.collect import collect_runs
+from decision_minrnn.experiments.collect import collect_runs, measure_runs
 from decision_minrnn.experiments.stats import score_stats
-from decision_minrnn.rundir import write_atomic
 from decision_minrnn.runs import model_from_checkpoint
 from decision_minrnn.update import masked_mse
 
@@ -62,20 +60,7 @@ def fit_windows(run_dir: Path, datasets: dict) -> dict:
 def measure(runs_dir: Path, force: bool) -> dict:
     runs, _ = collect_runs(runs_dir)
     datasets: dict = {}
-    written, kept, no_checkpoint = [], [], []
-    for run in runs:
-        path = Path(run.run_dir) / FIT_FILE
-        if path.is_file() and not force:
-            kept.append(run.run_dir)
-            continue
-        try:
-            fit = fit_windows(Path(run.run_dir), datasets)
-        except CheckpointError:  # copied small files only (a committed run): nothing to measure
-            no_checkpoint.append(run.run_dir)
-            continue
-        write_atomic(path, json.dumps(fit, indent=1) + "\n")
-        written.append(run.run_dir)
-    return {"written": written, "kept": kept, "no_checkpoint": no_checkpoint}
+    return measure_runs(runs, FIT_FILE, lambda run: fit_windows(Path(run.run_dir), datasets), force)
 
 
 def read_fits(runs_dir: Path) -> dict[tuple[str, str], dict[int, float]]:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from decision_minrnn.errors import CheckpointError, UsageError
+from decision_minrnn.errors import UsageError
 from decision_minrnn.evaluation import evaluate_checkpoint
-from decision_minrnn.experiments.collect import Run, backbones_of, collect_runs
+from decision_minrnn.experiments.collect import Run, backbones_of, collect_runs, measure_runs
 from decision_minrnn.experiments.stats import column_probability_of_improvement, mean_interval
-from decision_minrnn.rundir import write_atomic
 
 RULE_FILE = "target_rule.json"
 RULE = "best-episode"
@@ -65,20 +64,7 @@ def _selected(runs: list[Run], datasets: list[str] | None) -> list[Run]:
 
 def measure(runs_dir: Path, datasets: list[str] | None, force: bool) -> dict:
     runs, _ = collect_runs(runs_dir)
-    written, kept, no_checkpoint = [], [], []
-    for run in _selected(runs, datasets):
-        path = Path(run.run_dir) / RULE_FILE
-        if path.is_file() and not force:
-            kept.append(run.run_dir)
-            continue
-        try:
-            result = measure_run(run)
-        except CheckpointError:  # copied small files only (a committed run): nothing to evaluate
-            no_checkpoint.append(run.run_dir)
-            continue
-        write_atomic(path, json.dumps(result, indent=1) + "\n")
-        written.append(run.run_dir)
-    return {"written": written, "kept": kept, "no_checkpoint": no_checkpoint}
+    return measure_runs(_selected(runs, datasets), RULE_FILE, measure_run, force)
 
 
 def _cell(values) -> dict:

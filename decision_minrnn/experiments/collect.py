@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..choices import backbone_names
-from ..rundir import SWEEP_FILE
+from ..errors import CheckpointError
+from ..rundir import SWEEP_FILE, write_atomic
 
 
 @dataclass
@@ -204,6 +205,27 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
         if run is not None:
             runs.append(run)
     return runs, skipped
+
+
+def measure_runs(runs: list[Run], file_name: str, measure, force: bool = False) -> dict[str, list[str]]:
+    """Write RUN/file_name = measure(run) (a JSON object) for each run, keeping a file already there unless
+    force: the scripts that measure a checkpoint once and commit the small result beside final.json
+    (scripts/fit_windows.py, scripts/target_rule.py). A run whose checkpoints are gone (its small files
+    committed elsewhere) is listed, not an error."""
+    written, kept, no_checkpoint = [], [], []
+    for run in runs:
+        path = Path(run.run_dir) / file_name
+        if path.is_file() and not force:
+            kept.append(run.run_dir)
+            continue
+        try:
+            result = measure(run)
+        except CheckpointError:
+            no_checkpoint.append(run.run_dir)
+            continue
+        write_atomic(path, json.dumps(result, indent=1) + "\n")
+        written.append(run.run_dir)
+    return {"written": written, "kept": kept, "no_checkpoint": no_checkpoint}
 
 
 def backbones_of(runs) -> list[str]:
