@@ -31,20 +31,14 @@ RULE = "best-episode"
 BASELINE = "transformer"
 
 
-def _test_protocol(run_dir: Path) -> tuple[int, int]:
-    """(episodes, seed) of the run's headline test evaluation, so that both targets meet the same episodes."""
-    protocol = json.loads((run_dir / "final.json").read_text()).get("eval_protocol")
-    if not isinstance(protocol, dict):
-        raise UsageError(f"{run_dir}: final.json has no eval_protocol (a run without eval.final_episodes)")
-    return int(protocol["test_episodes"]), int(protocol["test_seed"])
-
-
 def measure_run(run: Run) -> dict:
-    run_dir = Path(run.run_dir)
-    episodes, seed = _test_protocol(run_dir)
-    out = evaluate_checkpoint(run_dir, episodes=episodes, targets=[RULE], seed=seed, device="cpu")
+    """The rule's score on the episodes of the run's headline test evaluation (final.json's eval_protocol)."""
+    if run.test_episodes is None or run.test_seed is None:
+        raise UsageError(f"{run.run_dir}: final.json has no eval_protocol (a run without eval.final_episodes)")
+    episodes, seed = run.test_episodes, run.test_seed
+    out = evaluate_checkpoint(run.run_dir, episodes=episodes, targets=[RULE], seed=seed, device="cpu")
     if out["step"] != run.steps:  # the newest checkpoint must be the one final.json scored
-        raise UsageError(f"{run_dir}: newest checkpoint is step {out['step']}, final.json's is {run.steps}")
+        raise UsageError(f"{run.run_dir}: newest checkpoint is step {out['step']}, final.json's is {run.steps}")
     (result,) = out["results"]
     return {
         "rule": RULE,
@@ -88,7 +82,8 @@ def compare(runs_dir: Path, datasets: list[str] | None) -> dict:
                 targets[run.backbone] = (run.target_return, float(rule["target_return"]))
         for backbone in backbones_of([r for r in runs if r.backbone in scored]):
             seeds = scored[backbone]
-            headline, rule = (np.array([seeds[s][i] for s in sorted(seeds)]) for i in (0, 1))
+            pairs = np.array([seeds[s] for s in sorted(seeds)])  # (seeds, 2): headline, rule
+            headline, rule = pairs.T
             row = {
                 "dataset": dataset,
                 "backbone": backbone,
@@ -101,11 +96,10 @@ def compare(runs_dir: Path, datasets: list[str] | None) -> dict:
                 "per_seed": {"headline": headline.tolist(), "rule": rule.tolist()},
             }
             if backbone != BASELINE and BASELINE in scored:
-                base = scored[BASELINE]
-                matrix = [[[seeds[s][i]] for s in sorted(seeds)] for i in (0, 1)]
-                base_matrix = [[[base[s][i]] for s in sorted(base)] for i in (0, 1)]
-                for name, i in (("headline", 0), ("rule", 1)):
-                    ((p, (low, high)),) = column_probability_of_improvement(matrix[i], base_matrix[i])
+                base = np.array([scored[BASELINE][s] for s in sorted(scored[BASELINE])])
+                for i, name in enumerate(("headline", "rule")):
+                    # one bootstrap per target, as report draws the headline's: the same P and interval
+                    ((p, (low, high)),) = column_probability_of_improvement(pairs[:, [i]], base[:, [i]])
                     row[f"p_over_{BASELINE}_{name}"] = {"p": p, "ci": [low, high]}
             rows.append(row)
     return {"rule": RULE, "rows": rows}

@@ -1,7 +1,8 @@
 """A sweep's runs as the report reads them back: final.json (the score of the last checkpoint, and of the
 best one on the test episodes where the run kept one), metrics.jsonl (the learning curves) and
 target_sweep.json (the conditioning curve). Runs that cannot be used are kept with the reason, never dropped
-silently."""
+silently. measure_runs writes a small per-run file beside final.json for the scripts that measure a checkpoint
+once."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ class Run:
     curves: dict[float, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
     by_target: dict[float, float | None] = field(default_factory=dict)
     test_episodes: int | None = None  # eval.final_episodes of a run scored on test episodes, else None
+    test_seed: int | None = None  # the first of those episodes' seeds (eval.test_seed)
     best_step: int | None = None  # train.keep_best's checkpoint
     best_test: float | None = None  # its headline score on the test episodes (None without them)
     sweep: Sweep | None = None  # RUN/target_sweep.json, evaluate --target-sweep's
@@ -181,6 +183,7 @@ def _read_selection(run: Run, summary: dict, skipped: list[Skipped]) -> None:
     try:
         if isinstance(protocol, dict):
             run.test_episodes = int(protocol["test_episodes"])
+            run.test_seed = int(protocol["test_seed"])
         if isinstance(best, dict):
             run.best_step = int(best["step"])
             test = best.get("test")
