@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .views import VIEWS as OBS_VIEWS  # noqa: F401 - views.py needs numpy only: the ONNX runner loads it too
+
 
 @dataclass(frozen=True)
 class BackboneSpec:

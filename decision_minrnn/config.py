@@ -27,6 +27,7 @@ from .choices import (
     EMBED_INITS,
     LOGGERS,
     LR_SCHEDULES,
+    OBS_VIEWS,
     POLICY_MODES,
     SAMPLER_MODES,
     SCAN_METHODS,
@@ -47,6 +48,10 @@ class DataConfig:
     max_ep_len: int = 1000
     context_len: int = 20  # K
     sampler_mode: str = "window"  # window (DT) | episode (whole episodes, K = longest)
+    # What the model sees of each observation (views.py): full | positions | velocities | flicker. The same
+    # view applies to the offline data and to every env the run acts in; the checkpoint records it.
+    observe: str = "full"
+    flicker_p: float | None = None  # observe=flicker: the probability that a frame is dropped, in (0, 1)
     # The dataset's name in reports (final.json's "label"): a grid sets its dataset label here, so that report
     # groups runs by it without parsing run names; default (null): the data's own name.
     label: str | None = None
@@ -133,6 +138,7 @@ class Config:
 
 CHOICES = {
     ("data", "sampler_mode"): SAMPLER_MODES,
+    ("data", "observe"): OBS_VIEWS,
     ("model", "token_layout"): TOKEN_LAYOUTS,
     ("model", "embed_init"): EMBED_INITS,
     ("model", "dropout_impl"): DROPOUT_IMPLS,
@@ -227,6 +233,7 @@ def validate(cfg: Config) -> Config:
     if cfg.eval.episodes < 0 or cfg.train.eval_every < 0 or cfg.train.warmup_steps < 0:
         raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
     _check_test_seeds(cfg.eval)
+    _check_view(cfg.data)
     if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:
         raise ConfigError(
             f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}"
@@ -243,6 +250,15 @@ def _check_test_seeds(ev: EvalConfig) -> None:
             f"{ev.test_seed + ev.final_episodes}) overlap the training evaluations' [{ev.seed}, "
             f"{ev.seed + ev.episodes}); move eval.test_seed"
         )
+
+
+def _check_view(data: DataConfig) -> None:
+    """flicker needs its drop probability, and no other view reads one."""
+    p = data.flicker_p
+    if data.observe == "flicker" and (p is None or not 0.0 < p < 1.0):
+        raise ConfigError(f"data.observe=flicker needs data.flicker_p in (0, 1), got {p}")
+    if data.observe != "flicker" and p is not None:
+        raise ConfigError(f"data.flicker_p={p} applies only to data.observe=flicker, not {data.observe}; remove it")
 
 
 def _check_backbone_settings(model: ModelConfig) -> None:

@@ -7,8 +7,8 @@
   (1 at an episode's first step), and the recurrent state as explicit tensors `state_in_<i>`. Outputs:
   `action` (N, act_dim) and `state_out_<i>`, to feed back as `state_in_<i>` at the next step.
 * policy.json beside it: what the step needs around it (normalizer, rtg_scale, target returns, dims, env id,
-  action bounds, state names and shapes). `decision_minrnn.onnx_runner` drives the pair with numpy and
-  onnxruntime only.
+  action bounds, the observation view, state names and shapes). `decision_minrnn.onnx_runner` drives the
+  pair with numpy and onnxruntime only.
 
 The graph is the same math as `DecisionModel.act`. With interleaved tokens an env step feeds three tokens
 (a_{t-1}, R_t, s_t); at an episode's first step there is no a_{t-1}, so the graph computes that token's step
@@ -165,5 +165,7 @@ def export_onnx(checkpoint, out: str | Path, force: bool = False) -> dict:
             "action_low": low.tolist(),
             "action_high": high.tolist(),
             "ref_scores": data.to_dict()["ref_scores"],
+            # The observation view (views.py), which the runner applies to the env's full observations.
+            "view": data.view.to_dict(),
         },
     )

@@ -7,19 +7,37 @@
 
     python -m decision_minrnn.onnx_runner policy.onnx --episodes 10 --seed 0   # roll it out in Gymnasium
 
-This file imports nothing from torch or the rest of the package, so it can be copied next to the two
-exported files and used on its own (numpy, onnxruntime; gymnasium for the command line).
+This file imports nothing from torch or the rest of the package but views.py (numpy only, loaded from this
+file's own folder), so the two can be copied next to the exported files and used on their own (numpy,
+onnxruntime; gymnasium for the command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+def _load_views():
+    """views.py from this file's folder (in the package, or copied beside this file): the observation view
+    the torch Policy applies, the same code."""
+    name = "decision_minrnn.views"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location("_decision_minrnn_views", Path(__file__).with_name("views.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+views = _load_views()
 
 
 class PolicyInputError(ValueError):
@@ -44,6 +62,11 @@ class OnnxPolicy:
         try:
             self.meta = m = json.loads(meta_path.read_text())
             self.obs_dim, self.act_dim, self.env_id = int(m["obs_dim"]), int(m["act_dim"]), m["env_id"]
+            # An export from before views recorded none: the model saw the full observation.
+            self.view = views.ObservationView.from_dict(m.get("view"), self.obs_dim)
+            self.env_obs_dim = self.view.env_obs_dim
+            if self.view.obs_dim != self.obs_dim:
+                raise ValueError(f"its {self.view.name} view gives {self.view.obs_dim} dims, not {self.obs_dim}")
             self.mean = np.asarray(m["obs_mean"], dtype=np.float32).reshape(self.obs_dim)
             self.std = np.asarray(m["obs_std"], dtype=np.float32).reshape(self.obs_dim)
             self.low = np.asarray(m["action_low"], dtype=np.float32).reshape(self.act_dim)
@@ -67,9 +90,12 @@ class OnnxPolicy:
             raise PolicyInputError(f"{onnx_path} is not a readable ONNX model ({_first_line(exc)})") from None
         self.n = 0
 
-    def reset(self, n: int = 1, target_return: float | None = None) -> None:
+    def reset(self, n: int = 1, target_return: float | None = None, seeds=None) -> None:
+        """seeds: the environments' reset seeds, which a flicker view draws its dropped frames from (default
+        0..n-1), as Policy.reset."""
         target = self.target_return if target_return is None else float(target_return)
         self.n = n
+        self.view_stream = self.view.start(n, range(n) if seeds is None else list(seeds))
         self.rtg = np.full((n, 1), target / self.meta["rtg_scale"], dtype=np.float32)
         self.t = np.zeros(n, dtype=np.int64)
         self.prev_action = np.zeros((n, self.act_dim), dtype=np.float32)
@@ -84,8 +110,8 @@ class OnnxPolicy:
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.ndim == 1
         obs = obs.reshape(1, -1) if single else obs
-        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise PolicyInputError(f"observation of shape {obs.shape} does not fit obs_dim {self.obs_dim}")
+        if obs.ndim != 2 or obs.shape[1] != self.env_obs_dim:
+            raise PolicyInputError(f"observation of shape {obs.shape} does not fit obs_dim {self.env_obs_dim}")
         if not np.isfinite(obs).all():
             raise PolicyInputError("observation contains NaN or inf")
         if self.n != obs.shape[0]:
@@ -97,8 +123,9 @@ class OnnxPolicy:
                 raise PolicyInputError(f"reward must hold {self.n} finite values")
             # RTG_{t+1} = RTG_t - r_t / scale, in float32 as the torch policy computes it
             rtg = rtg - r.astype(np.float32)[:, None] / np.float32(self.meta["rtg_scale"])
+        shown = self.view_stream.step(obs, self.t)
         feeds = {
-            "obs": (obs - self.mean) / self.std,
+            "obs": (shown - self.mean) / self.std,
             "rtg": rtg,
             "timestep": np.minimum(self.t, self.meta["max_ep_len"] - 1),
             "prev_action": self.prev_action,
@@ -123,7 +150,7 @@ def rollout(policy: OnnxPolicy, episodes: int, seed: int, target_return: float |
     envs = [gym.make(policy.env_id, max_episode_steps=max_steps) for _ in range(episodes)]
     model_s = env_s = 0.0
     try:
-        policy.reset(episodes, target_return)
+        policy.reset(episodes, target_return, seeds=[seed + i for i in range(episodes)])
         obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
         returns, active, reward = np.zeros(episodes), np.ones(episodes, dtype=bool), None
         for _ in range(max_steps):

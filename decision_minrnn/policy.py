@@ -33,6 +33,7 @@ from .envs.make import action_bounds
 from .errors import DivergedError, UsageError, first_line
 from .models.step import RecurrentStep, flatten_state, unflatten_state
 from .runs import PolicyContext, eval_targets, model_from_checkpoint, policy_context
+from .views import ObservationView, ViewStream
 
 
 @contextmanager
@@ -55,12 +56,14 @@ def cpu_threads(n: int, device: torch.device):
 class PolicyState:
     """Per-env bookkeeping of N episodes. rtg (N, 1) scaled; t (N,) steps taken; prev_action (N, act_dim)
     (zeros before the first step); backbone: the recurrent state (recurrent mode) or the K-step window
-    (window mode: tensors (N, K, ...) filled from the left, `filled` (N,) steps in it)."""
+    (window mode: tensors (N, K, ...) filled from the left, `filled` (N,) steps in it); view: what the
+    observation view carries between steps (flicker's last observed frame, each episode's drops)."""
 
     rtg: torch.Tensor
     t: torch.Tensor
     prev_action: torch.Tensor
     backbone: object
+    view: ViewStream | None = None  # the observation view's per-episode state (flicker's last frame and drops)
 
 
 class Policy:
@@ -81,6 +84,8 @@ class Policy:
         targets: list[float] | None = None,
         threads: int = 1,
         compile: bool = False,
+        view: ObservationView | None = None,
+        kv_cache: bool = True,
     ):
         if mode not in POLICY_MODES:
             raise UsageError(f"mode={mode!r} is not one of {', '.join(POLICY_MODES)}")
@@ -95,6 +100,11 @@ class Policy:
         self.target_return, self.targets, self.env_id = float(target_return), targets, env_id
         self.threads = threads  # torch CPU threads while acting (0: leave the caller's setting)
         self.obs_dim, self.act_dim = model.obs_dim, model.act_dim
+        # The policy takes the env's full observations and shows the model its view of them (views.py).
+        self.view = view if view is not None else ObservationView("full", model.obs_dim)
+        if self.view.obs_dim != self.obs_dim:
+            raise UsageError(f"the {self.view.name} view gives {self.view.obs_dim} dims; model: {model.obs_dim}")
+        self.env_obs_dim = self.view.env_obs_dim
         self.obs_norm = obs_norm
         self._mean = torch.as_tensor(obs_norm.mean, device=self.device)
         self._std = torch.as_tensor(obs_norm.std, device=self.device)
@@ -103,6 +113,11 @@ class Policy:
             None if action_high is None else torch.as_tensor(action_high, dtype=torch.float32, device=self.device)
         )
         self.state: PolicyState | None = None
+        # Window mode of a transformer: while an episode's window has not filled, each step appends its tokens'
+        # keys and values to a cache instead of re-running the window (O(K) per step, not O(K^2)); the same
+        # numbers, because no token leaves the window until it is full. A full window re-runs, as DT does.
+        cacheable = hasattr(getattr(model, "backbone", None), "forward_cached")  # the peer DT has no .backbone
+        self.kv_cache = bool(kv_cache) and mode == "window" and cacheable
         # compile: the recurrent step (models.step.RecurrentStep: the same math token by token, with the state as
         # flat tensors) through torch.compile, which fuses the small ops that dominate a batch-1 step
         # (BENCHMARKS.md section 4). Actions agree with the eager path to float32 rounding, not bit for bit.
@@ -140,15 +155,18 @@ class Policy:
             targets=targets,
             threads=threads,
             compile=compile,
+            view=ctx.view,
         )
 
     # ----- the stateful API ----------------------------------------------------------------------------
-    def reset(self, n: int = 1, target_return: float | None = None) -> None:
-        """Start n episodes, conditioned on target_return (raw; default: the policy's)."""
+    def reset(self, n: int = 1, target_return: float | None = None, seeds=None) -> None:
+        """Start n episodes, conditioned on target_return (raw; default: the policy's). seeds: the seeds the
+        n environments were reset with, which a flicker view draws each episode's dropped frames from, as
+        `evaluate` does (default 0..n-1); other views ignore them."""
         if n < 1:
             raise UsageError(f"reset(n={n}): n must be >= 1")
         target = self.target_return if target_return is None else check_target(target_return)
-        self.state = self.initial_state(n, target)
+        self.state = self.initial_state(n, target, seeds)
         if self._compiled is not None and n not in self._compiled_sizes:
             # Compile now, for this batch size, with a throwaway step: reset() pays it, not the first act().
             with torch.inference_mode(), cpu_threads(self.threads, self.device):
@@ -171,7 +189,7 @@ class Policy:
                 )
             self.reset(obs.shape[0])
         with cpu_threads(self.threads, self.device):
-            action, self.state = self.step(obs, reward, self.state)
+            action, self.state = self.step(self._viewed(obs, self.state), reward, self.state)
         action = action.float().cpu().numpy()
         return action[0] if single else action
 
@@ -196,13 +214,17 @@ class Policy:
                     state = self._restart(state, starts)
                     if reward is not None:  # a new episode has no previous reward
                         reward = np.where(starts.cpu().numpy(), 0.0, np.asarray(reward, dtype=np.float64).reshape(-1))
-            action, state = self.step(obs, reward, state)
+            action, state = self.step(self._viewed(obs, state), reward, state)
         action = action.float().cpu().numpy()
         return (action[0] if single else action), state
 
     # ----- one step, functional ------------------------------------------------------------------------
-    def initial_state(self, n: int, target_return: float) -> PolicyState:
+    def initial_state(self, n: int, target_return: float, seeds=None, _buffers: bool = True) -> PolicyState:
         d = self.device
+        seeds = list(range(n)) if seeds is None else list(seeds)
+        if len(seeds) != n:
+            raise UsageError(f"{len(seeds)} seeds for {n} episodes")
+        view = None if self.view.name == "full" else self.view.start(n, seeds)
         rtg = torch.full((n, 1), target_return / self.rtg_scale, device=d)
         prev = torch.zeros(n, self.act_dim, device=d)
         if self.mode == "recurrent":
@@ -217,10 +239,22 @@ class Policy:
                 "timesteps": torch.zeros(n, K, dtype=torch.long, device=d),
                 "filled": torch.zeros(n, dtype=torch.long, device=d),
             }
-        return PolicyState(rtg, torch.zeros(n, dtype=torch.long, device=d), prev, backbone)
+            if self.kv_cache and _buffers:
+                tokens_per_step = 3 if self.model.token_layout == "interleaved" else 1
+                backbone["kv"] = self.model.backbone.kv_cache(n, tokens_per_step * K, d)
+                backbone["kv_len"] = torch.zeros(n, dtype=torch.long, device=d)  # tokens each env's cache holds
+                backbone["kv_ok"] = torch.ones(n, dtype=torch.bool, device=d)  # False once a window re-ran
+        return PolicyState(rtg, torch.zeros(n, dtype=torch.long, device=d), prev, backbone, view)
+
+    def _viewed(self, obs: np.ndarray, state: PolicyState) -> torch.Tensor:
+        """The env's observations (N, env_obs_dim) as the model's view of them (N, obs_dim), on the device."""
+        if state.view is not None:
+            obs = state.view.step(obs, state.t.cpu().numpy())
+        return torch.as_tensor(np.ascontiguousarray(obs, dtype=np.float32), device=self.device)
 
     def step(self, obs: torch.Tensor, reward, state: PolicyState) -> tuple[torch.Tensor, PolicyState]:
-        """obs (N, obs_dim) raw float32 on the device; reward (N,) or None -> (action (N, act_dim), new state)."""
+        """obs (N, obs_dim) raw float32 on the device, already in the policy's view (act and predict apply it);
+        reward (N,) or None -> (action (N, act_dim), new state)."""
         obs_t = (obs - self._mean) / self._std
         rtg = state.rtg
         if reward is not None:
@@ -240,7 +274,7 @@ class Policy:
             raise DivergedError("the policy produced a non-finite action (NaN or inf weights or inputs?)")
         if self._low is not None:
             action = torch.maximum(torch.minimum(action, self._high), self._low)
-        return action, PolicyState(rtg, state.t + 1, action, backbone)
+        return action, PolicyState(rtg, state.t + 1, action, backbone, state.view)
 
     def _recurrent_action(self, obs_t, rtg, timestep, state):
         first = state.t == 0
@@ -284,8 +318,11 @@ class Policy:
         """DT's evaluation (kzl/decision-transformer evaluate_episode_rtg): append this step (action unknown:
         zeros) to the last K steps and re-run them from a zero state. Windows are filled from the left and
         read at their last filled step; every backbone is causal, so what lies after it cannot change it."""
-        w = {k: v.clone() for k, v in state.backbone.items()}
+        # The window's tensors are copied (a PolicyState stays valid after a step); the KV cache is not: it is
+        # written in place, so a state that was stepped must not be stepped again.
+        w = {k: v if k == "kv" else v.clone() for k, v in state.backbone.items()}
         K, n = self.context_len, obs_t.shape[0]
+        before = w["filled"].clone()
         full = w["filled"] >= K
         if bool(full.any()):  # drop the oldest step of full windows
             for key in ("obs", "act", "prev_act", "rtg", "timesteps"):
@@ -298,14 +335,49 @@ class Policy:
         w["act"][rows, pos] = 0.0
         w["prev_act"][rows, pos] = state.prev_action  # zeros at an episode's first step
         w["filled"] = pos + 1
-        length = int(w["filled"].max())
-        window = {k: w[k][:, :length].contiguous() for k in ("obs", "act", "prev_act", "rtg", "timesteps")}
-        action = self.model(window)[rows, pos]
+        cached = w["kv_ok"] & (before < K) if self.kv_cache else torch.zeros(n, dtype=torch.bool, device=obs_t.device)
+        action = obs_t.new_zeros(n, self.act_dim)
+        rerun = (~cached).nonzero().squeeze(1)
+        if len(rerun):
+            length = int(w["filled"][rerun].max())
+            window = {k: w[k][rerun, :length].contiguous() for k in ("obs", "act", "prev_act", "rtg", "timesteps")}
+            action[rerun] = self.model(window)[torch.arange(len(rerun), device=obs_t.device), pos[rerun]]
+            if self.kv_cache:
+                w["kv_ok"][rerun] = False  # their caches lack this step: they re-run until they restart
+        kv_len = w["kv_len"].clone() if self.kv_cache else None  # the groups are fixed before any writes its length
+        for start in kv_len[cached].unique().tolist() if bool(cached.any()) else []:
+            idx = (cached & (kv_len == start)).nonzero().squeeze(1)
+            action[idx] = self._cached_action(w, idx, int(start))
         w["act"][rows, pos] = action
         return action, w
 
+    def _cached_action(self, w: dict, idx: torch.Tensor, start: int) -> torch.Tensor:
+        """The action of envs `idx`, whose caches hold `start` tokens, from this step's new tokens alone (the
+        window's own entries, so that they equal what a re-run would embed)."""
+        m, pos = self.model, w["filled"][idx] - 1
+        at = lambda key, p: w[key][idx, p]  # noqa: E731
+        if m.token_layout == "interleaved":  # a_{t-1} (none at the first step), R_t, s_t
+            parts = [m.embed_return(at("rtg", pos)), m.embed_state(at("obs", pos))]
+            times = [at("timesteps", pos)] * 2
+            if start > 0:
+                parts.insert(0, m.embed_action(at("act", pos - 1)))
+                times.insert(0, at("timesteps", pos - 1))
+        else:
+            fused = m.embed_return(at("rtg", pos)) + m.embed_state(at("obs", pos)) + m.embed_action(at("prev_act", pos))
+            parts = [fused]
+            times = [at("timesteps", pos)]
+        tokens = m.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
+        whole = len(idx) == w["kv_len"].shape[0]  # every env in this group: use the cache as it is
+        cache = w["kv"] if whole else [c.index_select(0, idx) for c in w["kv"]]
+        y = m.backbone.forward_cached(tokens, cache, start)
+        if not whole:
+            for c, sub in zip(w["kv"], cache):
+                c.index_copy_(0, idx, sub)
+        w["kv_len"][idx] = start + tokens.shape[1]
+        return m.predict_action(y[:, -1])
+
     def _restart(self, state: PolicyState, starts: torch.Tensor) -> PolicyState:
-        fresh = self.initial_state(int(starts.shape[0]), self.target_return)
+        fresh = self.initial_state(int(starts.shape[0]), self.target_return, _buffers=False)
         keep = ~starts
 
         def pick(old, new, batch_dim=0):
@@ -316,23 +388,37 @@ class Policy:
         if self.mode == "recurrent":
             backbone = self.model.merge_state(state.backbone, fresh.backbone, keep)
         else:
-            backbone = {k: pick(v, fresh.backbone[k]) for k, v in state.backbone.items()}
+            # the KV buffers stay: a restarted env's kv_len of 0 makes their old contents unread
+            backbone = {k: pick(v, fresh.backbone[k]) for k, v in state.backbone.items() if k in fresh.backbone}
+            if "kv" in state.backbone:
+                backbone["kv"] = state.backbone["kv"]
+                backbone["kv_len"] = torch.where(keep, state.backbone["kv_len"], 0)
+                backbone["kv_ok"] = state.backbone["kv_ok"] | starts
+        if state.view is not None:  # a restarted env draws its next episode's drops from its seed + n
+            index = starts.nonzero().squeeze(1).cpu().numpy()
+            state.view.restart(index, [state.view.seeds[i] + len(starts) for i in index])
         return PolicyState(
-            pick(state.rtg, fresh.rtg), pick(state.t, fresh.t), pick(state.prev_action, fresh.prev_action), backbone
+            pick(state.rtg, fresh.rtg),
+            pick(state.t, fresh.t),
+            pick(state.prev_action, fresh.prev_action),
+            backbone,
+            state.view,
         )
 
-    def _check_obs(self, obs) -> torch.Tensor:
+    def _check_obs(self, obs) -> np.ndarray:
+        """The env's observations as (N, env_obs_dim) float32; anything else is a UsageError."""
         array = np.asarray(obs, dtype=np.float32)
         if array.ndim == 1:
             array = array[None]
-        if array.ndim != 2 or array.shape[1] != self.obs_dim:
+        if array.ndim != 2 or array.shape[1] != self.env_obs_dim:
+            seen = "" if self.view.name == "full" else f" (whole; we take the {self.view.name} view)"
             raise UsageError(
                 f"observation of shape {np.shape(obs)} does not fit the policy's obs_dim "
-                f"{self.obs_dim}: pass (obs_dim,) or (N, obs_dim)"
+                f"{self.env_obs_dim}{seen}: pass (obs_dim,) or (N, obs_dim)"
             )
         if not np.isfinite(array).all():
             raise UsageError("observation contains NaN or inf")
-        return torch.as_tensor(array, device=self.device)
+        return array
 
 
 def check_target(target_return) -> float:

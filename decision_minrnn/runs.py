@@ -14,6 +14,7 @@ from .data.normalization import ObsNormalizer
 from .data.scores import RefScores, default_targets
 from .errors import CheckpointError, ConfigError, EnvError, first_line
 from .models import build_model
+from .views import ObservationView
 
 
 def model_from_checkpoint(path, device="cpu"):
@@ -46,13 +47,16 @@ class PolicyContext:
     rtg_scale: float
     context_len: int
     ref_scores: RefScores | None
+    view: ObservationView | None = None  # what the model is shown of the env's observation (None: all of it)
 
 
 def policy_context(cfg, data: DataInfo) -> PolicyContext:
     """What a rollout of a run's policy needs, from its config and its checkpoint's data block."""
     if not data.env_id:
         raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
-    return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, cfg.data.context_len, data.ref_scores)
+    # A run trained on whole episodes acts on whole episodes: its window is the longest an episode can be.
+    context = cfg.data.max_ep_len if cfg.data.sampler_mode == "episode" else cfg.data.context_len
+    return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, context, data.ref_scores, data.view)
 
 
 def eval_targets(cfg, data: DataInfo) -> list[float]:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from .checkpoint import BEST, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, save_config
-from .data.episodes import OfflineDataset, load_source
+from .data.episodes import OfflineDataset, data_view, load_source, with_view
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
@@ -77,12 +77,18 @@ class RunSummary(TypedDict, total=False):
     seed: int
     amp: str  # the precision it trained in (train.amp resolved: none | bf16)
     dropout_impl: str
+    observe: str  # data.observe: full | positions | velocities | flicker
     behaviour_normalized: float | None
     eval: EvalSummary
     eval_all_targets: list[TargetResult]  # without timing
     # With eval.final_episodes: the test evaluation's episodes and seeds beside the training evaluations'
     # ({"test_episodes", "test_seed", "selection_episodes", "selection_seed"}); eval is then the test score.
     eval_protocol: dict
+    # Summed over resumes: real (unpadded) timesteps trained on; seconds in updates; the loop's wall seconds
+    # with its evaluations and checkpoints (this machine's: compare runs of one machine only).
+    timesteps: int
+    train_seconds: float
+    wall_seconds: float
     # {"step", "score"} of checkpoints/best, score: its training evaluation's headline (what it was selected
     # by); with eval.final_episodes also "test" / "test_all_targets": its score on the test episodes.
     best: dict
@@ -271,8 +277,17 @@ def _load_data(members: list[_Member]) -> _Data:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dataset = load_source(cfg.data.source, cfg.data.env_id, cfg.data.env_version)
+    view = data_view(cfg.data.observe, cfg.data.flicker_p, dataset)
+    if dataset.env_id:  # the env's full observation: before the view changes the dims
+        check_data_fits_env(dataset, dataset.env_id)
+    dataset = with_view(dataset, view)  # the normalizer is fitted on the view, as the model sees it
     if ckpt is not None:  # the normalizer the run started with, not one refitted on today's copy of the data
         saved = DataInfo.from_dict(ckpt.state["data"])
+        if saved.view != view:
+            raise CheckpointError(
+                f"the checkpoint was trained on the {saved.view.name} view, not {view.name} "
+                "(data.observe / data.flicker_p cannot change on resume)"
+            )
         if (saved.obs_dim, saved.act_dim) != (dataset.obs_dim, dataset.act_dim):
             raise CheckpointError(
                 f"data dims {dataset.obs_dim}/{dataset.act_dim} do not match the checkpoint's "
@@ -281,7 +296,7 @@ def _load_data(members: list[_Member]) -> _Data:
         obs_norm = saved.obs_norm
     else:
         obs_norm = ObsNormalizer.fit(dataset.episodes)
-    info = DataInfo.of(dataset, obs_norm)
+    info = DataInfo.of(dataset, obs_norm, view)
     device = resolve_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)  # config.yaml, final.json and the hparams record what ran
     for m in members:
@@ -290,8 +305,6 @@ def _load_data(members: list[_Member]) -> _Data:
     longest = max(len(e) for e in dataset.episodes)
     context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
     check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
-    if dataset.env_id:
-        check_data_fits_env(dataset, dataset.env_id)
     ctx, targets = None, None
     if cfg.eval.episodes > 0:
         ctx, targets = policy_context(cfg, info), eval_targets(cfg, info)
@@ -343,6 +356,12 @@ class _MemberLog:
             cfg.train.loggers, member.paths.root, config_to_dict(cfg), cfg.name, start_step, cfg.train.wandb_project
         )
         self.loss = float(ckpt.state.get("loss", "nan")) if ckpt is not None else float("nan")
+        # Summed over resumes (kept in every checkpoint): the real (unpadded) timesteps trained on, the seconds
+        # spent in updates, and the loop's wall seconds with its evaluations and checkpoints.
+        saved = ckpt.state if ckpt is not None else {}
+        self.timesteps = int(saved.get("timesteps", 0))
+        self.train_seconds = float(saved.get("train_seconds", 0.0))
+        self.wall_seconds = float(saved.get("wall_seconds", 0.0))
         self.state = {"config": config_to_dict(cfg), "data": data.to_dict()}
         self.state["best"] = ckpt.state.get("best") if ckpt is not None else None  # {"step", "score"} of best/
 
@@ -365,6 +384,7 @@ class _Loop:
         self.logs = [_MemberLog(m, start_step, data.info) for m in members]
         self.amp = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
         self.window_start, self.window_samples = time.perf_counter(), 0
+        self.wall_mark = time.perf_counter()  # wall_seconds: counted up to each checkpoint and to final.json
 
     def run(self, progress: bool, stop_at: int | None) -> list[RunSummary]:
         cfg, members = self.cfg, self.members
@@ -383,7 +403,9 @@ class _Loop:
             try:
                 for step in range(self.start_step, end_step):
                     done = step + 1
+                    started = time.perf_counter()
                     grad_norms = self.train_step(step)
+                    self.add_seconds(time.perf_counter() - started, "train_seconds")
                     if done % cfg.train.log_every == 0 or done == end_step:
                         self.log(done, grad_norms)
                         bar.set_postfix(loss=f"{self.logs[0].loss:.4f}")
@@ -429,8 +451,9 @@ class _Loop:
             )
         grad_norms = self.update.step(losses)
         self.window_samples += self.cfg.train.batch_size
-        for log, loss in zip(self.logs, losses.tolist()):
+        for log, loss, batch in zip(self.logs, losses.tolist(), batches):
             log.loss = loss
+            log.timesteps += int(batch["mask"].sum())
         return grad_norms
 
     def log(self, step: int, grad_norms) -> None:
@@ -445,9 +468,18 @@ class _Loop:
             log.loggers.scalars(scalars, step)
         self.window_start, self.window_samples = time.perf_counter(), 0
 
+    def add_seconds(self, seconds: float, which: str) -> None:
+        """Each member's share of `seconds` (a seed group's members share the step) added to its count."""
+        for log in self.logs:
+            setattr(log, which, getattr(log, which) + seconds / len(self.logs))
+
     def checkpoint(self, step: int) -> None:
+        now = time.perf_counter()
+        self.add_seconds(now - self.wall_mark, "wall_seconds")
+        self.wall_mark = now
         for m, log in zip(self.members, self.logs):
             log.state["loss"] = log.loss
+            log.state.update(timesteps=log.timesteps, train_seconds=log.train_seconds, wall_seconds=log.wall_seconds)
             rng = _rng_state(m.sampler, self.data.device)
             save_checkpoint(
                 m.paths.root, step, m.model, m.optimizer, log.state, rng, keep=self.cfg.train.keep_checkpoints
@@ -502,6 +534,10 @@ class _Loop:
         except BaseException:
             self.finish_loggers([None] * len(members))
             raise
+        self.add_seconds(time.perf_counter() - self.wall_mark, "wall_seconds")
+        self.wall_mark = time.perf_counter()
+        for summary, log in zip(summaries, self.logs):
+            summary.update(timesteps=log.timesteps, train_seconds=log.train_seconds, wall_seconds=log.wall_seconds)
         self.finish_loggers(summaries)
         for m, summary in zip(members, summaries):
             write_atomic(m.paths.final, json.dumps(summary, indent=1))
@@ -528,6 +564,7 @@ def _finished_summary(cfg: Config, data: DataInfo, loss: float) -> RunSummary:
         "seed": cfg.train.seed,
         "amp": cfg.train.amp,
         "dropout_impl": cfg.model.dropout_impl,
+        "observe": data.view.name,  # what the model saw of each observation (views.py); flicker_p in config.yaml
         "behaviour_normalized": data.behaviour_normalized,
     }
 

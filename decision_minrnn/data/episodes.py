@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, first_line
 from ..resources import resolve_data_path
+from ..views import ObservationView, ViewError, data_episode_seed
 from .scores import RefScores, d4rl_ref_scores, env_id_for, task_of
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -393,3 +394,23 @@ def load_source(source: str | list[str], env_id: str | None = None, env_version:
     if env_id is not None:
         dataset.env_id = env_id
     return dataset
+
+
+def data_view(observe: str, flicker_p: float | None, dataset: OfflineDataset) -> ObservationView:
+    """The view `data.observe` names, for this dataset's task and dims; a view that cannot apply is a DataError."""
+    try:
+        where = dataset.env_id or dataset.name
+        return ObservationView.build(observe, dataset.obs_dim, dataset.task, flicker_p, where=where)
+    except ViewError as exc:
+        raise DataError(str(exc)) from None
+
+
+def with_view(dataset: OfflineDataset, view: ObservationView) -> OfflineDataset:
+    """The dataset as the model sees it: every episode's observations through the view (flicker: episode i's
+    drops from the dataset's fixed seed, views.data_episode_seed)."""
+    if view.name == "full":
+        return dataset
+    episodes = [
+        replace(e, obs=view.episode(e.obs, data_episode_seed(dataset.name, i))) for i, e in enumerate(dataset.episodes)
+    ]
+    return replace(dataset, episodes=episodes)

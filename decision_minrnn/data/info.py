@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..views import ObservationView
 from .normalization import ObsNormalizer
 from .scores import RefScores
 
@@ -28,12 +29,20 @@ class DataInfo:
     # The raw episode returns' {"min", "median", "mean", "max"}: the range of evaluate --target-sweep and the
     # reference lines of the report's conditioning curves. None in checkpoints written before it was kept.
     episode_returns: dict[str, float] | None = None
+    # What the model is shown of the env's observation (views.py); obs_dim is its output. A loaded policy
+    # applies it to the env's full observations itself.
+    view: ObservationView | None = None
+
+    def __post_init__(self):
+        if self.view is None:
+            self.view = ObservationView("full", self.obs_dim)
 
     @classmethod
-    def of(cls, dataset, obs_norm: ObsNormalizer) -> DataInfo:
-        """From a loaded OfflineDataset and the normalizer fitted on it."""
+    def of(cls, dataset, obs_norm: ObsNormalizer, view: ObservationView | None = None) -> DataInfo:
+        """From a loaded OfflineDataset (already in its view) and the normalizer fitted on it."""
         described = dataset.describe()
         return cls(
+            view=view,
             name=dataset.name,
             obs_dim=dataset.obs_dim,
             act_dim=dataset.act_dim,
@@ -63,6 +72,7 @@ class DataInfo:
             "ref_scores": None if ref is None else {"min": ref.min, "max": ref.max, "source": ref.source},
             "behaviour_normalized": self.behaviour_normalized,
             "episode_returns": self.episode_returns,
+            "view": self.view.to_dict(),
         }
 
     @classmethod
@@ -83,6 +93,7 @@ class DataInfo:
             ref_scores=None if ref is None else RefScores(float(ref["min"]), float(ref["max"]), ref.get("source", "")),
             behaviour_normalized=d.get("behaviour_normalized"),
             episode_returns=_episode_returns(d.get("episode_returns")),
+            view=ObservationView.from_dict(d.get("view"), int(d["obs_dim"])),
         )
 
 

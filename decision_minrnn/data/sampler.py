@@ -4,8 +4,11 @@ Episodes are picked with probability proportional to their length and a start un
 episode (kzl/decision-transformer, gym/experiment.py). Departure from DT: windows that run past the
 episode end are padded on the *right*, not the left. Every backbone here is causal, so padding after the
 real steps can never reach them, while left padding would run pad tokens through a recurrent state
-before the real data. ``mode="episode"`` returns whole episodes from their first step (K = longest
-episode), for long-context training of the linear-time backbones.
+before the real data. ``mode="episode"`` returns whole episodes from their first step, for long-context
+training: a batch's episodes come from one bucket of similar lengths (the longest at most
+EPISODE_BUCKET_RATIO times the shortest) and K is the batch's longest, so padding stays under
+1 - 1 / EPISODE_BUCKET_RATIO of the tokens. Buckets are drawn in proportion to their steps and episodes
+within a bucket in proportion to their length, so every episode is still drawn in proportion to its length.
 
 All data live as flat tensors; a batch is one gather, so sampling costs far less than a training step
 (scripts/bench_sampler.py).
@@ -21,6 +24,22 @@ import torch
 from ..choices import SAMPLER_MODES
 from .episodes import OfflineDataset
 from .normalization import ObsNormalizer, clipped_timesteps, returns_to_go
+
+# Episode mode: the longest episode of a bucket is at most this times its shortest (padding < 1 - 1/1.1 = 9.1%).
+EPISODE_BUCKET_RATIO = 1.1
+
+
+def length_buckets(lengths: np.ndarray, ratio: float = EPISODE_BUCKET_RATIO) -> list[np.ndarray]:
+    """Episode indices grouped by length, shortest first: each group's longest <= ratio x its shortest."""
+    order = np.argsort(lengths, kind="stable")
+    buckets, current = [], [order[0]]
+    for i in order[1:]:
+        if lengths[i] > ratio * lengths[current[0]]:
+            buckets.append(np.array(current))
+            current = []
+        current.append(i)
+    buckets.append(np.array(current))
+    return buckets
 
 
 class Batch(TypedDict, total=False):
@@ -53,6 +72,7 @@ class WindowSampler:
         lengths = np.array([len(e) for e in episodes])
         self.mode = mode
         self.batch_size = batch_size
+        # episode mode: the longest a batch can be (a batch is as long as its longest episode)
         self.context_len = int(lengths.max()) if mode == "episode" else context_len
         self.obs = torch.from_numpy(normalizer(np.concatenate([e.obs for e in episodes])))
         self.act = torch.from_numpy(np.concatenate([e.act for e in episodes]).astype(np.float32))
@@ -62,15 +82,24 @@ class WindowSampler:
         self.starts = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)[:-1]]))
         self.probs = self.lengths.double() / self.lengths.sum()
         self.generator = torch.Generator().manual_seed(seed)
+        if mode == "episode":
+            self.buckets = [torch.from_numpy(b) for b in length_buckets(lengths)]
+            self.bucket_probs = torch.stack([self.lengths[b].sum() for b in self.buckets]).double()
+            self.bucket_probs /= self.bucket_probs.sum()
 
     def sample(self) -> Batch:
         """The next Batch of this sampler's seeded stream."""
         B, K = self.batch_size, self.context_len
-        ep = torch.multinomial(self.probs, B, replacement=True, generator=self.generator)
-        length = self.lengths[ep]
         if self.mode == "episode":
+            bucket = self.buckets[int(torch.multinomial(self.bucket_probs, 1, generator=self.generator))]
+            pick = torch.multinomial(self.lengths[bucket].double(), B, replacement=True, generator=self.generator)
+            ep = bucket[pick]
+            length = self.lengths[ep]
+            K = int(length.max())
             offset = torch.zeros(B, dtype=torch.long)
         else:
+            ep = torch.multinomial(self.probs, B, replacement=True, generator=self.generator)
+            length = self.lengths[ep]
             offset = (torch.rand(B, generator=self.generator) * length).long().clamp_max(length - 1)
         steps = torch.arange(K)
         mask = steps[None, :] < (length - offset)[:, None]

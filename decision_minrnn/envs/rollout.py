@@ -117,10 +117,10 @@ class TargetResult(TypedDict, total=False):
 
 def _check_spaces(batch: EpisodeBatch, model: Policy) -> None:
     obs_shape, act_shape = batch.observation_space.shape, batch.action_space.shape
-    if obs_shape != (model.obs_dim,) or act_shape != (model.act_dim,):
+    if obs_shape != (model.env_obs_dim,) or act_shape != (model.act_dim,):
         raise EnvError(
             f"environment spaces obs {obs_shape} / act {act_shape} do not match the checkpoint's "
-            f"obs ({model.obs_dim},) / act ({model.act_dim},)"
+            f"obs ({model.env_obs_dim},) / act ({model.act_dim},)"
         )
 
 
@@ -152,8 +152,9 @@ def rollout(
 
 def _run_episodes(policy: Policy, ctx: PolicyContext, batch: EpisodeBatch, episodes, seed, max_steps) -> dict:
     _check_spaces(batch, policy)
-    policy.reset(episodes)
-    obs = batch.reset([seed + i for i in range(episodes)])
+    seeds = [seed + i for i in range(episodes)]
+    policy.reset(episodes, seeds=seeds)  # a flicker view draws episode i's dropped frames from its env's seed
+    obs = batch.reset(seeds)
     rewards = None  # finished episodes get r = 0 from EpisodeBatch and are ignored anyway
     model_seconds = 0.0
     for _ in range(max_steps):

@@ -151,6 +151,21 @@ class CausalSelfAttention(nn.Module):
             )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, L, D)))
 
+    def cached(self, x, k_cache, v_cache, pos: int):
+        """Acting with a KV cache: x (B, q, D) are the q tokens after the first `pos` of the sequence, whose keys
+        and values k_cache / v_cache (B, heads, capacity, D / heads) hold; theirs are written at [pos, pos + q).
+        The same numbers as forward over all pos + q tokens, read at the last q (causal: no later token enters).
+        Eval only (no dropout)."""
+        B, q_len, D = x.shape
+        q, k, v = self.qkv(x).view(B, q_len, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        end = pos + q_len
+        k_cache[:, :, pos:end] = k.to(k_cache.dtype)
+        v_cache[:, :, pos:end] = v.to(v_cache.dtype)
+        # new token j (at pos + j) sees keys 0 .. pos + j
+        visible = torch.arange(end, device=x.device)[None, :] <= (pos + torch.arange(q_len, device=x.device))[:, None]
+        y = F.scaled_dot_product_attention(q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=visible)
+        return self.proj(y.transpose(1, 2).reshape(B, q_len, D))
+
 
 class GPTBlock(nn.Module):
     """GPT-2 block: x + attn(ln(x)), x + mlp(ln(x)); DT's config uses ReLU in the 4x MLP."""
@@ -166,6 +181,10 @@ class GPTBlock(nn.Module):
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+    def cached(self, x, k_cache, v_cache, pos: int):
+        x = x + self.attn.cached(self.ln_1(x), k_cache, v_cache, pos)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -197,6 +216,22 @@ class TransformerBackbone(nn.Module):
 
     def initial_state(self, batch_size, device=None):
         return None
+
+    # ----- acting with a KV cache (window mode while the window has not filled) ----------------------------
+    def kv_cache(self, batch_size: int, capacity: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
+        """Empty key/value buffers for `capacity` tokens: [k_0, v_0, k_1, v_1, ...], each (B, heads, capacity,
+        D / heads), batch dimension 0."""
+        attn = self.blocks[0].attn
+        head_dim = attn.qkv.in_features // attn.n_heads
+        shape = (batch_size, attn.n_heads, capacity, head_dim)
+        return [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * len(self.blocks))]
+
+    def forward_cached(self, x, cache: list[torch.Tensor], pos: int):
+        """x (B, q, D): the tokens after the `pos` that `cache` holds (written into it) -> their outputs (B, q, D),
+        equal to forward over the whole sequence read at its last q positions. O(pos) per call, not O(pos^2)."""
+        for i, block in enumerate(self.blocks):
+            x = block.cached(x, cache[2 * i], cache[2 * i + 1], pos)
+        return self.ln_f(x)
 
 
 BACKBONE_CLASSES: dict[str, type] = {

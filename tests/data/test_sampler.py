@@ -82,9 +82,13 @@ def test_episode_mode_gives_whole_episodes_from_the_start():
     ds = make_dataset([7, 12, 4])
     sampler = WindowSampler(ds, ObsNormalizer.fit(ds.episodes), context_len=3, batch_size=16, mode="episode", seed=0)
     assert sampler.context_len == 12
-    batch = sampler.sample()
-    assert (batch["timesteps"][:, 0] == 0).all()
-    assert sorted(set(batch["mask"].sum(1).tolist())) <= [4, 7, 12]
+    for _ in range(20):
+        batch = sampler.sample()
+        assert (batch["timesteps"][:, 0] == 0).all()
+        lengths = set(batch["mask"].sum(1).tolist())
+        assert lengths <= {4, 7, 12}
+        # one bucket of similar lengths per batch (these three differ by more than the ratio), K its longest
+        assert len(lengths) == 1 and batch["mask"].shape[1] == max(lengths)
 
 
 def test_sampler_is_seeded_and_resumable():
@@ -105,3 +109,24 @@ def test_unknown_mode_is_an_error():
     ds = make_dataset([5])
     with pytest.raises(ValueError):
         WindowSampler(ds, ObsNormalizer.fit(ds.episodes), 5, 2, mode="random")
+
+
+def test_episode_batches_keep_padding_under_ten_percent_and_draw_episodes_by_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 1000, size=200).tolist()
+    ds = make_dataset(lengths)
+    sampler = WindowSampler(ds, ObsNormalizer.fit(ds.episodes), 20, 8, mode="episode", seed=0)
+    real = total = 0
+    counts = np.zeros(len(lengths))
+    for _ in range(3000):
+        batch = sampler.sample()
+        real, total = real + int(batch["mask"].sum()), total + batch["mask"].numel()
+        batch_lengths = batch["mask"].sum(1)
+        assert batch["mask"].shape[1] == int(batch_lengths.max()) <= 1.1 * int(batch_lengths.min())
+        for length in batch_lengths.tolist():
+            counts[lengths.index(length)] += 1  # lengths are distinct enough for this sample's check below
+    assert 1 - real / total < 0.1
+    # each episode's share of the draws follows its length (as DT draws windows), within sampling noise
+    share, expected = counts / counts.sum(), np.array(lengths) / sum(lengths)
+    big = expected > np.median(expected)
+    assert abs(share[big].sum() - expected[big].sum()) < 0.02
