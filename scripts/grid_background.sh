@@ -35,7 +35,9 @@ mkdir -p "$ROOT/$GRID"
 nohup "$CLONE/.venv/bin/decision-minrnn" sweep --grid "$GRID_FILE" --runs-root "$ROOT" --max-parallel 2 \
   --cpus-per-run 1 >> ~/"$GRID".log 2>&1 &
 echo $! > ~/"$GRID".pids
+# The memory grid (issue 35) harvests window-mode scores instead of target sweeps and fits.
+EXTRA=""; [ "$GRID" = memory ] && EXTRA=window
 nohup bash -c "cd '$MAIN' && . .venv/bin/activate && while true; do scripts/harvest_grid.sh '$ROOT/$GRID' \
-  'docs/$GRID/runs'; sleep 300; done" >> ~/"$GRID"-harvest.log 2>&1 &
+  'docs/$GRID/runs' $EXTRA; sleep 300; done" >> ~/"$GRID"-harvest.log 2>&1 &
 echo $! >> ~/"$GRID".pids
 echo "sweep and harvester started (pids in ~/$GRID.pids); logs ~/$GRID.log, ~/$GRID-harvest.log"

@@ -6,12 +6,28 @@
 # target_rule.json that scripts/target_rule.py measured later is copied into a harvested run too.
 # Run it from the checkout whose package should evaluate, with its environment active:
 #     scripts/harvest_grid.sh ~/grid-runs/bench-cpu-nine docs/bench-cpu-nine/runs
+# With a third argument `window` (the memory grid, issue 35) it skips the sweep and the fit and instead scores
+# the K=20 minRNN runs in window mode (scripts/memory_study.py measure: window_score.json), then copies.
 set -u
-if [ $# -ne 2 ] || [ ! -d "$1" ]; then
-  echo "usage: scripts/harvest_grid.sh RUNS_DIR DEST_DIR (RUNS_DIR: a sweep's runs, e.g. ~/grid-runs/bench-cpu-nine)" >&2
+if [ $# -lt 2 ] || [ $# -gt 3 ] || [ ! -d "$1" ] || { [ $# -eq 3 ] && [ "$3" != window ]; }; then
+  echo "usage: scripts/harvest_grid.sh RUNS_DIR DEST_DIR [window] (RUNS_DIR: a sweep's runs, e.g. ~/grid-runs/bench-cpu-nine)" >&2
   exit 2
 fi
 R=$(cd "$1" && pwd); D=$2
+if [ "${3:-}" = window ]; then
+  nice -n 5 python "$(dirname "$0")/memory_study.py" measure "$R" > /dev/null || echo "window scores failed"
+  for f in "$R"/*/*/seed*/final.json; do
+    [ -f "$f" ] && grep -Eq '"finished": *true' "$f" || continue
+    run=$(dirname "$f"); rel=${run#"$R"/}
+    case "$rel" in */mingru-k20/*) [ -f "$run/window_score.json" ] || continue ;; esac
+    [ -f "$D/$rel/final.json" ] && { [ ! -f "$run/window_score.json" ] || [ -f "$D/$rel/window_score.json" ]; } && continue
+    mkdir -p "$D/$rel"
+    cp "$run"/{config.yaml,final.json,metrics.jsonl,scalars.csv} "$D/$rel/"
+    [ -f "$run/window_score.json" ] && cp "$run/window_score.json" "$D/$rel/"
+    echo "harvested $rel"
+  done
+  exit 0
+fi
 for f in "$R"/*/*/seed*/final.json; do
   [ -f "$f" ] || continue
   run=$(dirname "$f"); rel=${run#"$R"/}

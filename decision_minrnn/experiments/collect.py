@@ -71,7 +71,7 @@ def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
 @dataclass
 class Run:
     dataset: str
-    backbone: str
+    backbone: str  # or a grid's arm where it is not the backbone's name (_arm)
     seed: int | None
     normalized: float
     steps: int
@@ -128,6 +128,15 @@ def _label_before_data_label(summary: dict) -> str:
     return name_parts[0] if len(name_parts) == 3 else str(summary.get("dataset"))
 
 
+def _arm(summary: dict) -> str:
+    """What a report compares: the backbone, or a grid's arm (<label>/<arm>/seed<N>: one backbone trained two
+    ways, configs/grids/memory.yaml), whose runs must not be pooled with the same backbone's other arm."""
+    name_parts = str(summary.get("name", "")).split("/")
+    if len(name_parts) == 3 and name_parts[2].startswith("seed") and name_parts[1] != summary["backbone"]:
+        return name_parts[1]
+    return str(summary["backbone"])
+
+
 def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
     run_dir = str(final.parent)
     try:
@@ -149,7 +158,7 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         dataset = str(summary["label"]) if "label" in summary else _label_before_data_label(summary)
         run = Run(
             dataset=dataset,
-            backbone=str(summary["backbone"]),
+            backbone=_arm(summary),
             seed=summary.get("seed"),
             normalized=float(evaluation["normalized_mean"]),
             target_return=None if evaluation.get("target_return") is None else float(evaluation["target_return"]),
