@@ -81,7 +81,9 @@ class PeerDT(nn.Module):
     recurrent = False
     backbone_name = "hf-decision-transformer"
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg):
+    def __init__(self, obs_dim: int, act_dim: int, cfg, n_positions: int = 1024):
+        """n_positions: GPT-2's position table (its users' 1024, enough for K=341 interleaved); a longer
+        context needs a larger one (scripts/bench_context.py)."""
         from transformers import DecisionTransformerConfig, DecisionTransformerModel
 
         super().__init__()
@@ -97,7 +99,7 @@ class PeerDT(nn.Module):
                 n_head=m.n_heads,
                 n_inner=4 * m.embed_dim,
                 activation_function="relu",
-                n_positions=1024,
+                n_positions=n_positions,
                 resid_pdrop=m.dropout,
                 embd_pdrop=m.dropout,
                 attn_pdrop=m.dropout,

@@ -142,3 +142,32 @@ def test_bench_seed_group_times_both_paths_on_the_same_models():
             row["speedup"] == round(row["ms"]["sequential"] / row["ms"]["group"], 2)
             or abs(row["speedup"] - row["ms"]["sequential"] / row["ms"]["group"]) < 0.05
         )
+
+
+@pytest.mark.slow
+def test_the_context_cost_script_reports_training_memory_and_acting_per_backbone():
+    """scripts/bench_context.py at toy sizes: every backbone x layout has a time, a per-timestep time and a peak
+    memory (the peer DT in the interleaved layout only), and acting has every path beside MuJoCo's step."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_context.py"
+    args = ["--contexts", "4", "8", "--timesteps", "16", "--repeats", "1", "--envs", "2", "--act-steps", "2"]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert [(r["K"], r["layout"]) for r in out["train"]] == [
+        (4, "interleaved"),
+        (4, "fused"),
+        (8, "interleaved"),
+        (8, "fused"),
+    ]
+    for row in out["train"]:
+        names = {"mingru", "minlstm", "transformer"} | ({"peer_dt"} if row["layout"] == "interleaved" else set())
+        assert set(row["ms_per_1000_timesteps"]) == set(row["peak_mb"]) == names
+        assert row["batch"] * row["K"] == row["real_timesteps"] and row["vs_transformer"]["transformer"] == 1.0
+        assert all(isinstance(v, float) and v > 0 for v in row["peak_mb"].values())
+    paths = {"mingru_recurrent", "minlstm_recurrent", "transformer_window_kv_cache", "transformer_window_rerun"}
+    assert [r["K"] for r in out["act"]] == [4, 8]
+    assert all(set(r["vs_mujoco"]) == paths and r["mujoco_ms_per_env_step"] > 0 for r in out["act"])
