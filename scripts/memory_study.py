@@ -1,12 +1,18 @@
 """Issue 35's study (configs/grids/memory.yaml): the K=20 minRNN arm scored in window mode, and the tables.
 
     python scripts/memory_study.py measure ~/grid-runs/memory     # needs the checkpoints; RUN/window_score.json
+    python scripts/memory_study.py report docs/memory/runs --out docs/memory/report   # report.md, .json, .png
 
 `measure`: a minRNN trained on 20-step windows is evaluated recurrently from t=0 (its state has then seen more
 than 20 steps: a distribution shift) in the grid's headline; here its last checkpoint is also scored the way it
 was trained, re-running the last 20 steps from a zero state at every step (window mode), on the same test
 episodes (final.json's eval_protocol). The result goes beside final.json as window_score.json.
 
+`report`: per task x view, each arm's mean and IQM over seeds with 95% stratified-bootstrap intervals (none from
+one seed), P(arm > transformer-k20) with its interval, the arm's real timesteps and wall seconds (and the wall
+ratio to transformer-k20), and whether its curve had plateaued (analysis.curve_stats: every mean of the last
+third of training inside the final interval); per view, P(arm > transformer-k20) over both tasks (stratified);
+and a figure of score against context, a panel per task x view. Needs only the committed small files.
 """
 
 from __future__ import annotations
@@ -16,12 +22,28 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from decision_minrnn.errors import UsageError
 from decision_minrnn.evaluation import evaluate_checkpoint
+from decision_minrnn.experiments.analysis import curve_stats
 from decision_minrnn.experiments.collect import Run, collect_runs, measure_runs
+from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
+from decision_minrnn.rundir import write_atomic
 
 WINDOW_FILE = "window_score.json"
 WINDOW_ARMS = ("mingru-k20",)  # the K=20 arms that can also act recurrently: scored both ways
+BASELINE = "transformer-k20"
+VIEWS = ("velocities", "flicker", "full", "positions")
+# The arms in table order; "mingru-k20-window" is mingru-k20's last checkpoint scored in window mode.
+ARMS = (
+    "transformer-k20",
+    "mingru-k20",
+    "mingru-k20-window",
+    "mingru-episodes",
+    "minlstm-episodes",
+    "transformer-episodes",
+)
 
 
 def arm_of(run: Run) -> str:
@@ -58,15 +80,194 @@ def measure(runs_dir: Path, force: bool) -> dict:
     return measure_runs([r for r in runs if arm_of(r) in WINDOW_ARMS], WINDOW_FILE, measure_window, force)
 
 
+def split_label(label: str) -> tuple[str, str]:
+    """'hopper-medium-velocities' -> ('hopper-medium', 'velocities')."""
+    task, _, view = label.rpartition("-")
+    if view not in VIEWS:
+        raise UsageError(f"dataset label {label!r} does not end in a view ({', '.join(VIEWS)})")
+    return task, view
+
+
+def _cells(runs: list[Run]) -> dict[tuple[str, str, str], dict[int, dict]]:
+    """(task, view, arm) -> seed -> {score, timesteps, wall}; the window-mode scores as their own arm."""
+    cells: dict = {}
+    for run in runs:
+        task, view = split_label(run.dataset)
+        final = json.loads((Path(run.run_dir) / "final.json").read_text())
+        record = {"score": run.normalized, "timesteps": final.get("timesteps"), "wall": final.get("wall_seconds")}
+        cells.setdefault((task, view, arm_of(run)), {})[run.seed] = record
+        window = Path(run.run_dir) / WINDOW_FILE
+        if window.is_file():
+            scored = json.loads(window.read_text())
+            if scored.get("step") != run.steps or scored.get("seed") != run.test_seed:
+                raise UsageError(f"{window} scored another checkpoint or episodes than final.json; measure it again")
+            cells.setdefault((task, view, f"{arm_of(run)}-window"), {})[run.seed] = {
+                "score": float(scored["normalized_mean"]),
+                "timesteps": None,
+                "wall": None,
+            }
+    return cells
+
+
+def _interval(stats, what):
+    return None if stats.n < 2 else list(getattr(stats, f"{what}_ci"))
+
+
+def report(runs_dir: Path, out: Path | None) -> dict:
+    if not runs_dir.is_dir():
+        raise UsageError(f"{runs_dir} is not a directory")
+    runs, skipped = collect_runs(runs_dir)
+    if not runs:
+        raise UsageError(f"no finished runs under {runs_dir}")
+    cells = _cells(runs)
+    plateaus = {(r["dataset"], r["backbone"]): r["plateau"] for r in curve_stats(runs)}
+    first_target = {run.dataset: run.target_return for run in runs}
+    rows = []
+    for task, view in sorted({(t, v) for t, v, _ in cells}, key=lambda tv: (tv[0], VIEWS.index(tv[1]))):
+        base = cells.get((task, view, BASELINE), {})
+        base_wall = np.mean([r["wall"] for r in base.values() if r["wall"]]) if base else None
+        for arm in ARMS:
+            seeds = cells.get((task, view, arm))
+            if not seeds:
+                continue
+            scores = np.array([seeds[s]["score"] for s in sorted(seeds)])
+            stats = score_stats(scores)
+            row = {
+                "task": task,
+                "view": view,
+                "arm": arm,
+                "n": stats.n,
+                "mean": stats.mean,
+                "mean_ci": _interval(stats, "mean"),
+                "iqm": stats.iqm,
+                "iqm_ci": _interval(stats, "iqm"),
+                "plateau": plateaus.get((f"{task}-{view}", arm.removesuffix("-window"))),
+            }
+            walls = [r["wall"] for r in seeds.values() if r["wall"]]
+            if walls:
+                row["wall_seconds"] = float(np.mean(walls))
+                row["wall_vs_baseline"] = float(np.mean(walls) / base_wall) if base_wall else None
+                row["timesteps"] = float(np.mean([r["timesteps"] for r in seeds.values()]))
+            if arm != BASELINE and len(seeds) > 1 and len(base) > 1:
+                p, ci = probability_of_improvement(
+                    scores[:, None], np.array([r["score"] for r in base.values()])[:, None]
+                )
+                row["p_vs_baseline"], row["p_ci"] = p, list(ci)
+            rows.append(row)
+    pooled = []
+    for view in VIEWS:
+        for arm in ARMS:
+            if arm == BASELINE:
+                continue
+            tasks = sorted({t for t, v, a in cells if v == view and a == arm and (t, v, BASELINE) in cells})
+            seeds = [set(cells[(t, view, arm)]) & set(cells[(t, view, BASELINE)]) for t in tasks]
+            common = sorted(set.intersection(*seeds)) if seeds else []
+            if len(tasks) < 2 or len(common) < 2:
+                continue
+            x = np.array([[cells[(t, view, arm)][s]["score"] for t in tasks] for s in common])
+            y = np.array([[cells[(t, view, BASELINE)][s]["score"] for t in tasks] for s in common])
+            p, ci = probability_of_improvement(x, y)
+            pooled.append(
+                {"view": view, "arm": arm, "tasks": tasks, "n": len(common), "p_vs_baseline": p, "p_ci": list(ci)}
+            )
+    result = {
+        "baseline": BASELINE,
+        "headline_targets": first_target,
+        "rows": rows,
+        "pooled": pooled,
+        "skipped": [{"run_dir": s.run_dir, "reason": s.reason} for s in skipped],
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "report.json", json.dumps(result, indent=1) + "\n")
+        write_atomic(out / "report.md", markdown(result))
+        figure(out / "memory.png", rows)
+    return result
+
+
+def _fmt(value, ci) -> str:
+    return f"{value:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| task | view | arm | n | mean [95% CI] | IQM [95% CI] | P(arm > transformer-k20) | wall s (x baseline) "
+        "| plateau |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        p = "" if "p_vs_baseline" not in r else f"{r['p_vs_baseline']:.2f} [{r['p_ci'][0]:.2f}, {r['p_ci'][1]:.2f}]"
+        wall = "" if "wall_seconds" not in r else f"{r['wall_seconds']:.0f}"
+        if r.get("wall_vs_baseline"):
+            wall += f" ({r['wall_vs_baseline']:.2f}x)"
+        flat = {True: "yes", False: "no", None: "-"}[r["plateau"]]
+        lines.append(
+            f"| {r['task']} | {r['view']} | {r['arm']} | {r['n']} | {_fmt(r['mean'], r['mean_ci'])} | "
+            f"{_fmt(r['iqm'], r['iqm_ci'])} | {p} | {wall} | {flat} |"
+        )
+    if result["pooled"]:
+        lines += ["", "| view | arm | tasks | n | P(arm > transformer-k20), both tasks |", "|---|---|---|---|---|"]
+        for r in result["pooled"]:
+            ci = r["p_ci"]
+            lines.append(
+                f"| {r['view']} | {r['arm']} | {', '.join(r['tasks'])} | {r['n']} | "
+                f"{r['p_vs_baseline']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def figure(path: Path, rows: list[dict]) -> None:
+    """Score against context, a panel per task x view: each backbone at K=20 and on whole episodes."""
+    from decision_minrnn.experiments.plots import color, pyplot
+
+    plt = pyplot()
+    tasks = sorted({r["task"] for r in rows})
+    views = [v for v in VIEWS if any(r["view"] == v for r in rows)]
+    fig, axes = plt.subplots(len(tasks), len(views), figsize=(3.6 * len(views), 3.2 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, view in enumerate(views):
+            ax = axes[i][j]
+            by_arm = {r["arm"]: r for r in rows if r["task"] == task and r["view"] == view}
+            for backbone in ("transformer", "mingru", "minlstm"):
+                points = [(x, by_arm.get(f"{backbone}-{k}")) for x, k in ((0, "k20"), (1, "episodes"))]
+                points = [(x, r) for x, r in points if r is not None]
+                if not points:
+                    continue
+                xs, ys = [x for x, _ in points], [r["mean"] for _, r in points]
+                low = [r["mean"] - (r["mean_ci"] or [r["mean"]])[0] for _, r in points]
+                high = [(r["mean_ci"] or [0, r["mean"]])[1] - r["mean"] for _, r in points]
+                ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, color=color(backbone), label=backbone)
+            if "mingru-k20-window" in by_arm:
+                r = by_arm["mingru-k20-window"]
+                ax.plot(
+                    [0.1], [r["mean"]], marker="x", color=color("mingru"), linestyle="", label="mingru K=20, window"
+                )
+            ax.set_xticks([0, 1], ["K=20", "whole episode"])
+            ax.set_xlim(-0.4, 1.4)
+            ax.set_title(f"{task}, {view}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("normalized score (last checkpoint)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help=f"write RUN/{WINDOW_FILE} for the K=20 minRNN runs with a checkpoint")
     m.add_argument("runs")
     m.add_argument("--force", action="store_true", help="evaluate runs that already have the file again")
+    r = sub.add_parser("report", help="the tables and the figure from the runs' small files")
+    r.add_argument("runs")
+    r.add_argument("--out", default=None, help="write report.md, report.json and memory.png here")
     args = parser.parse_args()
     try:
-        out = measure(Path(args.runs), args.force)
+        if args.command == "measure":
+            out = measure(Path(args.runs), args.force)
+        else:
+            out = report(Path(args.runs), None if args.out is None else Path(args.out))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

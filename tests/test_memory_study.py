@@ -1,0 +1,75 @@
+"""scripts/memory_study.py report: the study's tables from the runs' small files, arms kept apart, the K=20
+minGRU arm's window-mode score as its own row, no interval from one seed, and a refused stale side file."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import fake_run
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "memory_study.py"
+ARMS = {"transformer-k20": "transformer", "mingru-k20": "mingru", "mingru-episodes": "mingru"}
+
+
+def study(root, seeds=(0, 1, 2), tasks=("hopper-medium", "walker2d-medium")):
+    protocol = {"test_episodes": 100, "test_seed": 1000000, "selection_episodes": 10, "selection_seed": 0}
+    for task in tasks:
+        for arm, backbone in ARMS.items():
+            for seed in seeds:
+                score = {"transformer-k20": 20.0, "mingru-k20": 25.0, "mingru-episodes": 40.0}[arm] + seed
+                wall = 100.0 if arm == "transformer-k20" else 150.0
+                extra = {"timesteps": 6_250_000, "wall_seconds": wall, "eval_protocol": protocol}
+                run = fake_run(root, f"{task}-velocities", arm, seed, score, **extra)
+                final = json.loads((run / "final.json").read_text())
+                (run / "final.json").write_text(json.dumps({**final, "backbone": backbone}))
+                if arm == "mingru-k20":
+                    window = {"step": 6, "seed": 1000000, "normalized_mean": score - 10.0, "normalized": []}
+                    (run / "window_score.json").write_text(json.dumps(window))
+    return root
+
+
+def run_report(runs, out=None):
+    args = [sys.executable, str(SCRIPT), "report", str(runs)] + ([] if out is None else ["--out", str(out)])
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_the_report_keeps_arms_apart_and_compares_each_with_transformer_k20(tmp_path):
+    done = run_report(study(tmp_path / "runs"), tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    rows = {(r["task"], r["arm"]): r for r in result["rows"]}
+    assert {arm for _, arm in rows} == {"transformer-k20", "mingru-k20", "mingru-k20-window", "mingru-episodes"}
+    episodes = rows[("hopper-medium", "mingru-episodes")]
+    assert episodes["mean"] == pytest.approx(41.0) and episodes["p_vs_baseline"] == 1.0
+    assert episodes["wall_vs_baseline"] == pytest.approx(1.5) and episodes["timesteps"] == 6_250_000
+    assert rows[("hopper-medium", "mingru-k20-window")]["mean"] == pytest.approx(16.0)
+    assert rows[("hopper-medium", "mingru-k20-window")]["p_vs_baseline"] < 0.5
+    pooled = {r["arm"]: r for r in result["pooled"]}
+    assert (
+        pooled["mingru-episodes"]["tasks"] == ["hopper-medium", "walker2d-medium"]
+        and pooled["mingru-episodes"]["n"] == 3
+    )
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "report.md", "memory.png"}
+    assert "| hopper-medium | velocities | mingru-episodes | 3 | 41.0 [" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_one_seed_gives_no_interval_and_no_probability(tmp_path):
+    result = json.loads(run_report(study(tmp_path / "runs", seeds=(0,), tasks=("hopper-medium",))).stdout)
+    for row in result["rows"]:
+        assert row["mean_ci"] is None and row["iqm_ci"] is None and "p_vs_baseline" not in row
+    assert result["pooled"] == []
+
+
+@pytest.mark.slow
+def test_a_window_score_of_another_checkpoint_is_refused_in_one_line(tmp_path):
+    runs = study(tmp_path / "runs", seeds=(0, 1), tasks=("hopper-medium",))
+    stale = runs / "hopper-medium-velocities" / "mingru-k20" / "seed1" / "window_score.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "step": 3}))
+    done = run_report(runs)
+    assert done.returncode == 2 and "scored another checkpoint" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert run_report(tmp_path / "nowhere").returncode == 2
