@@ -4,17 +4,19 @@ A checkpoint is a directory  RUN/checkpoints/step-00001000/  holding
     model.safetensors   model weights
     train.safetensors   optimizer moments and RNG states (needed to resume bit-for-bit)
     state.json          format tag, step, config, data-derived values (dims, normalization, env id, reference
-                        scores) and the optimizer's hyper-parameters
+                        scores), the optimizer's hyper-parameters and the SHA-256 of the two tensor files
 It is written into a hidden temp directory and renamed into place: a crash never leaves a half-written
-checkpoint where the loader looks.
+checkpoint where the loader looks. Loading checks the digests, so flipped bytes in a tensor file (which
+safetensors reads without complaint when the header survives) are refused in one line, naming the file and
+the newest earlier checkpoint that is intact. Where checkpoints live in a run is rundir.RunDir's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,10 +27,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
+from .rundir import RunDir
 
 FORMAT = "decision-minrnn-checkpoint"
 VERSION = 1
-STEP_DIR = re.compile(r"^step-(\d{8})$")
+TENSOR_FILES = ("model.safetensors", "train.safetensors")
 
 
 @dataclass
@@ -68,7 +71,22 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> Non
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-BEST = "best"
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def damaged_file(ckpt_dir: Path, state: dict) -> str | None:
+    """The first tensor file whose SHA-256 differs from the one state.json recorded (None: all match, or a
+    checkpoint written before digests were kept)."""
+    for name, expected in (state.get("digests") or {}).items():
+        path = ckpt_dir / name
+        if name in TENSOR_FILES and path.is_file() and file_digest(path) != expected:  # absent: the loader says
+            return name
+    return None
 
 
 def save_checkpoint(
@@ -83,9 +101,10 @@ def save_checkpoint(
 ) -> Path:
     """Write RUN/checkpoints/step-XXXXXXXX (or RUN/checkpoints/NAME, e.g. `best`) atomically; keep the newest
     `keep` step checkpoints. A named checkpoint is never pruned and never taken as the newest."""
-    root = Path(run_dir) / "checkpoints"
+    run = RunDir(run_dir)
+    root = run.checkpoints
     root.mkdir(parents=True, exist_ok=True)
-    final = root / (name or f"step-{step:08d}")
+    final = root / name if name else run.step_dir(step)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -93,7 +112,9 @@ def save_checkpoint(
         train_tensors, optim_meta = _optimizer_tensors(optimizer) if optimizer is not None else ({}, None)
         train_tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
         save_file(train_tensors, str(tmp / "train.safetensors"))
+        digests = {f: file_digest(tmp / f) for f in TENSOR_FILES}
         full_state = {"format": FORMAT, "version": VERSION, "step": step, "optimizer": optim_meta, **state}
+        full_state["digests"] = digests
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
         if final.exists():  # same step written again (e.g. final save after a periodic one)
             shutil.rmtree(final)
@@ -106,7 +127,7 @@ def save_checkpoint(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    for old in list_checkpoints(run_dir)[:-keep]:
+    for old in run.step_dirs()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):  # left by a process killed while writing; never a loadable checkpoint
         shutil.rmtree(stale, ignore_errors=True)
@@ -114,10 +135,8 @@ def save_checkpoint(
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+    """The step checkpoints of a run directory, oldest first (RunDir.step_dirs)."""
+    return RunDir(run_dir).step_dirs()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -158,6 +177,21 @@ def _check_state(ckpt_dir: Path, state: dict) -> None:
         raise CheckpointError(f"{ckpt_dir}/state.json is damaged: {problem}")
 
 
+def _intact_before(ckpt_dir: Path) -> str:
+    """Where a damaged checkpoint's run can go on from: the newest earlier step checkpoint whose files match."""
+    run = RunDir(ckpt_dir.parent.parent)
+    for earlier in reversed(run.step_dirs()):
+        if earlier == ckpt_dir:
+            continue
+        try:
+            state = json.loads((earlier / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and damaged_file(earlier, state) is None:
+            return f"the newest intact checkpoint is {earlier} (move the damaged one aside to resume from it)"
+    return "no other checkpoint of this run is intact"
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     ckpt_dir = resolve_checkpoint(path)
     try:
@@ -169,6 +203,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if state.get("version") != VERSION:
         raise CheckpointError(f"{ckpt_dir} has checkpoint version {state.get('version')}, this code reads {VERSION}")
     _check_state(ckpt_dir, state)
+    damaged = damaged_file(ckpt_dir, state)
+    if damaged is not None:
+        raise CheckpointError(
+            f"{ckpt_dir / damaged} is damaged (its SHA-256 is not the one state.json recorded); "
+            + _intact_before(ckpt_dir)
+        )
     try:
         model = load_file(str(ckpt_dir / "model.safetensors"))
         train = load_file(str(ckpt_dir / "train.safetensors")) if (ckpt_dir / "train.safetensors").exists() else {}

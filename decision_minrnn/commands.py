@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConfigError, UsageError
+from .rundir import RunDir
 
 
 def _print_eval(results: list[dict]) -> None:
@@ -37,8 +38,9 @@ def cmd_train(args) -> int:
     from .train import train
 
     config_path, overrides = args.config, list(args.set)
-    group_seeds = _seed_group_dirs(Path(args.run_dir)) if args.resume and args.run_dir else []
-    resumable = args.run_dir and ((Path(args.run_dir) / "checkpoints").is_dir() or group_seeds)
+    run = RunDir(args.run_dir) if args.run_dir else None
+    group_seeds = run.member_seeds() if args.resume and run else []
+    resumable = run is not None and run.resumable
     if args.resume and config_path is not None and resumable:
         raise ConfigError(
             "--resume continues the run with its own config.yaml; --config would be ignored, so it "
@@ -47,9 +49,9 @@ def cmd_train(args) -> int:
     if config_path is None:
         if not (args.resume and args.run_dir):
             raise UsageError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
-        config_path = Path(args.run_dir) / "config.yaml"
+        config_path = run.config
         if group_seeds:  # a seed group's directory: its seeds' runs, resumed together
-            config_path = Path(args.run_dir) / f"seed{group_seeds[0]}" / "config.yaml"
+            config_path = run.member(group_seeds[0]).config
             overrides.append(f"train.seeds=[{','.join(map(str, group_seeds))}]")
     cfg = load_config(config_path, overrides)
     if group_seeds:  # the members' saved names end in /seedN; the group's is what comes before
@@ -69,7 +71,7 @@ def cmd_train(args) -> int:
         return 0
     runs = {run_dir: summary}
     if "seeds" in summary:
-        runs = {run_dir / f"seed{seed}": s for seed, s in summary["seeds"].items()}
+        runs = {RunDir(run_dir).member(seed).root: s for seed, s in summary["seeds"].items()}
     for path, run in runs.items():
         if not run.get("finished"):
             print(
@@ -86,14 +88,6 @@ def cmd_train(args) -> int:
             target, reference = run["eval"]["target_return"], run["eval"]["score_reference"]
             print(f"normalized score: {score:.1f} (target {target:.0f}, {reference})")
     return 0
-
-
-def _seed_group_dirs(run_dir: Path) -> list[int]:
-    """The seeds of a seed group's directory (seed<N>/config.yaml inside, no config.yaml of its own), or []."""
-    if not run_dir.is_dir() or (run_dir / "config.yaml").exists():
-        return []
-    seeds = [p.name[4:] for p in run_dir.glob("seed*") if (p / "config.yaml").is_file() and p.name[4:].isdigit()]
-    return sorted(int(s) for s in seeds)
 
 
 def cmd_evaluate(args) -> int:

@@ -18,7 +18,7 @@ from .device import resolve_device
 from .envs.rollout import evaluate_targets
 from .envs.video import check_encoder
 from .errors import UsageError
-from .rundir import BEST_SWEEP_FILE, SWEEP_FILE, earlier_output, write_atomic
+from .rundir import RunDir, earlier_output, write_atomic
 from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint, policy_context
 
 
@@ -176,7 +176,7 @@ def sweep_file(checkpoint_arg, best: bool) -> Path:
     """Where evaluate --target-sweep writes by default: in the run directory, beside final.json."""
     path = Path(checkpoint_arg)
     run_dir = path.parent.parent if (path / "state.json").is_file() else path  # a checkpoint dir or a run dir
-    return run_dir / (BEST_SWEEP_FILE if best else SWEEP_FILE)
+    return RunDir(run_dir).sweep(best)
 
 
 def check_sweep_out(out: Path, force: bool) -> None:

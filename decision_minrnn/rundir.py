@@ -19,16 +19,22 @@ import fcntl
 import fnmatch
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
 
 LOCK_NAME = ".lock"
+CONFIG, METRICS, FINAL, SCALARS, TENSORBOARD = "config.yaml", "metrics.jsonl", "final.json", "scalars.csv", "tb"
+CHECKPOINTS, BEST = "checkpoints", "best"
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+SEED_DIR = re.compile(r"^seed(\d+)$")
 # What train writes, at every level: name pattern -> "file", "link" (a symlink or a file), OTHERS (a directory
 # whose contents another library owns: wandb's run folders), or the mapping of what that directory may hold.
 OTHERS = "others"
@@ -36,20 +42,20 @@ _CHECKPOINT = {"model.safetensors": "file", "train.safetensors": "file", "state.
 # evaluate --target-sweep's results, beside final.json (the best checkpoint's in the second).
 SWEEP_FILE, BEST_SWEEP_FILE = "target_sweep.json", "target_sweep-best.json"
 RUN_TREE = {
-    "config.yaml": "file",
+    CONFIG: "file",
     SWEEP_FILE: "file",
     BEST_SWEEP_FILE: "file",
-    "metrics.jsonl": "file",
-    "final.json": "file",
-    "scalars.csv": "file",
+    METRICS: "file",
+    FINAL: "file",
+    SCALARS: "file",
     "wandb_id": "file",
     "fit_windows.json": "file",  # scripts/fit_windows.py, beside final.json
     LOCK_NAME: "file",
     # replaced_atomically's temporaries, left only by a process killed between writing and renaming one
     ".*.tmp-[0-9]*": "file",
     # checkpoint.save_checkpoint: step-XXXXXXXX and best, each written into a .tmp-* directory first
-    "checkpoints": {"step-[0-9]*": _CHECKPOINT, "best": _CHECKPOINT, ".tmp-*": _CHECKPOINT},
-    "tb": {"events.out.tfevents.*": "file"},  # SummaryWriter, hparams included (run_name=".")
+    CHECKPOINTS: {"step-[0-9]*": _CHECKPOINT, BEST: _CHECKPOINT, ".tmp-*": _CHECKPOINT},
+    TENSORBOARD: {"events.out.tfevents.*": "file"},  # SummaryWriter, hparams included (run_name=".")
     "wandb": {
         "run-*": OTHERS,
         "offline-run-*": OTHERS,
@@ -58,6 +64,117 @@ RUN_TREE = {
         "debug-internal.log": "link",
     },
 }
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The layout of a run directory, the one place that spells it: every module that reads or writes a run
+    asks this object for a path, a checkpoint or the run's state instead of joining names itself.
+
+        RUN/config.yaml  metrics.jsonl  scalars.csv  final.json  tb/  target_sweep.json  .lock
+        RUN/checkpoints/step-XXXXXXXX/  (the newest train.keep_checkpoints)   RUN/checkpoints/best/
+        GROUP/seed<N>/   (a seed group: each member a complete run directory of its own)"""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    # ----- files
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def final(self) -> Path:
+        return self.root / FINAL
+
+    @property
+    def scalars(self) -> Path:
+        return self.root / SCALARS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
+
+    def sweep(self, best: bool = False) -> Path:
+        """evaluate --target-sweep's result for the last (or the best) checkpoint."""
+        return self.root / (BEST_SWEEP_FILE if best else SWEEP_FILE)
+
+    # ----- checkpoints
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    def step_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.checkpoints / BEST
+
+    @staticmethod
+    def step_of(checkpoint: Path) -> int | None:
+        """The step of a step-XXXXXXXX directory; None for another name (best, a temporary)."""
+        match = STEP_DIR.match(Path(checkpoint).name)
+        return int(match.group(1)) if match else None
+
+    def step_dirs(self) -> list[Path]:
+        """The step checkpoints, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+
+    @property
+    def newest_step(self) -> int:
+        """The newest step checkpoint's step; 0 without one."""
+        dirs = self.step_dirs()
+        return self.step_of(dirs[-1]) if dirs else 0
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return bool(self.step_dirs())
+
+    # ----- state
+    def summary(self) -> dict | None:
+        """final.json as written, or None where it is missing or unreadable."""
+        try:
+            summary = json.loads(self.final.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    @property
+    def finished(self) -> bool:
+        """final.json says the run finished."""
+        return bool((self.summary() or {}).get("finished"))
+
+    # ----- seed groups
+    def member(self, seed: int) -> RunDir:
+        return RunDir(self.root / f"seed{seed}")
+
+    @staticmethod
+    def seed_of(path: Path) -> int | None:
+        match = SEED_DIR.match(Path(path).name)
+        return int(match.group(1)) if match else None
+
+    def member_seeds(self) -> list[int]:
+        """A seed group's directory: the seeds of its members (seed<N>/config.yaml, and no config.yaml of its
+        own); [] for anything else."""
+        if not self.root.is_dir() or self.config.exists():
+            return []
+        return sorted(
+            seed for p in self.root.iterdir() if (seed := self.seed_of(p)) is not None and (p / CONFIG).is_file()
+        )
+
+    @property
+    def resumable(self) -> bool:
+        """What `train --resume` can continue: a run with a checkpoint, or a seed group's directory."""
+        return self.checkpoints.is_dir() or bool(self.member_seeds())
 
 
 @contextmanager
@@ -131,7 +248,7 @@ def is_run_dir(path: Path) -> bool:
     user's file, in the run or inside its checkpoints/, tb/ or wandb/) is never deleted by --force."""
     names = {p.name for p in path.iterdir()}
     # {".lock"} alone: a run killed between taking its lock and writing its config.
-    return ("config.yaml" in names or names == {LOCK_NAME}) and foreign_entry(path) is None
+    return (CONFIG in names or names == {LOCK_NAME}) and foreign_entry(path) is None
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -241,7 +358,7 @@ def _is_fresh(run_dir: Path) -> bool:
     """Holds nothing but what this attempt wrote before training started (lock, config, an empty tb/)."""
     if not run_dir.is_dir() or run_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         return False
-    return {p.name for p in run_dir.iterdir()} <= {LOCK_NAME, "config.yaml"}
+    return {p.name for p in run_dir.iterdir()} <= {LOCK_NAME, CONFIG}
 
 
 class RunDirTransaction:

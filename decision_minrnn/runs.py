@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import BEST, load_checkpoint
+from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.scores import RefScores, default_targets
 from .errors import CheckpointError, ConfigError, EnvError, first_line
 from .models import build_model
+from .rundir import RunDir
 from .views import ObservationView
 
 
@@ -32,7 +33,7 @@ def model_from_checkpoint(path, device="cpu"):
 
 def best_checkpoint(run_dir) -> Path:
     """RUN/checkpoints/best, written by train.keep_best."""
-    path = Path(run_dir) / "checkpoints" / BEST
+    path = RunDir(run_dir).best_dir
     if not (path / "state.json").is_file():
         raise CheckpointError(f"{run_dir} has no best checkpoint (it is written when train.keep_best=true)")
     return path

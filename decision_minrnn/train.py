@@ -33,7 +33,7 @@ from typing import TypedDict
 import torch
 from tqdm import tqdm
 
-from .checkpoint import BEST, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, save_config
 from .data.episodes import OfflineDataset, data_view, load_source, with_view
 from .data.info import DataInfo
@@ -47,7 +47,7 @@ from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
-from .rundir import RunDirTransaction, check_run_dir, probe_lock, write_atomic
+from .rundir import RunDir, RunDirTransaction, check_run_dir, probe_lock, write_atomic
 from .runs import PolicyContext, eval_mode, eval_targets, policy_context
 from .update import SeedGroup, adamw, lr_at
 
@@ -130,7 +130,7 @@ def train(
     hooks = _Hooks(callbacks or [], on_checkpoint or [])
     group = bool(cfg.train.seeds)
     cfgs = [member_config(cfg, seed) for seed in cfg.train.seeds] if group else [cfg]
-    run_dirs = [Path(run_dir) / f"seed{seed}" for seed in cfg.train.seeds] if group else [Path(run_dir)]
+    run_dirs = [RunDir(run_dir).member(seed).root for seed in cfg.train.seeds] if group else [Path(run_dir)]
     threads_before = torch.get_num_threads()
     try:
         summaries = _train_runs(cfgs, run_dirs, _Options(resume, force, overrides, progress, stop_at, group), hooks)
@@ -189,7 +189,7 @@ class _Member:
     """One run of the (possibly one-seed) group: its directory, model, data stream and optimizer."""
 
     cfg: Config
-    paths: RunPaths
+    paths: RunDir
     ckpt: object  # the checkpoint resumed from, or None
     index: int  # its place in the caller's list of run directories
     model: DecisionModel | None = None
@@ -213,12 +213,12 @@ def _open_runs(cfgs: list[Config], run_dirs: list[Path], opts: _Options) -> tupl
 
 def _open_member(cfg: Config, run_dir: Path, index: int, opts: _Options):
     """Checks and the checkpoint to resume from; returns (member, None) or (None, summary) if it finished."""
-    paths = RunPaths.of(run_dir)
+    paths = RunDir(run_dir)
     # Everything that can be refused is checked before the run directory is touched.
     probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
     check_run_dir(paths.root, opts.resume, opts.force)
     ckpt = None
-    if opts.resume and list_checkpoints(paths.root):
+    if opts.resume and paths.has_checkpoint:
         ckpt = load_checkpoint(paths.root)
         if "rng.torch" not in ckpt.train or "rng.sampler" not in ckpt.train:
             raise CheckpointError(
@@ -509,7 +509,7 @@ class _Loop:
             if cfg.train.keep_best and (log.state["best"] is None or score > log.state["best"]["score"]):
                 log.state["best"] = {"step": step, "score": score}
                 rng = _rng_state(m.sampler, data.device)
-                save_checkpoint(m.paths.root, step, model, m.optimizer, log.state, rng, name=BEST)
+                save_checkpoint(m.paths.root, step, model, m.optimizer, log.state, rng, name=m.paths.best_dir.name)
             for callback in self.hooks.evaluation:
                 callback(step, results)
             all_results.append(results)
@@ -599,7 +599,7 @@ def _test_evaluation(member: _Member, summary: RunSummary, data: _Data) -> None:
         tested = last
     else:
         best_model = copy.deepcopy(model)  # not build_model: that would draw from the checkpointed generator
-        best_model.load_state_dict(load_checkpoint(member.paths.root / "checkpoints" / BEST).model)
+        best_model.load_state_dict(load_checkpoint(member.paths.best_dir).model)
         tested = scored(best_model)
     best["test"], best["test_all_targets"] = summarize_eval(tested), tested
     model.train()
@@ -623,21 +623,6 @@ def _headline(results: list[dict]) -> float:
     """The score keep_best ranks by: the first target's normalized return (its raw return without references)."""
     first = results[0]
     return first["normalized_mean"] if first.get("normalized_mean") is not None else first["return_mean"]
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of a run directory that the trainer writes besides its checkpoints."""
-
-    root: Path
-    config: Path
-    metrics: Path
-    final: Path
-    tensorboard: Path
-
-    @classmethod
-    def of(cls, root: Path) -> RunPaths:
-        return cls(root, root / "config.yaml", root / "metrics.jsonl", root / "final.json", root / "tb")
 
 
 def _rng_state(sampler: WindowSampler, device: torch.device) -> dict:

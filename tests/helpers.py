@@ -154,3 +154,16 @@ def tiny_evaluated(dataset_id, *extra):
             *extra,
         ],
     )
+
+
+def save_weights_as_written(ckpt: Path, weights: dict) -> None:
+    """Replace a checkpoint's model.safetensors as save_checkpoint would have written it (its digest in
+    state.json updated): a checkpoint that was saved holding these weights, not one damaged afterwards."""
+    from safetensors.torch import save_file
+
+    from decision_minrnn.checkpoint import file_digest
+
+    save_file(weights, str(ckpt / "model.safetensors"))
+    state = json.loads((ckpt / "state.json").read_text())
+    state["digests"]["model.safetensors"] = file_digest(ckpt / "model.safetensors")
+    (ckpt / "state.json").write_text(json.dumps(state))

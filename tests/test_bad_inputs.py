@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fake_run
+from helpers import fake_run, save_weights_as_written
 
 from decision_minrnn.cli import main
 from decision_minrnn.rundir import earlier_output
@@ -394,11 +394,12 @@ def _edit_state(change):
 
 
 def _nan_weight(ckpt: Path) -> None:
-    from safetensors.torch import load_file, save_file
+    """A checkpoint saved holding a NaN weight (a diverged run), not one damaged after it was written."""
+    from safetensors.torch import load_file
 
     weights = load_file(str(ckpt / "model.safetensors"))
     weights["embed_state.weight"][0, 0] = float("nan")
-    save_file(weights, str(ckpt / "model.safetensors"))
+    save_weights_as_written(ckpt, weights)
 
 
 def _norm(key: str, index: int, value):

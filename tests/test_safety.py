@@ -5,6 +5,7 @@ checks the exit code, a single line without a traceback, and that the files that
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_sets, cli_trained_run, tiny_config
+from helpers import cli_sets, cli_trained_run, save_weights_as_written, tiny_config
 
 from decision_minrnn.cli import main
 
@@ -268,6 +269,9 @@ def _damage(run, how):
     if how == "train.safetensors":
         (ckpt / "train.safetensors").unlink()
         return
+    if how.startswith("flip "):  # bytes flipped inside the tensor data: safetensors itself reads it happily
+        _flip_bytes(ckpt / how.split()[1])
+        return
     if how == "step":
         state["step"] = "abc"
     elif how == "obs_norm":
@@ -284,6 +288,8 @@ def _damage(run, how):
         ("obs_norm", "obs_norm must hold"),
         ("config", "config is missing"),
         ("train.safetensors", "has no train.safetensors"),
+        ("flip train.safetensors", "train.safetensors is damaged (its SHA-256"),
+        ("flip model.safetensors", "model.safetensors is damaged (its SHA-256"),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line_and_left_alone(tmp_path, tiny_minari, capsys, how, message):
@@ -295,8 +301,28 @@ def test_a_damaged_checkpoint_is_one_line_and_left_alone(tmp_path, tiny_minari, 
     one_line_error(capsys, message)
     if how != "train.safetensors":
         assert main(["evaluate", "--checkpoint", run, "--episodes", "1"]) == 2
-        one_line_error(capsys, "state.json is damaged")
+        one_line_error(capsys, "is damaged")
     assert snapshot(Path(run)) == before
+
+
+def _flip_bytes(path: Path, count: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - count, len(data)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_names_the_newest_intact_one_and_resume_goes_on_from_it(tmp_path, tiny_minari, capsys):
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 20)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--run-dir", str(run), "--no-progress", *cli_sets(overrides)]) == 0
+    first, newest = sorted((run / "checkpoints").glob("step-*"))
+    _flip_bytes(newest / "train.safetensors")  # the optimizer moments and RNG state a resume would load
+    capsys.readouterr()
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=30"]) == 2
+    one_line_error(capsys, f"the newest intact checkpoint is {first}")
+    shutil.move(str(newest), str(tmp_path / "damaged"))  # as the message says: move it aside, resume goes on
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=30"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -421,13 +447,13 @@ def test_resume_after_a_kill_during_the_final_evaluation_keeps_the_final_loss(tm
 
 
 def test_evaluating_nan_weights_is_an_error_not_a_score(tmp_path, tiny_minari, capsys):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
     (ckpt,) = sorted((Path(run) / "checkpoints").glob("step-*"))[-1:]
     weights = load_file(str(ckpt / "model.safetensors"))
     weights["predict_action.0.bias"][:] = float("nan")
-    save_file(weights, str(ckpt / "model.safetensors"))
+    save_weights_as_written(ckpt, weights)
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", run, "--episodes", "2", "--max-steps", "20"]) == 2
     one_line_error(capsys, "non-finite")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..choices import backbone_names
 from ..errors import CheckpointError
-from ..rundir import SWEEP_FILE, write_atomic
+from ..rundir import CONFIG, FINAL, SWEEP_FILE, RunDir, write_atomic
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Sweep:
 
 def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
     """(the sweep, None), (None, why it cannot be used), or (None, None) where the run has none."""
-    path = Path(run_dir) / SWEEP_FILE
+    path = RunDir(run_dir).sweep()
     if not path.is_file():
         return None, None
     try:
@@ -177,7 +177,7 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         skipped.append(Skipped(run_dir, f"its normalized score is {run.normalized}, not a finite number"))
         return None
     _read_selection(run, summary, skipped)
-    metrics = final.parent / "metrics.jsonl"
+    metrics = RunDir(final.parent).metrics
     if metrics.is_file():
         run.curves = _read_curves(metrics, skipped)
     run.sweep, why = read_sweep(final.parent)
@@ -207,9 +207,9 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
     """Every run directory under runs_dir (one holding config.yaml or final.json): the usable runs, and the
     others with the reason they were left out."""
     runs, skipped = [], []
-    run_dirs = sorted({p.parent for pattern in ("final.json", "config.yaml") for p in Path(runs_dir).rglob(pattern)})
+    run_dirs = sorted({p.parent for pattern in (FINAL, CONFIG) for p in Path(runs_dir).rglob(pattern)})
     for run_dir in run_dirs:
-        final = run_dir / "final.json"
+        final = RunDir(run_dir).final
         if not final.exists():
             skipped.append(Skipped(str(run_dir), "unfinished (no final.json yet)"))
             continue

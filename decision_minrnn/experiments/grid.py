@@ -35,6 +35,7 @@ from pathlib import Path
 from ..config import Config, load_config, read_yaml_mapping
 from ..errors import ConfigError
 from ..resources import find_config
+from ..rundir import RunDir
 
 GRID_KEYS = {"name", "datasets", "backbones", "arms", "seeds", "set", "backbone_set"}
 
@@ -49,7 +50,7 @@ class RunSpec:
 
     @property
     def relative_dir(self) -> Path:
-        return Path(self.dataset) / self.backbone / f"seed{self.seed}"
+        return RunDir(Path(self.dataset) / self.backbone).member(self.seed).root
 
     def config(self) -> Config:
         return load_config(self.config_path, self.overrides)

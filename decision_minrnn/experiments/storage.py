@@ -18,11 +18,12 @@ import posixpath
 from pathlib import Path
 
 from ..errors import ConfigError, MissingExtraError
+from ..rundir import CHECKPOINTS, CONFIG, FINAL, METRICS, SCALARS, TENSORBOARD, RunDir
 
 LATEST = "latest.json"
 # What a run directory holds besides checkpoints; copied with every checkpoint and brought home at the end.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "scalars.csv", "final.json")
-RUN_DIRS = ("tb",)
+RUN_FILES = (CONFIG, METRICS, SCALARS, FINAL)
+RUN_DIRS = (TENSORBOARD,)
 
 
 def run_files(run_dir: Path) -> dict[str, bytes]:
@@ -74,13 +75,13 @@ class RunStorage:
 
     def upload(self, run_id: str, run_dir: Path, step: int) -> None:
         """Copy the run's files and its checkpoint of `step`, then point latest.json at it; drop older ones."""
-        name = f"step-{step:08d}"
-        checkpoint = run_dir / "checkpoints" / name
+        checkpoint = RunDir(run_dir).step_dir(step)
+        name = checkpoint.name
         for path in sorted(checkpoint.iterdir()):
-            self._put(path.read_bytes(), self._path(run_id, "checkpoints", name, path.name))
+            self._put(path.read_bytes(), self._path(run_id, CHECKPOINTS, name, path.name))
         self.upload_files(run_id, run_dir)
         self._put(json.dumps({"step": step, "checkpoint": name}).encode(), self._path(run_id, LATEST))
-        for old in self.fs.ls(self._path(run_id, "checkpoints"), detail=False):
+        for old in self.fs.ls(self._path(run_id, CHECKPOINTS), detail=False):
             if posixpath.basename(old.rstrip("/")) != name:
                 self.fs.rm(old, recursive=True)
 
@@ -94,10 +95,9 @@ class RunStorage:
         step = self.latest_step(run_id)
         if step == 0:
             return 0
-        name = f"step-{step:08d}"
-        target = run_dir / "checkpoints" / name
+        target = RunDir(run_dir).step_dir(step)
         target.mkdir(parents=True, exist_ok=True)
-        for remote in self.fs.ls(self._path(run_id, "checkpoints", name), detail=False):
+        for remote in self.fs.ls(self._path(run_id, CHECKPOINTS, target.name), detail=False):
             (target / posixpath.basename(remote)).write_bytes(self.fs.cat_file(remote))
         files_root = self._path(run_id, "files")
         for remote in self.fs.find(files_root):

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from ..errors import ConfigError, MissingExtraError, UserError, first_line
-from ..rundir import write_atomic
+from ..rundir import RunDir, write_atomic
 from .grid import RunSpec, load_grid
 
 # Environment variables a run needs from the driver. Passed as an argument rather than through Ray's
@@ -88,7 +88,7 @@ def run_one(
         path = Path(run_dir)
         # A run directory without a checkpoint holds only the leftovers of a run killed before its first
         # checkpoint: start it over. With a checkpoint, continue from it.
-        has_checkpoint = (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir())
+        has_checkpoint = RunDir(path).has_checkpoint
         summary = train(
             cfg,
             path,
@@ -137,7 +137,7 @@ def run_group(
     start = time.time()
     try:
         parent = Path(run_dirs[0]).parent
-        if any(Path(d) != parent / f"seed{s.seed}" for s, d in zip(specs, run_dirs)):
+        if any(Path(d) != RunDir(parent).member(s.seed).root for s, d in zip(specs, run_dirs)):
             raise ValueError("a seed group's runs must be the seed<N> directories of one folder")
         seeds = ",".join(str(s.seed) for s in specs)
         group_overrides = [f"train.seeds=[{seeds}]", f"name={first.dataset}/{first.backbone}"]
@@ -166,10 +166,7 @@ def run_group(
 
 def _checkpoint_step(run_dir: Path) -> int:
     """The step of a run directory's newest checkpoint; 0 without one."""
-    from ..checkpoint import list_checkpoints
-
-    checkpoints = list_checkpoints(run_dir)
-    return int(checkpoints[-1].name.split("-")[1]) if checkpoints else 0
+    return RunDir(run_dir).newest_step
 
 
 def _seed_groups(pending: list) -> list[tuple[list, list]]:
@@ -184,13 +181,7 @@ def _seed_groups(pending: list) -> list[tuple[list, list]]:
 
 
 def is_finished(run_dir: Path) -> bool:
-    final = run_dir / "final.json"
-    if not final.is_file():
-        return False
-    try:
-        return bool(json.loads(final.read_text()).get("finished"))
-    except json.JSONDecodeError:
-        return False
+    return RunDir(run_dir).finished
 
 
 def sweep(
@@ -268,7 +259,7 @@ def _bring_home(record: dict) -> dict:
     """A record from a worker that trained elsewhere (in storage, or on a node whose disk the driver cannot
     see): its run's files go into the driver's run directory, and the record keeps only their names."""
     files = record.pop("files", None)
-    if files and not (Path(record["run_dir"]) / "final.json").is_file():
+    if files and not RunDir(record["run_dir"]).final.is_file():
         from .storage import write_run_files
 
         write_run_files(Path(record["run_dir"]), files)
