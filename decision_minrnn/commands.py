@@ -52,6 +52,12 @@ def cmd_train(args) -> int:
         config_path = run.config
         if group_seeds:  # a seed group's directory: its seeds' runs, resumed together
             config_path = run.member(group_seeds[0]).config
+            asked = load_config(config_path, overrides).train.seeds
+            if asked and sorted(asked) != group_seeds:
+                raise ConfigError(
+                    f"--resume continues the seeds {group_seeds} of {run.root}, not train.seeds={list(asked)}; "
+                    "train another seed as a new run (--run-dir NEW)"
+                )
             overrides.append(f"train.seeds=[{','.join(map(str, group_seeds))}]")
     cfg = load_config(config_path, overrides)
     if group_seeds:  # the members' saved names end in /seedN; the group's is what comes before

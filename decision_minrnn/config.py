@@ -234,6 +234,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
     _check_test_seeds(cfg.eval)
     _check_view(cfg.data)
+    _check_budget(cfg)
     if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:
         raise ConfigError(
             f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}"
@@ -249,6 +250,36 @@ def _check_test_seeds(ev: EvalConfig) -> None:
             f"eval.test_seed={ev.test_seed} makes the test episodes' seeds [{ev.test_seed}, "
             f"{ev.test_seed + ev.final_episodes}) overlap the training evaluations' [{ev.seed}, "
             f"{ev.seed + ev.episodes}); move eval.test_seed"
+        )
+
+
+def _check_budget(cfg: Config) -> None:
+    """Settings that would silently do nothing, or a budget that cannot learn, refused at load time (before
+    a whole run is spent), each naming the setting to change."""
+    t, ev = cfg.train, cfg.eval
+    if t.warmup_steps > t.steps:
+        raise ConfigError(
+            f"train.warmup_steps={t.warmup_steps} is longer than the run (train.steps={t.steps}): the learning "
+            f"rate would never reach train.lr; lower train.warmup_steps (DT's 10% is {max(1, t.steps // 10)})"
+        )
+    if t.eval_every > t.steps:
+        raise ConfigError(
+            f"train.eval_every={t.eval_every} is beyond train.steps={t.steps}: no evaluation would run during "
+            "training; lower it, or set 0 to evaluate only at the end"
+        )
+    if ev.episodes == 0:
+        for setting, value in (("train.keep_best", t.keep_best), ("train.eval_every", t.eval_every)):
+            if value:
+                raise ConfigError(f"{setting}={value} needs evaluations, but eval.episodes=0 runs none; set both")
+        if ev.final_episodes:
+            raise ConfigError(
+                f"eval.final_episodes={ev.final_episodes} needs eval.episodes > 0 (the test evaluation follows the "
+                "last training evaluation); set eval.episodes"
+            )
+    if cfg.data.sampler_mode == "episode" and cfg.data.context_len != DataConfig().context_len:
+        raise ConfigError(
+            f"data.context_len={cfg.data.context_len} does not apply to data.sampler_mode=episode (a batch is as "
+            "long as its longest episode, and the policy acts on whole episodes); remove it"
         )
 
 
@@ -277,6 +308,54 @@ def _check_backbone_settings(model: ModelConfig) -> None:
             )
     if model.time_chunk < 0:
         raise ConfigError(f"model.time_chunk={model.time_chunk} must be >= 0 (0 turns time chunking off)")
+
+
+# What `train --resume` may change: how the run is evaluated, logged and checkpointed, where it runs, and (under a
+# constant learning rate) how long. Everything else changes what was trained, and a resumed run's config.yaml and
+# final.json would claim the new value for the whole run, so a resume refuses it (resume_changes).
+RESUME_MAY_CHANGE = (
+    "eval.",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.eval_every",
+    "train.keep_checkpoints",
+    "train.loggers",
+    "train.wandb_project",
+    "train.threads",
+    "train.device",
+    "train.steps",
+    "name",
+    "data.label",
+)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_changes(saved: Config, requested: Config, resolved_amp: str | None = None) -> list[str]:
+    """The settings a resume would change that it may not, as 'key (saved -> requested)'. resolved_amp: what
+    the requested train.amp resolves to here (the saved config holds the resolved choice)."""
+    before, after = _flat(config_to_dict(saved)), _flat(config_to_dict(requested))
+    if resolved_amp is not None:
+        after["train.amp"] = resolved_amp
+    changed = []
+    for key, value in after.items():
+        if before.get(key) == value or key.startswith(RESUME_MAY_CHANGE[0]) or key in RESUME_MAY_CHANGE[1:]:
+            continue
+        changed.append(f"{key} ({before.get(key)} -> {value})")
+    if before["train.steps"] != after["train.steps"] and before["train.lr_schedule"] != "constant":
+        changed.append(
+            f"train.steps ({before['train.steps']} -> {after['train.steps']}, under train.lr_schedule="
+            f"{before['train.lr_schedule']}, whose decay was planned over the first)"
+        )
+    return changed
 
 
 def _source_as_list(d: dict) -> dict:

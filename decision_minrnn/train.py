@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, save_config
+from .config import Config, config_from_dict, config_to_dict, resume_changes, save_config
 from .data.episodes import OfflineDataset, data_view, load_source, with_view
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
@@ -225,11 +225,21 @@ def _open_member(cfg: Config, run_dir: Path, index: int, opts: _Options):
                 f"{ckpt.path} has no train.safetensors (optimizer and RNG state), so it cannot be "
                 "resumed exactly; it still evaluates"
             )
-        # The run's own config wins, except what the user overrides now (e.g. more train.steps).
+        # The run's own config wins, except what the user overrides now and a resume may change (more
+        # train.steps, evaluation and logging settings: config.RESUME_MAY_CHANGE).
         seed = cfg.train.seed
+        saved = config_from_dict(ckpt.state["config"])
         cfg = config_from_dict(ckpt.state["config"], opts.overrides)
         if opts.group:  # the group's train.seeds override is the group's, not this member's
             cfg = replace(cfg, train=replace(cfg.train, seeds=[]))
+        amp = resolve_amp(cfg.train.amp, resolve_device(cfg.train.device))
+        changed = resume_changes(saved, cfg, amp)
+        if changed:
+            raise ConfigError(
+                f"--resume cannot change {', '.join(changed)}: it changes what {paths.root} trained. A resume may "
+                "change eval.*, train.steps, the logging and checkpoint cadence, train.device and train.threads; "
+                "for other settings start a new run (--run-dir NEW)"
+            )
             if cfg.train.seed != seed:
                 raise CheckpointError(f"{paths.root} holds a run of seed {cfg.train.seed}, not of seed {seed}")
     if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:

@@ -114,7 +114,9 @@ def fake_run(root, label, backbone, seed, score, steps=6, **extra):
 def tiny_config(tmp_path, dataset_id, steps, extra=()):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({"data": {"source": dataset_id}}))
-    return path, TINY + [f"train.steps={steps}", "train.checkpoint_every=10"] + list(extra)
+    # TINY's warmup, shortened for a run shorter than it (config.validate refuses a warmup longer than the run)
+    budget = [f"train.steps={steps}", f"train.warmup_steps={min(5, steps)}", "train.checkpoint_every=10"]
+    return path, TINY + budget + list(extra)
 
 
 def cli_sets(overrides):

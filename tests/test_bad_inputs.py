@@ -237,6 +237,7 @@ def tiny_train_argv(tmp_path: Path, source) -> list[str]:
     config = tmp_path / "tiny.yaml"
     config.write_text(f"data:\n  source: [{source}]\n")
     tiny = ["model.embed_dim=8", "model.n_layers=1", "train.steps=2", "train.batch_size=2", "eval.episodes=0"]
+    tiny.append("train.warmup_steps=1")
     argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]
     return argv + [x for o in tiny for x in ("--set", o)]
 

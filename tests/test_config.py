@@ -1,6 +1,8 @@
 """Config checks that belong to the model: every backbone reads only its own settings, and every knob the
 README names reaches the module that uses it."""
 
+import re
+
 import pytest
 import torch
 
@@ -45,3 +47,25 @@ def test_every_minrnn_setting_reaches_the_cell_from_the_config():
     for cell in cells:
         assert cell.time_chunk is None and cell.scan == "chunked" and cell.hidden_dim == 192
         assert torch.all(cell.to_gates.bias[: cell.hidden_dim] == 2.0)
+
+
+@pytest.mark.parametrize(
+    "sets,message",
+    [
+        (["train.steps=300"], "train.warmup_steps=10000 is longer than the run (train.steps=300)"),
+        (["train.steps=300", "train.warmup_steps=30", "train.eval_every=500"], "train.eval_every=500 is beyond"),
+        (["train.keep_best=true", "eval.episodes=0"], "train.keep_best=True needs evaluations"),
+        (["train.eval_every=100", "eval.episodes=0"], "train.eval_every=100 needs evaluations"),
+        (["eval.final_episodes=100", "eval.episodes=0"], "eval.final_episodes=100 needs eval.episodes > 0"),
+        (["data.sampler_mode=episode", "data.context_len=50"], "does not apply to data.sampler_mode=episode"),
+    ],
+)
+def test_a_budget_that_cannot_learn_or_a_setting_that_would_do_nothing_is_refused_at_load(sets, message, capsys):
+    """Before a whole run is spent (issue 38: DT's 10k warmup in a 300-step run trained to random level)."""
+    from decision_minrnn.cli import main
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("bench/hopper-medium", sets)
+    assert main(["train", "--config", "bench/hopper-medium", *[x for s in sets for x in ("--set", s)]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err

@@ -47,7 +47,7 @@ def test_csv_holds_training_scalars_and_evaluations(tmp_path, tiny_minari):
 
 
 def test_resume_drops_csv_rows_after_the_checkpoint(tmp_path, tiny_minari):
-    cfg = tiny_evaluated(tiny_minari[0], "train.loggers=[csv]", "eval.episodes=0")
+    cfg = tiny_evaluated(tiny_minari[0], "train.loggers=[csv]", "eval.episodes=0", "train.eval_every=0")
     train(cfg, tmp_path / "r", progress=False, stop_at=9)  # checkpoint at 6 and 9 (the stop)
     with (tmp_path / "r" / "scalars.csv").open("a") as f:
         f.write("10,train/loss,123.0\n")  # as if logged after the last checkpoint, then killed
@@ -103,6 +103,8 @@ def test_missing_wandb_names_the_extra(tmp_path, tiny_minari, monkeypatch, capsy
                 *[x for o in TINY for x in ("--set", o)],
                 "--set",
                 "train.steps=3",
+                "--set",
+                "train.warmup_steps=1",
             ]
         )
         == 2
@@ -131,7 +133,7 @@ def test_keep_best_and_evaluate_best(tmp_path, tiny_minari, capsys):
 
 
 def test_evaluate_best_without_one_is_one_line(tmp_path, tiny_minari, capsys):
-    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0", "train.eval_every=0"), tmp_path / "r", progress=False)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "r"), "--best"]) == 2
     assert "no best checkpoint" in capsys.readouterr().err
 

@@ -61,6 +61,7 @@ def test_a_wheel_in_a_fresh_venv_runs_the_quickstart_from_anywhere(tmp_path):
         "--no-progress",
         "--set",
         "train.steps=4",
+        "train.warmup_steps=1",
         "--set",
         "train.warmup_steps=1",
         "--set",

@@ -150,7 +150,7 @@ def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_min
         )
         == 2
     )
-    one_line_error(capsys, "do not fit the checkpoint")
+    one_line_error(capsys, "--resume cannot change model.backbone (mingru -> transformer)")
     assert main(["train", "--resume", "--run-dir", run, "--config", str(path), "--no-progress"]) == 2
     one_line_error(capsys, "--config would be ignored")
     assert snapshot(Path(run)) == before

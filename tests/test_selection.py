@@ -73,7 +73,7 @@ def test_adjacent_test_seeds_are_accepted():
 def test_checkpoints_keep_the_data_episode_returns(tmp_path, tiny_minari):
     import numpy as np
 
-    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0", "train.eval_every=0"), tmp_path / "r", progress=False)
     state = json.loads(next((tmp_path / "r" / "checkpoints").glob("step-*/state.json")).read_text())
     returns = np.array([e["rewards"].sum() for e in tiny_minari[1]])
     assert state["data"]["episode_returns"] == pytest.approx(
@@ -102,7 +102,7 @@ def _normalized(ret):
 
 @pytest.fixture
 def tiny_run(tmp_path, tiny_minari):
-    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0"), tmp_path / "r", progress=False)
+    train(tiny_evaluated(tiny_minari[0], "eval.episodes=0", "train.eval_every=0"), tmp_path / "r", progress=False)
     return tmp_path / "r"
 
 

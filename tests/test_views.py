@@ -10,7 +10,7 @@ from decision_minrnn import load_policy
 from decision_minrnn.cli import main
 from decision_minrnn.config import load_config
 from decision_minrnn.data.episodes import load_source, with_view
-from decision_minrnn.errors import CheckpointError, ConfigError, DataError
+from decision_minrnn.errors import ConfigError, DataError
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.train import train
 from decision_minrnn.views import POSITION_SPLIT, ObservationView, ViewError, data_episode_seed, flicker_mask
@@ -154,7 +154,7 @@ def test_resuming_with_another_view_is_refused(view_runs, tmp_path):
     cfg = load_config(None, ["data.source=[test/hopper/views-v0]", "data.observe=positions", *TINY_RUN])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(view_runs["velocities"].parent / "minari"))
-        with pytest.raises(CheckpointError, match="velocities view"):
+        with pytest.raises(ConfigError, match=r"--resume cannot change data.observe \(velocities -> positions\)"):
             train(cfg, run, resume=True, overrides=["data.observe=positions", "train.steps=20"], progress=False)
 
 

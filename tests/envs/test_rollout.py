@@ -76,6 +76,7 @@ def trained_run(tmp_path, tiny_minari):
             "model.embed_dim=16",
             "model.n_layers=1",
             "train.steps=10",
+            "train.warmup_steps=2",
             "train.batch_size=4",
             "eval.episodes=0",
             "eval.max_steps=20",

@@ -22,7 +22,7 @@ arms:
   gru-k20: {backbone: mingru}
   gru-episodes: {backbone: mingru, set: [data.sampler_mode=episode]}
 seeds: [0, 1]
-set: [train.steps=7]
+set: [train.steps=7, train.warmup_steps=1]
 """
 
 

@@ -58,7 +58,7 @@ def test_a_registered_backbone_trains_evaluates_and_is_reported(tmp_path, tiny_m
     cfg = load_config(
         None,
         [f"data.source=[{tiny_minari[0]}]", *TINY, "model.backbone=toy", "train.steps=4", "eval.episodes=2",
-         "eval.max_steps=10", "eval.target_returns=[3600]"],
+         "train.warmup_steps=2", "eval.max_steps=10", "eval.target_returns=[3600]"],
     )  # fmt: skip
     summary = train(cfg, tmp_path / "r", progress=False)
     assert summary["backbone"] == "toy" and summary["eval_all_targets"][0]["mode"] == "recurrent"
