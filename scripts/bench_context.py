@@ -8,7 +8,8 @@ Hopper's dims) per backbone and token layout, on batches of about --timesteps re
 timesteps // K, at least 1, no padding), so that every K trains on the same data per step. Reported: the
 median milliseconds per step and per 1000 real timesteps, timed round-robin in one process per (K, layout)
 (the ratios are the numbers to trust), and each step's peak memory, measured in a fresh process (peak RSS
-minus the RSS before the model was built). Backbones: minGRU, minLSTM, our transformer, and the peer DT
+minus the RSS before the model was built), beside memory.training_bytes' estimate, which train checks first.
+Backbones: minGRU, minLSTM, our transformer, and the peer DT
 (transformers' DecisionTransformerModel, scripts/bench_peer_dt.py) in the interleaved layout its users run,
 with GPT-2's position table grown to the sequence; where a step fails to allocate, "OOM".
 
@@ -27,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decision_minrnn.benchmarks import machine_info, time_interleaved  # noqa: E402
 from decision_minrnn.config import load_config  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
+from decision_minrnn.memory import training_bytes  # noqa: E402
 from decision_minrnn.models import build_model  # noqa: E402
 from decision_minrnn.policy import Policy  # noqa: E402
 from decision_minrnn.synthetic import ACT_DIM, OBS_DIM, random_batch  # noqa: E402
@@ -89,16 +92,21 @@ def measure_memory(name: str, K: int, layout: str, batch: int) -> dict:
     except (RuntimeError, MemoryError) as exc:
         return {"peak_mb": "OOM", "error": str(exc).splitlines()[0][:200]}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_mb": round((peak - before) / 2**20, 1)}
+    _, cfg = build("transformer" if name == PEER else name, K, layout)
+    cfg = replace(cfg, train=replace(cfg.train, batch_size=batch))
+    estimate = training_bytes(cfg, OBS_DIM, ACT_DIM, 3 if layout == "interleaved" else 1, K)
+    return {"peak_mb": round((peak - before) / 2**20, 1), "estimate_mb": round(estimate / 2**20, 1)}
 
 
-def peak_memory(name: str, K: int, layout: str, batch: int) -> float | str:
+def peak_memory(name: str, K: int, layout: str, batch: int) -> dict:
+    """{"peak_mb", "estimate_mb"} (memory.training_bytes, the check train makes before it starts), or
+    {"peak_mb": "OOM"}."""
     done = subprocess.run(
         [sys.executable, __file__, "--memory-of", name, str(K), layout, str(batch)], capture_output=True, text=True
     )
     if done.returncode != 0:  # killed by the kernel's OOM killer, or an allocation that aborted
-        return "OOM"
-    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+        return {"peak_mb": "OOM"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def train_rows(contexts, timesteps: int, repeats: int, with_memory: bool) -> list[dict]:
@@ -128,7 +136,9 @@ def train_rows(contexts, timesteps: int, repeats: int, with_memory: bool) -> lis
             if PEER in times:
                 row["vs_peer_dt"] = {k: round(v / times[PEER], 3) for k, v in times.items()}
             if with_memory:
-                row["peak_mb"] = {name: peak_memory(name, K, layout, batch) for name in fns}
+                measured = {name: peak_memory(name, K, layout, batch) for name in fns}
+                row["peak_mb"] = {name: m["peak_mb"] for name, m in measured.items()}
+                row["estimate_mb"] = {name: m.get("estimate_mb") for name, m in measured.items()}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)  # progress: the rows as they come
     return rows
