@@ -7,7 +7,8 @@ process's peak RSS is not the tensors' bytes. glibc serves blocks below its mmap
 heap it keeps after they are freed, so a step whose activations come in smaller tensors (a smaller batch,
 a long context at a small one) peaked at up to 1.9x their bytes, and one in larger tensors at 0.9-1.1x
 (BENCHMARKS.md section 13 has the measurements, for every backbone, both layouts, K from 20 to 1000). With
-the slack the estimate is an upper bound on all of them, and within about 2x of each (tests/test_memory.py).
+the slack, and FIXED_BYTES for what a step holds at any size, the estimate is an upper bound on all of them,
+and within about 2x of each at the sizes where the check matters (tests/test_memory.py).
 A setting is refused when its estimate exceeds 90% of the memory available now.
 """
 
@@ -23,6 +24,9 @@ ACTIVATIONS_PER_TOKEN_LAYER = 24  # floats x width kept per token per layer: nor
 ENV_BYTES = 8 * 2**20  # one MuJoCo env with its Gymnasium wrappers, generously
 SAFETY = 0.9  # of the memory available now
 ALLOCATOR_SLACK = 2.0  # peak RSS over the activations' bytes: at most 1.9 measured (module docstring)
+# What a training step holds whatever its size (autograd's and the allocator's working set, the optimizer's
+# scratch): small settings peaked up to 70 MiB above their tensors' bytes (BENCHMARKS.md section 13).
+FIXED_BYTES = 128 * 2**20
 
 
 def available_bytes() -> int | None:
@@ -50,7 +54,7 @@ def training_bytes(cfg, obs_dim: int, act_dim: int, tokens_per_step: int, contex
     if BACKBONE_REGISTRY[m.backbone].attention:  # attention scores and probabilities, per head and layer
         length = context_len * tokens_per_step
         activations += 2 * cfg.train.batch_size * m.n_heads * m.n_layers * length * length
-    return FLOAT * (4 * params + ALLOCATOR_SLACK * activations)
+    return FLOAT * (4 * params + ALLOCATOR_SLACK * activations) + FIXED_BYTES
 
 
 def check_training_memory(cfg, obs_dim: int, act_dim: int, context_len: int, models: int = 1) -> None:

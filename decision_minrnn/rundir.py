@@ -267,7 +267,8 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         return
     if not force:
         raise CheckpointError(
-            f"run directory {run_dir} already exists; pass --resume to continue it or --force to replace it"
+            f"run directory {run_dir} already exists; train into a new one (--run-dir NEW), continue it "
+            "(--resume), or replace it and lose it (--force)"
         )
     if not is_run_dir(run_dir):
         foreign = foreign_entry(run_dir)

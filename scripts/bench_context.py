@@ -81,6 +81,14 @@ def rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def peak_rss() -> int:
+    """VmHWM, this process's peak RSS since its exec (getrusage's ru_maxrss survives exec: a process forked
+    from a larger one reports the parent's size)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def measure_memory(name: str, K: int, layout: str, batch: int) -> dict:
     """In this (fresh) process: the peak RSS of two training steps above the RSS before the model."""
     torch.set_num_threads(1)
@@ -91,7 +99,7 @@ def measure_memory(name: str, K: int, layout: str, batch: int) -> dict:
         step()
     except (RuntimeError, MemoryError) as exc:
         return {"peak_mb": "OOM", "error": str(exc).splitlines()[0][:200]}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     _, cfg = build("transformer" if name == PEER else name, K, layout)
     cfg = replace(cfg, train=replace(cfg.train, batch_size=batch))
     estimate = training_bytes(cfg, OBS_DIM, ACT_DIM, 3 if layout == "interleaved" else 1, K)
@@ -217,6 +225,27 @@ def prefilled(policy: Policy, n: int, filled: int):
     return state
 
 
+def memory_rows(contexts, timesteps: int) -> list[dict]:
+    """Only the peak-memory processes of the training rows (no timing), e.g. to measure them again alone."""
+    rows = []
+    for K in contexts:
+        batch = max(1, timesteps // K)
+        for layout in ("interleaved", "fused"):
+            names = [*BACKBONES, PEER] if layout == "interleaved" else list(BACKBONES)
+            measured = {name: peak_memory(name, K, layout, batch) for name in names}
+            rows.append(
+                {
+                    "K": K,
+                    "layout": layout,
+                    "batch": batch,
+                    "peak_mb": {name: m["peak_mb"] for name, m in measured.items()},
+                    "estimate_mb": {name: m.get("estimate_mb") for name, m in measured.items()},
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def act_rows(contexts, n_envs: int, steps: int, repeats: int) -> list[dict]:
     rows = []
     torch.set_num_threads(1)  # the Policy's default while acting (policy.cpu_threads)
@@ -249,6 +278,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--quick", action="store_true", help="training rows only for K's ends, no memory")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory of each training row")
     parser.add_argument("--memory-of", nargs=4, metavar=("BACKBONE", "K", "LAYOUT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
@@ -261,6 +291,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     contexts = sorted(set(args.contexts))
+    if args.memory_only:
+        rows = memory_rows(contexts, args.timesteps)
+        print(json.dumps({"benchmark": "context_memory", "machine": machine_info(), "train": rows}, indent=1))
+        return
     train_contexts = [contexts[0], contexts[-1]] if args.quick else contexts
     out = {
         "benchmark": "context_costs",

@@ -32,6 +32,9 @@ fi
 mkdir -p "$ROOT/$GRID"
 [ -d "$MAIN/docs/$GRID/runs" ] && cp -rn "$MAIN/docs/$GRID/runs/." "$ROOT/$GRID/"
 # The grid file is this checkout's (the pinned package reads it): what the committed-grid test checks.
+# The sweep starts in the clone: Ray puts the driver's working directory first on its workers' import path, so
+# started from this checkout the workers would import this checkout's package, edits and all, not the pin.
+cd "$CLONE"
 nohup "$CLONE/.venv/bin/decision-minrnn" sweep --grid "$GRID_FILE" --runs-root "$ROOT" --max-parallel 2 \
   --cpus-per-run 1 >> ~/"$GRID".log 2>&1 &
 echo $! > ~/"$GRID".pids

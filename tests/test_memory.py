@@ -31,7 +31,8 @@ for _ in range(2):  # the second step allocates nothing new but AdamW's moments 
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/status") as f:  # VmHWM: the peak since exec (ru_maxrss keeps a larger parent's)
+    peak = int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) * 1024
 tokens = 3 if cfg.model.token_layout == "interleaved" else 1
 print(json.dumps({"measured": peak - before, "estimate": training_bytes(cfg, 11, 3, tokens, cfg.data.context_len)}))
 """

@@ -126,13 +126,14 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
                 x, y = _seed_matrix(runs, b, group), _seed_matrix(runs, BASELINE, group)
                 if not len(x) or not len(y):
                     continue
-                p, ci = probability_of_improvement(x, y, reps=reps)
+                # One seed on a side is one pair of runs: no probability, and nothing to resample (issue 38).
+                p, ci = probability_of_improvement(x, y, reps=reps) if min(len(x), len(y)) > 1 else (None, None)
                 improvement.append(
                     {
                         "x": b,
                         "y": BASELINE,
                         "probability": p,
-                        "ci": list(ci),
+                        "ci": None if ci is None else list(ci),
                         "n_x": len(x),
                         "n_y": len(y),
                         "datasets": label,
@@ -228,7 +229,8 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
                     continue
                 x, y = list(side_a.values()), list(side_b.values())
                 (mean_a, ci_a), (mean_b, ci_b) = mean_interval(x, reps=reps), mean_interval(y, reps=reps)
-                p, ci = probability_of_improvement(x, y, reps=reps)
+                one_seed = min(len(x), len(y)) < 2  # one pair of runs: no probability, no interval
+                p, ci = (None, None) if one_seed else probability_of_improvement(x, y, reps=reps)
                 rows.append(
                     {
                         "dataset": d,
@@ -238,7 +240,7 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
                         "b": {"n": len(y), "mean": mean_b, "mean_ci": list(ci_b), "seeds": side_b},
                         "difference": mean_a - mean_b,
                         "probability": p,
-                        "ci": list(ci),
+                        "ci": None if ci is None else list(ci),
                         "rank_test_p": rank_test_p(x, y),
                         "steps": sorted({r.steps for r in group_a + group_b}),
                     }

@@ -142,6 +142,10 @@ def compare(
     """`decision-minrnn compare`: the comparison table of two runs directories, written to OUT/comparison.md and
     OUT/comparison.json when out is given."""
     _check_reps(reps)
+    if labels[0] == labels[1]:
+        raise UsageError(
+            f"--labels {labels[0]} {labels[1]}: the two sides need different names (P(A > A) says nothing)"
+        )
     (runs_a, skipped_a), (runs_b, skipped_b) = (_usable_runs(Path(d)) for d in (runs_dir_a, runs_dir_b))
     result = compare_runs(runs_a, runs_b, labels=labels, reps=reps)
     if not result["rows"]:

@@ -70,10 +70,12 @@ def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
     if stats["improvement"]:
         lines += ["", "| X | Y | P(X > Y) [95% CI] | runs X / Y per dataset | datasets |", "|---|---|---|---|---|"]
         for p in stats["improvement"]:
-            lines.append(
-                f"| {p['x']} | {p['y']} | {p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] | "
-                f"{p['n_x']} / {p['n_y']} | {p['datasets']} |"
+            value = (
+                "n=1: none"
+                if p["probability"] is None
+                else f"{p['probability']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]"
             )
+            lines.append(f"| {p['x']} | {p['y']} | {value} | {p['n_x']} / {p['n_y']} | {p['datasets']} |")
         lines += [
             "",
             "P(X > Y): probability that a run of X scores above a run of Y on the same dataset, averaged over "
@@ -148,9 +150,9 @@ def write_csv(path: Path, stats: dict) -> None:
 
 
 def _probability(row: dict) -> str:
-    """P(A > B) with its interval; a side with one seed has nothing to resample, so no interval."""
+    """P(A > B) with its interval; a side with one seed gives neither (one pair of runs is no probability)."""
     if min(row["a"]["n"], row["b"]["n"]) < 2:
-        return f"{row['probability']:.2f} [n=1: none]"
+        return "n=1: none"
     return f"{row['probability']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]"
 
 

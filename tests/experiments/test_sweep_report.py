@@ -371,7 +371,9 @@ def test_compare_with_one_seed_gives_no_interval(tmp_path):
     from decision_minrnn.experiments.report import compare
 
     result = compare(a, b, reps=300)
-    assert "| 60.0 [n=1: none] (1) | 51.0 [50.0, 52.0] (3) | +9.0 | 1.00 [n=1: none] | 0.500 |" in result["table"]
+    # one run of A against three of B is no probability (issue 38): neither a number nor an interval
+    assert "| 60.0 [n=1: none] (1) | 51.0 [50.0, 52.0] (3) | +9.0 | n=1: none | 0.500 |" in result["table"]
+    assert result["rows"][0]["probability"] is None
     assert result["files"] == {}  # without --out nothing is written
     assert sorted(p.name for p in tmp_path.rglob("comparison*")) == []
 
@@ -430,3 +432,15 @@ def test_per_dataset_figures_put_three_panels_to_a_row_and_fit_their_title(n, gr
         assert fig.get_size_inches()[0] >= 6.5
     finally:
         plt.close(fig)
+
+
+def test_report_with_one_seed_prints_no_probability(tmp_path):
+    pytest.importorskip("rliable")
+    root = tmp_path / "runs"
+    fake_run(root, "hopper-medium", "mingru", 0, 60.0)
+    fake_run(root, "hopper-medium", "transformer", 0, 50.0)
+    from decision_minrnn.experiments.report import report
+
+    result = report(root, None, reps=200)
+    assert "| mingru | transformer | n=1: none | 1 / 1 | hopper-medium |" in result["table"]
+    assert "1.00 [1.00, 1.00]" not in result["table"]
