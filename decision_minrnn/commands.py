@@ -106,6 +106,19 @@ def cmd_evaluate(args) -> int:
         check_sweep_out(out, args.force)  # before any episode runs
     elif args.sweep_out or args.force:
         raise UsageError("--sweep-out and --force are for --target-sweep")
+    if not args.json:  # the start line: what is about to run, before the first episode
+        from .device import resolve_device
+
+        which = "best checkpoint" if args.best else "newest checkpoint"
+        episodes = "the run's eval.episodes" if args.episodes is None else f"{args.episodes}"
+        seed = "the run's eval.seed" if args.seed is None else f"seed {args.seed}"
+        mode = "the run's eval.mode" if args.mode is None else args.mode
+        targets = "a target sweep" if args.target_sweep is not None else "each target"
+        print(
+            f"evaluate {args.checkpoint} ({which}): {episodes} episodes for {targets} from {seed}, mode "
+            f"{mode}, device {resolve_device(args.device, '--device')}",
+            flush=True,
+        )
     results = evaluate_checkpoint(
         args.checkpoint,
         episodes=args.episodes,

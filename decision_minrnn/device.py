@@ -41,3 +41,15 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp != "auto":
         return amp
     return "bf16" if native_bf16(device) else "none"
+
+
+def amp_reason(amp: str, device: torch.device) -> str:
+    """Why train.amp resolves as it does here, for the start line: 'bf16: this CPU has AVX512-BF16'."""
+    resolved = resolve_amp(amp, device)
+    precision = "bf16 autocast" if resolved == "bf16" else "float32"
+    if amp != "auto":
+        return f"{precision} (train.amp={amp})"
+    if device.type == "cuda":
+        return f"{precision} (auto: this GPU {'has' if resolved == 'bf16' else 'lacks'} bf16)"
+    units = "has AVX512-BF16 or AMX" if resolved == "bf16" else "has no AVX512-BF16 or AMX"
+    return f"{precision} (auto: this CPU {units})"

@@ -39,7 +39,7 @@ from .data.episodes import OfflineDataset, data_view, load_source, with_view
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
-from .device import resolve_amp, resolve_device
+from .device import amp_reason, resolve_amp, resolve_device
 from .envs.make import check_data_fits_env
 from .envs.rollout import TargetResult, evaluate_targets, without_timing
 from .errors import CheckpointError, ConfigError, DivergedError, Interrupted, UsageError, first_line
@@ -171,6 +171,8 @@ def _train_runs(cfgs: list[Config], run_dirs: list[Path], opts: _Options, hooks:
         return summaries
     data = _load_data(members)
     start_step = _build_members(members, data)
+    if opts.progress:
+        print(start_line(members, data, start_step), flush=True)
     resume_dir = run_dirs[0].parent if opts.group else run_dirs[0]
     with RunDirTransaction([m.paths.root for m in members], opts.resume, opts.force) as run_dirs_held:
         for m in members:
@@ -278,6 +280,7 @@ class _Data:
     device: torch.device
     ctx: PolicyContext | None
     targets: list[float] | None
+    precision: str = ""  # what train.amp resolved to here, and why (device.amp_reason), for the start line
 
 
 def _load_data(members: list[_Member]) -> _Data:
@@ -308,6 +311,7 @@ def _load_data(members: list[_Member]) -> _Data:
         obs_norm = ObsNormalizer.fit(dataset.episodes)
     info = DataInfo.of(dataset, obs_norm, view)
     device = resolve_device(cfg.train.device)
+    precision = amp_reason(cfg.train.amp, device)
     amp = resolve_amp(cfg.train.amp, device)  # config.yaml, final.json and the hparams record what ran
     for m in members:
         m.cfg = replace(m.cfg, train=replace(m.cfg.train, amp=amp))
@@ -318,7 +322,27 @@ def _load_data(members: list[_Member]) -> _Data:
     ctx, targets = None, None
     if cfg.eval.episodes > 0:
         ctx, targets = policy_context(cfg, info), eval_targets(cfg, info)
-    return _Data(dataset, info, device, ctx, targets)
+    return _Data(dataset, info, device, ctx, targets, precision)
+
+
+def start_line(members: list[_Member], data: _Data, start_step: int) -> str:
+    """What the run is about to do, before its first step: where, on what data, for how long, on what."""
+    cfg, info = members[0].cfg, data.info
+    where = members[0].paths.root if len(members) == 1 else members[0].paths.root.parent
+    view = "" if info.view.name == "full" else f", {info.view.name} view"
+    batches = "whole episodes" if cfg.data.sampler_mode == "episode" else f"K={cfg.data.context_len}"
+    seeds = f", seeds {[m.cfg.train.seed for m in members]}" if len(members) > 1 else ""
+    begin = f"from step {start_step} " if start_step else ""
+    evaluation = (
+        "no evaluation"
+        if cfg.eval.episodes == 0
+        else (f"evaluating every {cfg.train.eval_every} steps" if cfg.train.eval_every else "evaluating at the end")
+    )
+    return (
+        f"train {where}: {cfg.model.backbone} ({cfg.model.token_layout} tokens) on {info.name} ({info.episodes} "
+        f"episodes, {info.steps} steps{view}), {begin}to step {cfg.train.steps}, batch {cfg.train.batch_size} "
+        f"({batches}){seeds}, {evaluation}; {data.device.type}, {data.precision}"
+    )
 
 
 # ----- 4. the members ----------------------------------------------------------------------------------------

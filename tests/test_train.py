@@ -243,3 +243,22 @@ def test_train_compile_hides_the_scans_and_trains(tmp_path, tiny_minari):
     summary = train(load_config(path, overrides), tmp_path / "c", progress=False)
     assert summary["finished"] and math.isfinite(summary["final_loss"])
     assert scan.scan_sequential._opaque and scan.scan_chunked._opaque
+
+
+def test_train_and_evaluate_say_what_they_are_about_to_do_before_they_start(tmp_path, tiny_minari, capsys):
+    """The start line (issue 38): run directory, backbone and layout, the data and its size, the steps, the
+    batch, the evaluation cadence, the device and the precision with the reason it was chosen."""
+    from decision_minrnn.device import cpu_has_native_bf16
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--run-dir", str(run), *cli_sets(overrides)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"train {run}: mingru (interleaved tokens) on {tiny_minari[0]} (")
+    assert "to step 10, batch 8 (K=8)" in first and "no evaluation" in first
+    reason = "this CPU has AVX512-BF16 or AMX" if cpu_has_native_bf16() else "this CPU has no AVX512-BF16 or AMX"
+    assert first.endswith(f"cpu, {'bf16 autocast' if cpu_has_native_bf16() else 'float32'} (auto: {reason})")
+    assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--max-steps", "5"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    expected = f"evaluate {run} (newest checkpoint): 1 episodes for each target from the run's eval.seed, mode "
+    assert first == expected + "the run's eval.mode, device cpu"

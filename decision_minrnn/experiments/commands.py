@@ -21,6 +21,7 @@ def cmd_sweep(args) -> int:
         seed_groups=args.seed_groups,
         storage=args.storage,
         gpus_per_run=args.gpus_per_run,
+        overrides=args.set,
     )
     print(
         f"sweep {summary['grid']}: ran {summary['ran']}, skipped {summary['skipped']} finished, "
@@ -199,6 +200,14 @@ def register(sub) -> None:
         "send each run's files back to RUNS_ROOT on the driver",
     )
     sw.add_argument("--no-ray", action="store_true", help="run sequentially in this process, without Ray")
+    sw.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a dotted override for every run of the grid, applied after the grid's own (repeatable), "
+        "e.g. --set train.steps=2000",
+    )
     sw.add_argument(
         "--seed-groups",
         action="store_true",

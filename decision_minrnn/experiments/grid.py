@@ -3,11 +3,12 @@
 A grid file (configs/grids/NAME.yaml):
 
     name: bench-medium                  # runs go to RUNS_ROOT/NAME/<dataset>/<backbone>/seed<seed>
-    datasets:                           # label -> experiment config (only what differs from the defaults)
-      hopper-medium: configs/bench/hopper-medium.yaml
+    datasets:                           # label -> experiment config: a file (relative to the grid's folder or
+      hopper-medium: configs/bench/hopper-medium.yaml   # the working directory), or a packaged config name
+      walker2d-medium: bench/walker2d-medium            # as `decision-minrnn configs` lists them
     backbones: [mingru, minlstm, transformer]
     seeds: [0, 1, 2]
-    set: [train.steps=20000]            # dotted overrides for every run (optional)
+    set: [train.steps=20000]            # dotted overrides for every run (optional; `sweep --set` adds more)
     backbone_set:                       # dotted overrides per backbone (optional)
       transformer: [model.dropout=0.1]
 
@@ -74,7 +75,9 @@ def _check_path_component(path, what: str, value: str) -> None:
         raise ConfigError(f"grid file {path}: {what} {value!r} must be a plain directory name (no '/', '..')")
 
 
-def load_grid(path: str | Path) -> Grid:
+def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
+    """The runs of a grid file (or a packaged grid by name); overrides: dotted settings for every run, applied
+    last (`sweep --set`)."""
     file = find_config(path, "grid")  # a file, or a packaged grid by name
     spec = read_yaml_mapping(file, "grid")
     unknown = set(spec) - GRID_KEYS
@@ -105,7 +108,9 @@ def load_grid(path: str | Path) -> Grid:
     for label, entry in datasets.items():
         config_path, dataset_set, arm_set = _dataset_entry(path, label, entry, backbones)
         if not config_path.is_absolute() and not config_path.exists():
-            config_path = file.parent / config_path
+            beside = file.parent / config_path
+            # a file beside the grid, else a packaged config by name (as `decision-minrnn configs` lists them)
+            config_path = beside if beside.exists() else find_config(config_path)
         sources = _absolute_sources(config_path)
         # Seeds outermost, backbones inner: a grid stopped half way has the same seeds for every backbone.
         for seed in seeds:
@@ -121,6 +126,7 @@ def load_grid(path: str | Path) -> Grid:
                     *[str(x) for x in per_backbone.get(backbone, [])],
                     *arms[backbone][1],
                     *arm_set.get(backbone, []),
+                    *(overrides or []),
                 ]
                 run = RunSpec(str(label), str(backbone), int(seed), str(config_path.resolve()), overrides)
                 run.config()  # fail now, not inside a worker, when a combination is invalid

@@ -195,11 +195,13 @@ def sweep(
     seed_groups: bool = False,
     storage: str | None = None,
     gpus_per_run: float = 0.0,
+    overrides: list[str] | None = None,
 ) -> dict:
     """seed_groups: train the pending seeds of each dataset x backbone as one seed group (train.seeds) in one
     task instead of one task per seed. storage: see the module docstring. gpus_per_run: the GPU share Ray
     reserves for each run (0.25: four runs share a GPU); runs then train on CUDA.
-    threads_per_run: the CPUs Ray reserves for each run, and its torch threads."""
+    threads_per_run: the CPUs Ray reserves for each run, and its torch threads. overrides: dotted settings for
+    every run, applied after the grid's own (`sweep --set`)."""
     if storage is not None and seed_groups:
         raise ConfigError("--storage and --seed-groups do not go together yet; drop one of them")
     if gpus_per_run < 0 or threads_per_run < 1:
@@ -211,7 +213,7 @@ def sweep(
 
         RunStorage(storage)  # an unusable URI or a missing fsspec is one line now, not one per run later
     extra = ["train.device=cuda"] if gpus_per_run > 0 else []
-    grid = load_grid(grid_path)
+    grid = load_grid(grid_path, overrides)
     root = Path(runs_root).resolve() / grid.name
     pending, skipped = [], []
     for spec in grid.runs:

@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import yaml
 from helpers import FAST, fake_run, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn.cli import main
-from decision_minrnn.errors import MissingExtraError
+from decision_minrnn.errors import ConfigError, MissingExtraError
 from decision_minrnn.experiments.grid import load_grid
 from decision_minrnn.experiments.report import report
 from decision_minrnn.experiments.sweep import sweep
@@ -444,3 +445,25 @@ def test_report_with_one_seed_prints_no_probability(tmp_path):
     result = report(root, None, reps=200)
     assert "| mingru | transformer | n=1: none | 1 / 1 | hopper-medium |" in result["table"]
     assert "1.00 [1.00, 1.00]" not in result["table"]
+
+
+def test_sweep_set_applies_to_every_run_after_the_grids_own(tiny_grid, tmp_path, capsys):
+    """`sweep --set` (issue 38): one override for every run, winning over the grid's `set`."""
+    grid = load_grid(tiny_grid, ["train.steps=4", "train.warmup_steps=1"])
+    assert {r.config().train.steps for r in grid.runs} == {4}
+    small = tmp_path / "small.yaml"
+    small.write_text(tiny_grid.read_text().replace("- mingru\n- transformer\n", "- mingru\n"))
+    args = ["sweep", "--grid", str(small), "--runs-root", str(tmp_path / "runs"), "--no-ray"]
+    assert main([*args, "--set", "train.steps=4", "--set", "train.warmup_steps=1", "--set", "train.eval_every=2"]) == 0
+    finals = sorted((tmp_path / "runs").rglob("final.json"))
+    assert len(finals) == 4 and {json.loads(f.read_text())["step"] for f in finals} == {4}
+
+
+def test_a_grid_names_packaged_configs_as_decision_minrnn_configs_lists_them(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("datasets: {hopper-medium: bench/hopper-medium}\nbackbones: [mingru]\n")
+    (run,) = load_grid(grid).runs
+    assert Path(run.config_path).name == "hopper-medium.yaml" and run.config().data.source == ["bench/hopper/medium-v0"]
+    grid.write_text("datasets: {hopper-medium: bench/no-such-config}\nbackbones: [mingru]\n")
+    with pytest.raises(ConfigError, match="is not a packaged config name"):
+        load_grid(grid)
