@@ -12,8 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from ..choices import backbone_names
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..rundir import CONFIG, FINAL, SWEEP_FILE, RunDir, write_atomic
 
 
@@ -86,6 +88,10 @@ class Run:
     best_step: int | None = None  # train.keep_best's checkpoint
     best_test: float | None = None  # its headline score on the test episodes (None without them)
     sweep: Sweep | None = None  # RUN/target_sweep.json, evaluate --target-sweep's
+    # What makes two runs' scores comparable (issue 36): the data itself (not its label), the headline target,
+    # the episodes scored, the budget, the precision, the token layout and the observation view. None where a
+    # run's files do not say (runs written before the field existed).
+    protocol: dict = field(default_factory=dict)
 
     @property
     def curve(self) -> list[tuple[int, float]]:
@@ -177,6 +183,7 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
         skipped.append(Skipped(run_dir, f"its normalized score is {run.normalized}, not a finite number"))
         return None
     _read_selection(run, summary, skipped)
+    run.protocol = _protocol(run, summary, final.parent)
     metrics = RunDir(final.parent).metrics
     if metrics.is_file():
         run.curves = _read_curves(metrics, skipped)
@@ -184,6 +191,61 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
     if why:
         skipped.append(Skipped(run_dir, why))
     return run
+
+
+def _protocol(run: Run, summary: dict, run_dir: Path) -> dict:
+    layout = None
+    config = RunDir(run_dir).config
+    try:
+        saved = yaml.safe_load(config.read_text()) if config.is_file() else None
+        layout = ((saved or {}).get("model") or {}).get("token_layout") if isinstance(saved, dict) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    scored = (
+        "training evaluations"
+        if run.test_episodes is None
+        else f"{run.test_episodes} test episodes from seed {run.test_seed}"
+    )
+    return {
+        "data": summary.get("dataset"),
+        "target": run.target_return,
+        "scored on": scored,
+        "steps": run.steps,
+        "precision": summary.get("amp"),
+        "layout": layout,
+        "view": summary.get("observe"),
+    }
+
+
+# The protocol fields two backbones compared on one dataset must share (their budget, precision and layout
+# may be what is compared: an arm of whole episodes takes fewer, longer steps on the same timesteps).
+SHARED_ACROSS_BACKBONES = ("data", "target", "scored on", "view")
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """Refuse, in one line, a report cell (dataset label x backbone) whose runs differ in protocol, or a dataset
+    label whose backbones were scored on different data, targets or episodes: pooled, they would make a table
+    that looks right and is not."""
+    cells: dict = {}
+    for run in runs:
+        cells.setdefault((run.dataset, run.backbone), []).append(run)
+    for (label, backbone), group in cells.items():
+        for key in group[0].protocol:
+            values = {str(r.protocol.get(key)) for r in group}
+            if len(values) > 1:
+                raise DataError(
+                    f"{label} / {backbone} mixes runs with different {key} ({', '.join(sorted(values))}); "
+                    "report them apart (another folder, or --datasets) instead of pooling them"
+                )
+    for label in sorted({r.dataset for r in runs}):
+        group = [r for r in runs if r.dataset == label]
+        for key in SHARED_ACROSS_BACKBONES:
+            values = {str(r.protocol.get(key)) for r in group}
+            if len(values) > 1:
+                raise DataError(
+                    f"{label}'s backbones were scored with different {key} ({', '.join(sorted(values))}); "
+                    "they cannot be compared in one table"
+                )
 
 
 def _read_selection(run: Run, summary: dict, skipped: list[Skipped]) -> None:

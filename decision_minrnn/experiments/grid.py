@@ -75,8 +75,8 @@ def _check_path_component(path, what: str, value: str) -> None:
         raise ConfigError(f"grid file {path}: {what} {value!r} must be a plain directory name (no '/', '..')")
 
 
-def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
-    """The runs of a grid file (or a packaged grid by name); overrides: dotted settings for every run, applied
+def load_grid(path: str | Path, every_run: list[str] | None = None) -> Grid:
+    """The runs of a grid file (or a packaged grid by name); every_run: dotted settings for every run, applied
     last (`sweep --set`)."""
     file = find_config(path, "grid")  # a file, or a packaged grid by name
     spec = read_yaml_mapping(file, "grid")
@@ -126,7 +126,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
                     *[str(x) for x in per_backbone.get(backbone, [])],
                     *arms[backbone][1],
                     *arm_set.get(backbone, []),
-                    *(overrides or []),
+                    *(every_run or []),
                 ]
                 run = RunSpec(str(label), str(backbone), int(seed), str(config_path.resolve()), overrides)
                 run.config()  # fail now, not inside a worker, when a combination is invalid

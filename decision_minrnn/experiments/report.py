@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import DataError, UsageError
 from ..rundir import earlier_output, write_atomic
 from .analysis import analyse, compare_runs
-from .collect import Run, Skipped, collect_runs
+from .collect import SHARED_ACROSS_BACKBONES, Run, Skipped, check_comparable, collect_runs
 from .conditioning import add_part_references, markdown_conditioning, plot_conditioning
 from .figures import plot_learning_curves, plot_scores
 from .selection import markdown_last_best
@@ -35,7 +35,21 @@ def _usable_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
     if not runs:
         reasons = f" ({len(skipped)} skipped: {skipped[0].run_dir}: {skipped[0].reason}...)" if skipped else ""
         raise DataError(f"no finished runs with an evaluation under {runs_dir}{reasons}")
+    check_comparable(runs)
     return runs, skipped
+
+
+def _check_sides(runs_a: list[Run], runs_b: list[Run], labels) -> None:
+    """An ablation compares two sides of one protocol: the same data, target and scored episodes per cell."""
+    first_b = {(r.dataset, r.backbone): r for r in runs_b}
+    for run in runs_a:
+        other = first_b.get((run.dataset, run.backbone))
+        for key in SHARED_ACROSS_BACKBONES if other is not None else ():
+            if str(run.protocol.get(key)) != str(other.protocol.get(key)):
+                raise DataError(
+                    f"{run.dataset} / {run.backbone}: {labels[0]} has {key} {run.protocol.get(key)}, {labels[1]} "
+                    f"has {other.protocol.get(key)}; they cannot be compared"
+                )
 
 
 def _check_reps(reps: int) -> None:
@@ -147,6 +161,7 @@ def compare(
             f"--labels {labels[0]} {labels[1]}: the two sides need different names (P(A > A) says nothing)"
         )
     (runs_a, skipped_a), (runs_b, skipped_b) = (_usable_runs(Path(d)) for d in (runs_dir_a, runs_dir_b))
+    _check_sides(runs_a, runs_b, labels)
     result = compare_runs(runs_a, runs_b, labels=labels, reps=reps)
     if not result["rows"]:
         raise DataError(

@@ -467,3 +467,49 @@ def test_a_grid_names_packaged_configs_as_decision_minrnn_configs_lists_them(tmp
     grid.write_text("datasets: {hopper-medium: bench/no-such-config}\nbackbones: [mingru]\n")
     with pytest.raises(ConfigError, match="is not a packaged config name"):
         load_grid(grid)
+
+
+PROTOCOL = {"test_episodes": 100, "test_seed": 1000000, "selection_episodes": 10, "selection_seed": 0}
+
+
+@pytest.mark.parametrize(
+    "odd,message",
+    [
+        ({"eval": {"target_return": 1800.0, "normalized_mean": 50.0, "score_reference": "D4RL table"}}, "target"),
+        ({"eval_protocol": None}, "scored on"),
+        ({"step": 12}, "steps"),
+        ({"amp": "bf16"}, "precision"),
+        ({"dataset": "bench/hopper/medium-v1"}, "data"),
+    ],
+    ids=["target", "scored-on", "budget", "precision", "data"],
+)
+def test_report_refuses_a_cell_that_pools_runs_of_different_protocols(tmp_path, capsys, odd, message):
+    """Issue 36, class 2: one seed of another target, budget, precision, data or scoring in a cell of three."""
+    root = tmp_path / "runs"
+    common = {"dataset": "bench/hopper/medium-v0", "amp": "none", "eval_protocol": PROTOCOL}
+    for seed in range(3):
+        fake_run(root, "hopper-medium", "mingru", seed, 40.0 + seed, **{**common, **(odd if seed == 2 else {})})
+    args = ["report", str(root), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"hopper-medium / mingru mixes runs with different {message}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_refuses_backbones_of_one_label_scored_on_different_data_and_compare_on_different_episodes(
+    tmp_path, capsys
+):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        fake_run(root, "hopper-medium", "mingru", seed, 40.0, dataset="bench/hopper/medium-v0")
+        fake_run(root, "hopper-medium", "transformer", seed, 40.0, dataset="bench/hopper/medium-v1")
+    assert main(["report", str(root), "--out", str(tmp_path / "out")]) == 2
+    assert "hopper-medium's backbones were scored with different data" in capsys.readouterr().err
+    a, b = tmp_path / "a", tmp_path / "b"
+    for seed in range(2):
+        fake_run(a, "hopper-medium", "mingru", seed, 40.0, eval_protocol=PROTOCOL)
+        fake_run(b, "hopper-medium", "mingru", seed, 41.0)
+    assert main(["compare", str(a), str(b), "--labels", "test", "train-evals"]) == 2
+    assert "test has scored on 100 test episodes from seed 1000000" in capsys.readouterr().err
+    assert main(["compare", str(a), str(a), "--labels", "A", "A"]) == 2
+    assert "need different names" in capsys.readouterr().err
