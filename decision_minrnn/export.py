@@ -18,6 +18,7 @@ and keeps the incoming state where `first` is 1. Transformer runs have no O(1) s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -99,18 +100,20 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
             for i, o, t in zip(state_in, state_out, state)
         ],
     }
-    _write_pair(Path(out), program.save, json.dumps(meta, indent=1))
+    _write_pair(Path(out), program.save, meta)
     return meta
 
 
-def _write_pair(out: Path, save_onnx, meta_text: str) -> None:
+def _write_pair(out: Path, save_onnx, meta: dict) -> None:
     """Both files into hidden temporaries beside them, then renamed into place: a failure (a full disk, a
-    read-only folder) leaves no half-written file and any earlier export as it was."""
+    read-only folder) leaves no half-written file and any earlier export as it was. The JSON records the
+    graph's SHA-256, so the runner refuses a JSON beside another export's graph."""
     meta_path = out.with_suffix(".json")
     try:
         with replaced_atomically(out, meta_path) as (tmp_onnx, tmp_meta):
             save_onnx(str(tmp_onnx))
-            tmp_meta.write_text(meta_text)
+            meta["onnx_sha256"] = hashlib.sha256(tmp_onnx.read_bytes()).hexdigest()
+            tmp_meta.write_text(json.dumps(meta, indent=1))
     except OSError as exc:
         raise UsageError(f"cannot write {out} and {meta_path.name}: {exc.strerror or exc}") from None
 

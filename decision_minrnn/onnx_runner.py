@@ -15,6 +15,7 @@ onnxruntime; gymnasium for the command line).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import sys
@@ -88,12 +89,26 @@ class OnnxPolicy:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds for a bad or truncated file
             raise PolicyInputError(f"{onnx_path} is not a readable ONNX model ({_first_line(exc)})") from None
+        expected = m.get("onnx_sha256")  # exports before the digest was kept have none
+        try:
+            digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise PolicyInputError(f"{onnx_path} cannot be read ({_first_line(exc)})") from None
+        if expected is not None and digest != expected:
+            raise PolicyInputError(
+                f"{meta_path} belongs to another export than {onnx_path} (the graph's SHA-256 differs); "
+                "use the pair one export wrote"
+            )
         self.n = 0
 
     def reset(self, n: int = 1, target_return: float | None = None, seeds=None) -> None:
         """seeds: the environments' reset seeds, which a flicker view draws its dropped frames from (default
-        0..n-1), as Policy.reset."""
+        0..n-1), as Policy.reset. Refuses what Policy.reset refuses."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise PolicyInputError(f"reset(n={n!r}): n must be an integer >= 1 (the number of episodes)")
         target = self.target_return if target_return is None else float(target_return)
+        if not np.isfinite(target):
+            raise PolicyInputError(f"target return {target_return} is not finite")
         self.n = n
         self.view_stream = self.view.start(n, range(n) if seeds is None else list(seeds))
         self.rtg = np.full((n, 1), target / self.meta["rtg_scale"], dtype=np.float32)
@@ -115,6 +130,8 @@ class OnnxPolicy:
         if not np.isfinite(obs).all():
             raise PolicyInputError("observation contains NaN or inf")
         if self.n != obs.shape[0]:
+            if self.n and reward is not None:  # as Policy.act: a batch that changes mid-episode is a mistake
+                raise PolicyInputError(f"act() got {obs.shape[0]} observations but reset() started {self.n} episodes")
             self.reset(obs.shape[0])
         rtg = self.rtg
         if reward is not None:
@@ -132,7 +149,12 @@ class OnnxPolicy:
             "first": (self.t == 0).astype(np.float32)[:, None],
             **self.state,
         }
-        outputs = self.session.run(None, feeds)
+        try:
+            outputs = self.session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own kinds: the graph does not fit its JSON
+            raise PolicyInputError(
+                f"the ONNX graph does not fit its metadata ({_first_line(exc)}); export the pair again"
+            ) from None
         if not np.isfinite(outputs[0]).all():
             raise PolicyInputError("the policy produced a non-finite action (NaN or inf weights or inputs?)")
         self.rtg = rtg  # a refused step changes nothing

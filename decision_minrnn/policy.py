@@ -163,8 +163,8 @@ class Policy:
         """Start n episodes, conditioned on target_return (raw; default: the policy's). seeds: the seeds the
         n environments were reset with, which a flicker view draws each episode's dropped frames from, as
         `evaluate` does (default 0..n-1); other views ignore them."""
-        if n < 1:
-            raise UsageError(f"reset(n={n}): n must be >= 1")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise UsageError(f"reset(n={n!r}): n must be an integer >= 1 (the number of episodes)")
         target = self.target_return if target_return is None else check_target(target_return)
         self.state = self.initial_state(n, target, seeds)
         if self._compiled is not None and n not in self._compiled_sizes:
@@ -209,7 +209,12 @@ class Policy:
             elif state.rtg.shape[0] != obs.shape[0]:
                 raise UsageError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
             if episode_start is not None:
-                starts = torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=self.device)
+                flags = np.asarray(episode_start)
+                if flags.size != obs.shape[0] or not (flags.dtype == bool or np.issubdtype(flags.dtype, np.integer)):
+                    raise UsageError(
+                        f"episode_start must hold {obs.shape[0]} booleans (one per observation), got {flags.tolist()!r}"
+                    )
+                starts = torch.as_tensor(flags.astype(bool).reshape(-1), device=self.device)
                 if starts.any():
                     state = self._restart(state, starts)
                     if reward is not None:  # a new episode has no previous reward

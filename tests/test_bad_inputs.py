@@ -5,6 +5,7 @@ byte-identical afterwards (and that nothing new was written where the command wa
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from helpers import fake_run, save_weights_as_written
 
 from decision_minrnn.cli import main
+from decision_minrnn.errors import UsageError
 from decision_minrnn.rundir import earlier_output
 
 
@@ -146,6 +148,10 @@ def _damage(path: Path, how: str) -> None:
         data = json.loads(meta.read_text())
         data["obs_std"][3] = -1.0
         meta.write_text(json.dumps(data))
+    elif how == "another export's json":  # a JSON beside a graph it was not written with
+        data = json.loads(meta.read_text())
+        data["onnx_sha256"] = "0" * 64
+        meta.write_text(json.dumps(data))
 
 
 DAMAGES = {
@@ -153,6 +159,7 @@ DAMAGES = {
     "truncated json": "is not the metadata of an export",
     "json without obs_std": "is not the metadata of an export",
     "negative std": "every std > 0",
+    "another export's json": "belongs to another export than",
 }
 
 
@@ -199,6 +206,57 @@ def test_onnx_policy_refuses_what_the_torch_policy_refuses(exported, case):
         policy.act(change_obs(obs), reward)
     # A refused step changes nothing: the next good step gives the actions of a policy that never saw it.
     np.testing.assert_array_equal(policy.act(obs, [1.0, 1.0]), clean.act(obs, [1.0, 1.0]))
+
+
+@pytest.mark.slow  # ONNX exports
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda p, obs: p.reset(2.5), "n must be an integer >= 1"),
+        (lambda p, obs: p.reset(0), "n must be an integer >= 1"),
+        (lambda p, obs: p.reset(2, target_return=float("nan")), "is not finite"),
+        (lambda p, obs: p.act(obs[:1], [1.0]), "act() got 1 observations but reset() started 2 episodes"),
+    ],
+    ids=["reset-2.5", "reset-0", "nan-target", "batch-shrinks-mid-episode"],
+)
+def test_the_torch_and_onnx_policies_refuse_the_same_calls(exported, tmp_path, call, message):
+    """Issue 36, class 8: the Python API refuses with its one-line error (UsageError, PolicyInputError), never a
+    raw TypeError or a silent restart, and both policies refuse the same things."""
+    from decision_minrnn.onnx_runner import OnnxPolicy, PolicyInputError
+
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    onnx = OnnxPolicy(exported)
+    onnx.reset(2)
+    onnx.act(obs)
+    with pytest.raises(PolicyInputError, match=re.escape(message)):
+        call(onnx, obs)
+    import torch
+
+    from decision_minrnn.config import ModelConfig
+    from decision_minrnn.data.normalization import ObsNormalizer
+    from decision_minrnn.models import DecisionModel
+    from decision_minrnn.policy import Policy
+
+    torch.manual_seed(0)  # the exported fixture's model
+    model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=8, n_layers=1))
+    torch_policy = Policy(model, ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32)), 1000.0, 20, 3600.0)
+    torch_policy.reset(2)
+    torch_policy.act(obs)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        call(torch_policy, obs)
+
+
+def test_predict_refuses_an_episode_start_of_the_wrong_length(trained_run):
+    from decision_minrnn import load_policy
+
+    policy = load_policy(trained_run[0])
+    obs = np.zeros((2, 11), dtype=np.float32)
+    _, state = policy.predict(obs)
+    for bad in ([True], [True, False, True], ["yes", "no"]):
+        with pytest.raises(UsageError, match="episode_start must hold 2 booleans"):
+            policy.predict(obs, state, episode_start=bad)
+    with pytest.raises(UsageError, match="n must be an integer"):
+        policy.reset(2.5)
 
 
 # ----- data that does not fit its environment, or cannot be real ------------------------------------------------
