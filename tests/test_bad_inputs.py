@@ -260,11 +260,12 @@ def test_predict_refuses_an_episode_start_of_the_wrong_length(trained_run):
 
 
 # ----- data that does not fit its environment, or cannot be real ------------------------------------------------
-def _hdf5(tmp_path: Path, name: str, change=None, obs_dim=11, act_dim=3) -> Path:
+def _hdf5(tmp_path: Path, name: str, change=None, obs_dim=11, act_dim=3, lengths=None) -> Path:
     import h5py
     from helpers import make_d4rl_file, synthetic_episodes
 
-    path = make_d4rl_file(tmp_path / name, synthetic_episodes(3, seed=2, obs_dim=obs_dim, act_dim=act_dim))
+    episodes = synthetic_episodes(len(lengths or [0] * 3), lengths=lengths, seed=2, obs_dim=obs_dim, act_dim=act_dim)
+    path = make_d4rl_file(tmp_path / name, episodes)
     if change is not None:
         with h5py.File(path, "a") as f:
             change(f)
@@ -281,6 +282,14 @@ def _scale(key, factor, column=None):
         f[key][...] = data
 
     return change
+
+
+def _no_episode_ends(f):
+    """The terminals and timeouts of every episode but the last gone: the file reads as one long episode."""
+    for key in ("terminals", "timeouts"):
+        flags = f[key][...]
+        flags[:-1] = False
+        f[key][...] = flags
 
 
 def _set(key, index, value):
@@ -320,6 +329,17 @@ BAD_DATA = {
         dict(name="hopper-medium-v2.hdf5", change=_set("rewards", 4, 3e38)),
         [],
         "rewards hold 3e+38 at step 4, beyond any MuJoCo value",
+    ),
+    # Issue 36, class 6: data whose units or episode ends are wrong, which trained and reported before.
+    "a reward of 9e5": (
+        dict(name="hopper-medium-v2.hdf5", change=_set("rewards", 4, 9e5)),
+        [],
+        "episode 0 step 4: reward 9e+05, beyond any hopper step",
+    ),
+    "no episode ends": (
+        dict(name="hopper-medium-v2.hdf5", change=_no_episode_ends, lengths=[600, 500, 400]),
+        [],
+        "episode 0 has 1500 steps, more than Hopper-v5's limit of 1000: its episode ends are missing",
     ),
 }
 

@@ -125,6 +125,26 @@ def _check_magnitude(name: str, where: str, array: np.ndarray) -> None:
         )
 
 
+# A MuJoCo locomotion step earns a few reward units (forward speed plus a healthy bonus, minus control costs):
+# D4RL's expert returns are at most about 12 a step. Beyond this, a reward is in other units or corrupt.
+MAX_TASK_REWARD = 100.0
+
+
+def check_rewards(dataset: OfflineDataset) -> None:
+    """A known locomotion task's per-step rewards must be of its scale: one reward of 9e5 made a behaviour
+    score of 266 normalized, which no table should show."""
+    if dataset.task is None:
+        return
+    for i, episode in enumerate(dataset.episodes):
+        big = np.abs(episode.rew) > MAX_TASK_REWARD
+        if big.any():
+            t = int(np.argmax(big))
+            raise DataError(
+                f"{dataset.name} episode {i} step {t}: reward {float(episode.rew[t]):.3g}, beyond any {dataset.task} "
+                f"step (|r| > {MAX_TASK_REWARD:g}); the rewards are corrupt or in other units"
+            )
+
+
 def check_task(name: str, own_task: str | None, env_id: str | None, what: str = "data.env_id") -> None:
     """Data of one task must not be evaluated and scored in another task's environment of the same dims
     (walker2d data in HalfCheetah-v5 would be scored against HalfCheetah's reference returns)."""
@@ -243,6 +263,10 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     ref = None
     if metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
         ref = RefScores(float(metadata["ref_min_score"]), float(metadata["ref_max_score"]), "minari metadata")
+        if not ref.max > ref.min:  # every normalized score would be divided by zero or flip its sign
+            raise DataError(
+                f"Minari dataset {dataset_id!r}: ref_max_score {ref.max:g} is not above ref_min_score {ref.min:g}"
+            )
     task = task_of(env_id) or task_of(dataset_id)
     if env_id is None and task is not None:
         env_id = env_id_for(task)
@@ -393,6 +417,7 @@ def load_source(source: str | list[str], env_id: str | None = None, env_version:
     dataset = loaded[0] if len(loaded) == 1 else compose(loaded, env_id)
     if env_id is not None:
         dataset.env_id = env_id
+    check_rewards(dataset)
     return dataset
 
 

@@ -32,7 +32,14 @@ def check_data_fits_env(dataset, env_id: str) -> None:
     first step and by `datasets info`. dataset: an OfflineDataset (name, obs_dim, act_dim, episodes)."""
     env = make_env(env_id)
     obs_shape, space = env.observation_space.shape, env.action_space
+    limit = env.spec.max_episode_steps if env.spec is not None else None
     env.close()
+    longest = max(range(len(dataset.episodes)), key=lambda i: len(dataset.episodes[i]))
+    if limit and len(dataset.episodes[longest]) > limit:
+        raise DataError(
+            f"{dataset.name} episode {longest} has {len(dataset.episodes[longest])} steps, more than {env_id}'s "
+            f"limit of {limit}: its episode ends are missing (D4RL's terminals / timeouts), so episodes run together"
+        )
     if obs_shape != (dataset.obs_dim,) or space.shape != (dataset.act_dim,):
         raise DataError(
             f"the data's obs/act dims {dataset.obs_dim}/{dataset.act_dim} do not match {env_id}'s spaces "

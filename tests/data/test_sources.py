@@ -149,3 +149,10 @@ def test_the_d4rl_writer_round_trips_through_the_reader(tmp_path, minari_root):
             assert (a.terminated, a.truncated, len(a)) == (b.terminated, b.truncated, len(b))
             for x, y in ((a.obs, b.obs), (a.act, b.act), (a.rew, b.rew)):
                 np.testing.assert_array_equal(x.astype(np.float32), y)
+
+
+def test_reference_scores_whose_max_is_not_above_their_min_are_refused(minari_root):
+    """Issue 36, class 6: every normalized score would flip its sign or divide by zero."""
+    make_minari_dataset("test/hopper/refs-v0", synthetic_episodes(3, seed=0), ref_scores=(3234.3, -20.3))
+    with pytest.raises(DataError, match="ref_max_score -20.3 is not above ref_min_score 3234.3"):
+        load_source("test/hopper/refs-v0")
