@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConfigError, UsageError
-from .rundir import RunDir
+from .rundir import RunDir, output_lock
 
 
 def _print_eval(results: list[dict]) -> None:
@@ -119,24 +120,25 @@ def cmd_evaluate(args) -> int:
             f"{mode}, device {resolve_device(args.device, '--device')}",
             flush=True,
         )
-    results = evaluate_checkpoint(
-        args.checkpoint,
-        episodes=args.episodes,
-        mode=args.mode,
-        targets=args.target_return,
-        seed=args.seed,
-        device=args.device,
-        env_id=args.env_id,
-        max_steps=args.max_steps,
-        video_dir=args.video,
-        compile=args.compile,
-        best=args.best,
-        target_sweep=args.target_sweep,
-        target_range=args.target_range,
-    )
-    if out is not None:
-        results["results"] = without_timing(results["results"])
-        write_sweep(out, results)
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        results = evaluate_checkpoint(
+            args.checkpoint,
+            episodes=args.episodes,
+            mode=args.mode,
+            targets=args.target_return,
+            seed=args.seed,
+            device=args.device,
+            env_id=args.env_id,
+            max_steps=args.max_steps,
+            video_dir=args.video,
+            compile=args.compile,
+            best=args.best,
+            target_sweep=args.target_sweep,
+            target_range=args.target_range,
+        )
+        if out is not None:
+            results["results"] = without_timing(results["results"])
+            write_sweep(out, results)
     if args.json:
         print(json.dumps(results, indent=1))
     else:

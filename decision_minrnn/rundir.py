@@ -51,6 +51,7 @@ RUN_TREE = {
     "wandb_id": "file",
     "fit_windows.json": "file",  # scripts/fit_windows.py, beside final.json
     LOCK_NAME: "file",
+    ".*.lock": "file",  # output_lock's, beside a file that a command other than train writes (the sweep)
     # replaced_atomically's temporaries, left only by a process killed between writing and renaming one
     ".*.tmp-[0-9]*": "file",
     # checkpoint.save_checkpoint: step-XXXXXXXX and best, each written into a .tmp-* directory first
@@ -279,6 +280,29 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     cwd = Path.cwd().resolve()
     if cwd == run_dir.resolve() or run_dir.resolve() in cwd.parents:
         raise CheckpointError(f"--force refused: {run_dir} contains the current directory; nothing was deleted")
+
+
+@contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold .NAME.lock beside `path` while a command computes and writes it: a second process writing the same
+    file at once is refused in one line (both would print "wrote" and one result would be lost)."""
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise CheckpointError(f"{path} is being written by {holder}; wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class RunDirLock:

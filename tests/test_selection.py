@@ -355,3 +355,34 @@ def test_report_puts_last_held_out_best_and_optimistic_max_side_by_side(tmp_path
     assert "Test episodes per target: 100." in table
     assert "DMamba: max over training evaluations" in table  # how the published column was taken
     assert "minLSTM: not stated by Feng et al.\n" in table  # one full stop, not two
+
+
+def test_a_second_sweep_into_the_same_file_at_once_is_refused(tiny_run, capsys):
+    """Issue 36, class 3: two `evaluate --target-sweep` writing one --sweep-out would both print "wrote"."""
+    from decision_minrnn.rundir import output_lock
+
+    out = tiny_run / "target_sweep.json"
+    with output_lock(out):  # as a first evaluate holds it while it rolls out
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "3", "--episodes", "1"]) == 2
+        assert f"{out} is being written by pid" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "3", "--episodes", "1"]) == 0
+
+
+def test_report_leaves_out_a_sweep_of_another_checkpoint_than_final_json(tiny_run, capsys):
+    """Issue 36, class 3: a sweep taken of an older step, or while the run was training, is not drawn as the
+    last checkpoint's curve."""
+    from decision_minrnn.experiments.collect import collect_runs
+
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--target-sweep", "3", "--episodes", "1"]) == 0
+    final = json.loads((tiny_run / "final.json").read_text())  # the run trained without evaluations: give it a score
+    final["eval"] = {"target_return": 3600.0, "normalized_mean": 10.0, "score_reference": "D4RL table"}
+    (tiny_run / "final.json").write_text(json.dumps(final))
+    (run,), _ = collect_runs(tiny_run.parent)
+    assert run.sweep is not None and run.sweep.step == run.steps
+    sweep = json.loads((tiny_run / "target_sweep.json").read_text())
+    (tiny_run / "target_sweep.json").write_text(json.dumps({**sweep, "step": run.steps - 6}))
+    (run,), skipped = collect_runs(tiny_run.parent)
+    assert run.sweep is None
+    assert any(f"was taken of step {run.steps - 6}, not of final.json's last checkpoint" in s.reason for s in skipped)

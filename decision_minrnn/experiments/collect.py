@@ -188,6 +188,14 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
     if metrics.is_file():
         run.curves = _read_curves(metrics, skipped)
     run.sweep, why = read_sweep(final.parent)
+    if run.sweep is not None and run.sweep.step != run.steps:  # an older checkpoint's, or taken mid-training
+        run.sweep, why = (
+            None,
+            (
+                f"{SWEEP_FILE} was taken of step {run.sweep.step}, not of final.json's last checkpoint (step "
+                f"{run.steps}); its conditioning curve is left out (evaluate --target-sweep again)"
+            ),
+        )
     if why:
         skipped.append(Skipped(run_dir, why))
     return run
