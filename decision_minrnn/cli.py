@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .errors import Interrupted, UserError, first_line
+from .errors import guarded
 
 
 def _cmd_datasets_info(args) -> int:
@@ -119,21 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except Interrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # read-only or full filesystem, a path under /proc, a file where a directory goes
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or first_line(exc)}{where}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

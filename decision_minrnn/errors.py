@@ -48,6 +48,28 @@ class MissingExtraError(UserError):
     """An optional dependency that the requested command needs is not installed; the message names the extra."""
 
 
+def guarded(call) -> int:
+    """The exit code of call(), with the CLI's contract: a user's error is one line on stderr and exit code 2,
+    a signal 128 + its number, never a traceback. `decision-minrnn` and the scripts under scripts/ share it."""
+    import sys
+
+    try:
+        return int(call() or 0)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only or full filesystem, a path under /proc, a file where a directory goes
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or first_line(exc)}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 def first_line(exc: BaseException, limit: int | None = None) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line
     errors and warnings built around a library's multi-line exception; cut to `limit` characters if given."""

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from decision_minrnn.data.episodes import load_source
 from decision_minrnn.data.sampler import WindowSampler
-from decision_minrnn.experiments.collect import collect_runs, measure_runs
+from decision_minrnn.errors import DataError, guarded
+from decision_minrnn.experiments.collect import collect_runs, measure_runs, read_side_file
 from decision_minrnn.experiments.stats import score_stats
 from decision_minrnn.runs import model_from_checkpoint
 from decision_minrnn.update import masked_mse
@@ -70,7 +72,9 @@ def read_fits(runs_dir: Path) -> dict[tuple[str, str], dict[int, float]]:
     for run in runs:
         path = Path(run.run_dir) / FIT_FILE
         if path.is_file():
-            fit = json.loads(path.read_text())["fit_windows_mse"]
+            fit = read_side_file(run.run_dir, FIT_FILE).get("fit_windows_mse")
+            if not isinstance(fit, (int, float)):
+                raise DataError(f"{path} holds no fit_windows_mse; measure it again (--force)")
             out.setdefault((run.dataset, run.backbone), {})[int(run.seed)] = float(fit)
     return out
 
@@ -111,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # the CLI's contract: one line and exit code 2 on bad input

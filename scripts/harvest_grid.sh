@@ -22,8 +22,9 @@ if [ "${3:-}" = window ]; then
     case "$rel" in */mingru-k20/*) [ -f "$run/window_score.json" ] || continue ;; esac
     [ -f "$D/$rel/final.json" ] && { [ ! -f "$run/window_score.json" ] || [ -f "$D/$rel/window_score.json" ]; } && continue
     mkdir -p "$D/$rel"
-    cp "$run"/{config.yaml,final.json,metrics.jsonl,scalars.csv} "$D/$rel/"
-    [ -f "$run/window_score.json" ] && cp "$run/window_score.json" "$D/$rel/"
+    for f in config.yaml final.json metrics.jsonl scalars.csv window_score.json; do
+      [ -f "$run/$f" ] && cp "$run/$f" "$D/$rel/"
+    done
     echo "harvested $rel"
   done
   exit 0
@@ -40,7 +41,11 @@ for f in "$R"/*/*/seed*/final.json; do
   [ -f "$run/fit_windows.json" ] || nice -n 5 python "$(dirname "$0")/fit_windows.py" measure "$run" > /dev/null \
     || { echo "fit failed: $rel"; continue; }
   mkdir -p "$D/$rel"
-  cp "$run"/{config.yaml,final.json,metrics.jsonl,scalars.csv,target_sweep.json,fit_windows.json} "$D/$rel/"
+  # what the run has of its small files (a run without evaluations has no metrics.jsonl): a missing one is
+  # not retried forever
+  for f in config.yaml final.json metrics.jsonl scalars.csv target_sweep.json fit_windows.json; do
+    [ -f "$run/$f" ] && cp "$run/$f" "$D/$rel/"
+  done
   echo "harvested $rel"
 done
 for f in "$R"/*/*/seed*/target_rule.json; do

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from decision_minrnn.errors import UsageError
+from decision_minrnn.errors import UsageError, guarded
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.experiments.analysis import curve_stats
-from decision_minrnn.experiments.collect import Run, collect_runs, measure_runs
+from decision_minrnn.experiments.collect import Run, collect_runs, measure_runs, read_side_file
 from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
 from decision_minrnn.rundir import write_atomic
 
@@ -98,7 +98,7 @@ def _cells(runs: list[Run]) -> dict[tuple[str, str, str], dict[int, dict]]:
         cells.setdefault((task, view, arm_of(run)), {})[run.seed] = record
         window = Path(run.run_dir) / WINDOW_FILE
         if window.is_file():
-            scored = json.loads(window.read_text())
+            scored = read_side_file(run.run_dir, WINDOW_FILE)
             if scored.get("step") != run.steps or scored.get("seed") != run.test_seed:
                 raise UsageError(f"{window} scored another checkpoint or episodes than final.json; measure it again")
             cells.setdefault((task, view, f"{arm_of(run)}-window"), {})[run.seed] = {
@@ -263,16 +263,12 @@ def main() -> None:
     r.add_argument("runs")
     r.add_argument("--out", default=None, help="write report.md, report.json and memory.png here")
     args = parser.parse_args()
-    try:
-        if args.command == "measure":
-            out = measure(Path(args.runs), args.force)
-        else:
-            out = report(Path(args.runs), None if args.out is None else Path(args.out))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    if args.command == "measure":
+        out = measure(Path(args.runs), args.force)
+    else:
+        out = report(Path(args.runs), None if args.out is None else Path(args.out))
     print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # the CLI's contract: one line and exit code 2 on bad input

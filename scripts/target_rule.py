@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from decision_minrnn.errors import UsageError
+from decision_minrnn.errors import DataError, UsageError, guarded
 from decision_minrnn.evaluation import evaluate_checkpoint
-from decision_minrnn.experiments.collect import Run, backbones_of, collect_runs, measure_runs
+from decision_minrnn.experiments.collect import Run, backbones_of, collect_runs, measure_runs, read_side_file
 from decision_minrnn.experiments.stats import column_probability_of_improvement, mean_interval
 
 RULE_FILE = "target_rule.json"
@@ -77,7 +77,14 @@ def compare(runs_dir: Path, datasets: list[str] | None) -> dict:
         for run in (r for r in runs if r.dataset == dataset):
             path = Path(run.run_dir) / RULE_FILE
             if path.is_file():
-                rule = json.loads(path.read_text())
+                rule = read_side_file(run.run_dir, RULE_FILE)
+                protocol = (rule.get("step"), rule.get("episodes"), rule.get("seed"))
+                if protocol != (run.steps, run.test_episodes, run.test_seed):
+                    raise DataError(
+                        f"{path} scored step {protocol[0]} on {protocol[1]} episodes from seed {protocol[2]}, the "
+                        f"headline step {run.steps} on {run.test_episodes} from {run.test_seed}: they are no pair; "
+                        "measure it again (--force)"
+                    )
                 scored.setdefault(run.backbone, {})[int(run.seed)] = (run.normalized, float(rule["normalized_mean"]))
                 targets[run.backbone] = (run.target_return, float(rule["target_return"]))
         for backbone in backbones_of([r for r in runs if r.backbone in scored]):
@@ -116,16 +123,12 @@ def main() -> None:
     c.add_argument("runs")
     c.add_argument("--datasets", nargs="+", help="only these dataset labels")
     args = parser.parse_args()
-    try:
-        if args.command == "measure":
-            out = measure(Path(args.runs), args.datasets, args.force)
-        else:
-            out = compare(Path(args.runs), args.datasets)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    if args.command == "measure":
+        out = measure(Path(args.runs), args.datasets, args.force)
+    else:
+        out = compare(Path(args.runs), args.datasets)
     print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # the CLI's contract: one line and exit code 2 on bad input

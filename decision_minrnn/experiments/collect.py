@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..choices import backbone_names
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, UsageError
 from ..rundir import CONFIG, FINAL, SWEEP_FILE, RunDir, write_atomic
 
 
@@ -276,6 +276,8 @@ def _read_selection(run: Run, summary: dict, skipped: list[Skipped]) -> None:
 def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
     """Every run directory under runs_dir (one holding config.yaml or final.json): the usable runs, and the
     others with the reason they were left out."""
+    if not Path(runs_dir).is_dir():
+        raise UsageError(f"runs directory {runs_dir} does not exist")
     runs, skipped = [], []
     run_dirs = sorted({p.parent for pattern in (FINAL, CONFIG) for p in Path(runs_dir).rglob(pattern)})
     for run_dir in run_dirs:
@@ -287,6 +289,19 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
         if run is not None:
             runs.append(run)
     return runs, skipped
+
+
+def read_side_file(run_dir, name: str) -> dict:
+    """A small JSON a script wrote beside final.json (fit_windows.json, target_rule.json, window_score.json): a
+    truncated or hand-broken one is one DataError line naming it, never a traceback."""
+    path = Path(run_dir) / name
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path} is unreadable ({type(exc).__name__}); measure it again (--force)") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} does not hold a JSON object; measure it again (--force)")
+    return data
 
 
 def measure_runs(runs: list[Run], file_name: str, measure, force: bool = False) -> dict[str, list[str]]:
