@@ -83,13 +83,44 @@ def _cmd_configs(args) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help where it has one, and the examples kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, [], argparse.SUPPRESS) or "default" in text or action.option_strings == []:
+            return text
+        return f"{text} (default: {default})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of every command and subcommand (subparsers are made of their parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+EXAMPLES = """examples:
+  decision-minrnn train --config quickstart                   # a few minutes on 2 CPU cores
+  decision-minrnn evaluate --checkpoint runs/quickstart --episodes 10
+  decision-minrnn train --config bench/hopper-medium --set data.observe=velocities --set train.steps=5000 \\
+      --set train.warmup_steps=500
+  decision-minrnn sweep --grid bench-cpu --set train.steps=2000
+  decision-minrnn report runs/sweeps/bench-cpu
+  decision-minrnn configs                                     # the packaged configs and grids
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="decision-minrnn",
         description="Decision-Transformer-style offline RL with minGRU / minLSTM backbones: train on D4RL-style "
         "datasets, evaluate in Gymnasium MuJoCo, export, sweep and report.",
+        epilog=EXAMPLES,
     )
     parser.add_argument("--version", action="version", version=f"decision-minrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,14 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("source", nargs="+", help="Minari id or D4RL hdf5 path; several (or a+b) are concatenated")
     info.add_argument("--env-id", default=None, help="Gymnasium env id to evaluate in (default: from the data)")
     info.add_argument("--env-version", default="v5", help="MuJoCo env version for D4RL files (v5 or v4)")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(func=_cmd_datasets_info)
     listing = dsub.add_parser("list", help="list local Minari datasets (MINARI_DATASETS_PATH)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.set_defaults(func=_cmd_datasets_list)
 
     configs = sub.add_parser("configs", help="list the configs and grids shipped in the package")
-    configs.add_argument("--json", action="store_true")
+    configs.add_argument("--json", action="store_true", help="print the names as JSON")
     configs.set_defaults(func=_cmd_configs)
 
     from . import commands

@@ -175,7 +175,9 @@ def register(sub) -> None:
         help="dotted override, e.g. --set model.backbone=minlstm (repeatable)",
     )
     train.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<config name>)")
-    train.add_argument("--runs-root", default="runs")
+    train.add_argument(
+        "--runs-root", default="runs", help="the folder a run without --run-dir goes to, as RUNS_ROOT/<config name>"
+    )
     train.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     train.add_argument("--force", action="store_true", help="replace an existing run directory")
     train.add_argument(
@@ -197,7 +199,13 @@ def register(sub) -> None:
     ev = sub.add_parser("evaluate", help="roll a checkpoint out in its MuJoCo environment")
     ev.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint directory")
     ev.add_argument("--episodes", type=int, default=None, help="episodes per target (default: the run's eval.episodes)")
-    ev.add_argument("--mode", choices=["auto", "recurrent", "window"], default=None)
+    ev.add_argument(
+        "--mode",
+        choices=["auto", "recurrent", "window"],
+        default=None,
+        help="recurrent: one O(1) step per env step from the episode start; window: DT's re-run of the last K "
+        "steps; auto: recurrent where the backbone can step (default: the run's eval.mode)",
+    )
     ev.add_argument(
         "--target-return",
         nargs="+",
@@ -219,9 +227,9 @@ def register(sub) -> None:
     ev.add_argument("--sweep-out", default=None, help="write the target sweep here instead")
     ev.add_argument("--force", action="store_true", help="replace an earlier target sweep file")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded with SEED + i")
-    ev.add_argument("--max-steps", type=int, default=None)
+    ev.add_argument("--max-steps", type=int, default=None, help="steps per episode (default: the run's eval.max_steps)")
     ev.add_argument("--env-id", default=None, help="evaluate in another env id (e.g. Hopper-v4)")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     ev.add_argument(
         "--video",
         metavar="DIR",
@@ -236,7 +244,7 @@ def register(sub) -> None:
         action="store_true",
         help="act through a torch.compile'd recurrent step (faster per step, equal to float32 rounding)",
     )
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     ev.set_defaults(func=cmd_evaluate)
 
     from .experiments import commands as experiment_commands

@@ -48,6 +48,11 @@ class MissingExtraError(UserError):
     """An optional dependency that the requested command needs is not installed; the message names the extra."""
 
 
+def install_hint(extra: str) -> str:
+    """How to install an extra: from the checkout, since the package is not published on PyPI yet."""
+    return f"pip install -e '.[{extra}]' in your checkout of decision-minrnn (it is not on PyPI yet)"
+
+
 def guarded(call) -> int:
     """The exit code of call(), with the CLI's contract: a user's error is one line on stderr and exit code 2,
     a signal 128 + its number, never a traceback. `decision-minrnn` and the scripts under scripts/ share it."""

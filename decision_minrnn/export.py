@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .envs.make import action_bounds
-from .errors import CheckpointError, MissingExtraError, UsageError
+from .errors import CheckpointError, MissingExtraError, UsageError, install_hint
 from .models.step import RecurrentStep, flatten_state
 from .rundir import earlier_output, replaced_atomically
 from .runs import eval_targets, model_from_checkpoint, policy_context
@@ -42,7 +42,7 @@ def _require_onnx():
         import onnx  # noqa: F401  (torch's exporter needs both; checked here for a clear message)
         import onnxscript  # noqa: F401
     except ImportError:
-        raise MissingExtraError("export needs onnx: pip install 'decision-minrnn[export]'") from None
+        raise MissingExtraError(f"export needs onnx: {install_hint('export')}") from None
 
 
 def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:

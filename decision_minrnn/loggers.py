@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from .choices import LOGGERS  # noqa: F401  (re-exported)
-from .errors import MissingExtraError
+from .errors import MissingExtraError, install_hint
 from .rundir import replaced_atomically, write_atomic
 
 
@@ -73,7 +73,7 @@ class RunLoggers:
             try:
                 import wandb
             except ImportError:
-                raise MissingExtraError("train.loggers has wandb: pip install 'decision-minrnn[wandb]'") from None
+                raise MissingExtraError(f"train.loggers has wandb: {install_hint('wandb')}") from None
             # One W&B run per run directory, resumed with it (the id is stored beside the checkpoints).
             id_file = run_dir / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]

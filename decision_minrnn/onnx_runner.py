@@ -205,14 +205,32 @@ def rollout(policy: OnnxPolicy, episodes: int, seed: int, target_return: float |
     return result
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """An option's default in its help where it has one (this file cannot import the package's CLI)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        return f"{action.help} (default: {action.default})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="roll out an exported decision-minrnn policy (numpy + onnxruntime)",
+        formatter_class=_DefaultsShown,
+    )
+    parser.add_argument("onnx", help="the exported policy.onnx (its policy.json beside it)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes at once, episode i seeded SEED + i")
+    parser.add_argument("--seed", type=int, default=0, help="the first episode's seed")
+    parser.add_argument(
+        "--target-return", type=float, default=None, help="raw target return (default: the run's first target)"
+    )
+    parser.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="roll out an exported decision-minrnn policy (numpy + onnxruntime)")
-    parser.add_argument("onnx")
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--target-return", type=float, default=None)
-    parser.add_argument("--max-steps", type=int, default=1000)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     path = Path(args.onnx)
     if not path.is_file() or not path.with_suffix(".json").is_file():
         print(f"error: {path} and {path.with_suffix('.json')} must both exist", file=sys.stderr)

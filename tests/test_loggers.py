@@ -109,7 +109,7 @@ def test_missing_wandb_names_the_extra(tmp_path, tiny_minari, monkeypatch, capsy
         )
         == 2
     )
-    assert "pip install 'decision-minrnn[wandb]'" in capsys.readouterr().err
+    assert "pip install -e '.[wandb]' in your checkout" in capsys.readouterr().err
 
 
 def test_keep_best_and_evaluate_best(tmp_path, tiny_minari, capsys):

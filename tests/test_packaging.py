@@ -101,3 +101,32 @@ def test_unknown_config_names_say_where_to_look(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "decision-minrnn configs" in err
     assert main(["train", "--config", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def _actions(parser, path=()):
+    """(command path, action) of every option and positional of a parser and its subcommands."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, (*path, name))
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield path, action
+
+
+def test_every_cli_option_has_help_text_and_shows_its_default():
+    """Issue 38: `--help` has no option without text, and every option with a default says it."""
+    from decision_minrnn.cli import build_parser
+    from decision_minrnn.onnx_runner import build_parser as runner_parser
+
+    for parser, name in ((build_parser(), "decision-minrnn"), (runner_parser(), "onnx_runner")):
+        missing = [f"{name} {' '.join(path)} {action.dest}" for path, action in _actions(parser) if not action.help]
+        assert not missing, missing
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    text = " ".join(sub.choices["sweep"].format_help().split())
+    assert "(default: runs/sweeps)" in text and "(default: 1)" in text  # --runs-root, --cpus-per-run
+    assert "examples:" in parser.format_help() and "decision-minrnn train --config quickstart" in parser.format_help()
+    runner = " ".join(runner_parser().format_help().split())
+    assert "(default: 10)" in runner and "(default: 1000)" in runner and "(default: None)" not in runner

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VideoError, first_line
+from ..errors import VideoError, first_line, install_hint
 
 
 def prepare_headless_rendering() -> None:
@@ -31,7 +31,7 @@ def check_encoder() -> None:
         import imageio  # noqa: F401
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
-        raise VideoError("--video needs imageio and imageio-ffmpeg: pip install 'decision-minrnn[video]'") from None
+        raise VideoError(f"--video needs imageio and imageio-ffmpeg: {install_hint('video')}") from None
 
 
 def render_frame(env) -> np.ndarray:

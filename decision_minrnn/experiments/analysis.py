@@ -73,6 +73,13 @@ def behaviour_of(runs, dataset):
     return float(np.mean(values)) if values else None
 
 
+def on_published_data(runs: list[Run]) -> bool:
+    """Whether the runs trained on the data the published numbers were measured on: D4RL's v2 files (one, or
+    the parts of medium-expert), not a Minari port or the bench data that shares their labels."""
+    names = {str(r.protocol.get("data")) for r in runs}
+    return all(part.endswith("-v2") for name in names for part in name.split("+"))
+
+
 def common_seed_matrix(cells: list[dict]) -> np.ndarray:
     """(n_seeds, n_cells) over the seeds that every cell has; each cell maps seed -> score (a dataset, or a
     dataset x backbone)."""
@@ -105,7 +112,10 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
                     "seeds": {str(r.seed): r.normalized for r in group},
                     "steps": sorted({r.steps for r in group}),
                     "behaviour": behaviour_of(runs, d),
-                    "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, "")),
+                    "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, ""))
+                    if on_published_data(group)
+                    else "-",
+                    "published_applies": on_published_data(group),
                 }
             )
     aggregate = []

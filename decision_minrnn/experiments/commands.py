@@ -173,7 +173,9 @@ def register(sub) -> None:
         required=True,
         help="grid YAML, or a packaged grid name such as bench-cpu (see `decision-minrnn configs`)",
     )
-    sw.add_argument("--runs-root", default="runs/sweeps")
+    sw.add_argument(
+        "--runs-root", default="runs/sweeps", help="runs go to RUNS_ROOT/<grid name>/<dataset>/<arm>/seed<N>"
+    )
     sw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     sw.add_argument("--max-parallel", type=int, default=None, help="runs at once on a local Ray (default: one per CPU)")
     sw.add_argument(
@@ -217,7 +219,7 @@ def register(sub) -> None:
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="tables and plots from a sweep's runs")
-    rp.add_argument("runs_dir")
+    rp.add_argument("runs_dir", help="a folder of finished runs (a sweep's RUNS_ROOT/<grid name>)")
     rp.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
     rp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
     rp.add_argument(
@@ -235,17 +237,17 @@ def register(sub) -> None:
         "compare",
         help="two runs directories side by side (an ablation): means with intervals, P(A > B), rank test",
     )
-    cp.add_argument("runs_a")
-    cp.add_argument("runs_b")
+    cp.add_argument("runs_a", help="the first folder of finished runs (side A)")
+    cp.add_argument("runs_b", help="the second folder of finished runs (side B)")
     cp.add_argument("--labels", nargs=2, default=["A", "B"], metavar=("A", "B"), help="names of the two sides")
     cp.add_argument("--out", default=None, help="also write comparison.md and comparison.json here")
     cp.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples for the 95%% intervals")
     cp.set_defaults(func=cmd_compare)
 
     bn = sub.add_parser("bench", help="speed suite: scan, training step, seed group, inference (ratios from one run)")
-    bn.add_argument("--quick", action="store_true")
-    bn.add_argument("--json", action="store_true")
-    bn.add_argument("--device", default="cpu")
+    bn.add_argument("--quick", action="store_true", help="fewer sizes and repeats: a smoke run in about a minute")
+    bn.add_argument("--json", action="store_true", help="print the results as JSON instead of the tables")
+    bn.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     bn.add_argument(
         "--latency",
         action="store_true",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, install_hint
 
 # At most this many panels to a row of a per-dataset figure: the paper's nine datasets are three rows of three.
 PANELS_PER_ROW = 3
@@ -23,7 +23,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise MissingExtraError("report's plots need matplotlib: pip install 'decision-minrnn[report]'") from None
+        raise MissingExtraError(f"report's plots need matplotlib: {install_hint('report')}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

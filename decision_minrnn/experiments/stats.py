@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, install_hint
 
 CONFIDENCE = 0.95
 DEFAULT_REPS = 10_000  # bootstrap resamples; rliable's own default is 50k, 10k moves the 95% bounds by < 1%
@@ -26,7 +26,7 @@ def _rliable():
     try:
         from rliable import library, metrics
     except ImportError:
-        raise MissingExtraError("report needs rliable: pip install 'decision-minrnn[report]'") from None
+        raise MissingExtraError(f"report needs rliable: {install_hint('report')}") from None
     return library, metrics
 
 
@@ -147,7 +147,7 @@ def rank_test_p(x, y) -> float:
     try:
         from scipy.stats import mannwhitneyu
     except ImportError:
-        raise MissingExtraError("the rank test needs scipy: pip install 'decision-minrnn[report]'") from None
+        raise MissingExtraError(f"the rank test needs scipy: {install_hint('report')}") from None
     x, y = (np.ravel(np.asarray(a, dtype=np.float64)) for a in (x, y))
     if x.size == 0 or y.size == 0:
         raise ValueError("no scores")

@@ -17,7 +17,7 @@ import json
 import posixpath
 from pathlib import Path
 
-from ..errors import ConfigError, MissingExtraError
+from ..errors import ConfigError, MissingExtraError, install_hint
 from ..rundir import CHECKPOINTS, CONFIG, FINAL, METRICS, SCALARS, TENSORBOARD, RunDir
 
 LATEST = "latest.json"
@@ -55,7 +55,7 @@ class RunStorage:
         try:
             import fsspec
         except ImportError:
-            raise MissingExtraError("--storage needs fsspec: pip install 'decision-minrnn[ray]'") from None
+            raise MissingExtraError(f"--storage needs fsspec: {install_hint('ray')}") from None
         try:
             self.fs, self.root = fsspec.core.url_to_fs(uri)
         except (ValueError, ImportError) as exc:

@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..errors import ConfigError, MissingExtraError, UserError, first_line
+from ..errors import ConfigError, MissingExtraError, UserError, first_line, install_hint
 from ..rundir import RunDir, write_atomic
 from .grid import RunSpec, load_grid
 
@@ -273,7 +273,7 @@ def _run_on_ray(tasks, address, max_parallel, threads_per_run, gpus_per_run, opt
     try:
         import ray
     except ImportError:
-        raise MissingExtraError("sweep needs Ray: pip install 'decision-minrnn[ray]' (or run with --no-ray)") from None
+        raise MissingExtraError(f"sweep needs Ray: {install_hint('ray')} (or run with --no-ray)") from None
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     # address "local" always starts a fresh local instance instead of joining one found on the machine.
     init_kwargs = {"address": address or "local", "include_dashboard": False, "log_to_driver": False}

@@ -64,7 +64,8 @@ def markdown_report(stats: dict, skipped: list[Skipped]) -> str:
         "95% percentile bootstrap over seeds, stratified by dataset (rliable). std: sample std (ddof=1). "
         "IQM: mean of the middle 50% of scores. The aggregate rows use the seeds a backbone finished on every "
         "dataset (n per dataset). Published: Table 3 of Feng et al. 2024 (D4RL v2, 5 seeds) for the same "
-        "backbone; comparable to ours only when our runs used the D4RL datasets. How each published column "
+        "backbone, shown only beside runs on D4RL's v2 files (a bench or Minari dataset of the same label is other "
+        "data). How each published column "
         "was taken: " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_PROTOCOL.items()).removesuffix(".") + ".",
     ]
     if stats["improvement"]:
@@ -145,7 +146,7 @@ def write_csv(path: Path, stats: dict) -> None:
                     " ".join(f"{k}:{v:.3f}" for k, v in c["seeds"].items()),
                     "" if c["behaviour"] is None else f"{c['behaviour']:.3f}",
                 ]
-                + [published_cell(c["dataset"], col) for col in PUBLISHED_COLUMNS]
+                + [published_cell(c["dataset"], col) if c["published_applies"] else "-" for col in PUBLISHED_COLUMNS]
             )
 
 

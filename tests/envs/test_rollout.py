@@ -156,11 +156,11 @@ def test_video_records_the_first_episode_without_changing_it(tmp_path):
 
 def test_missing_encoder_is_one_line_exit_2(trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
-    with pytest.raises(VideoError, match=r"decision-minrnn\[video\]"):
+    with pytest.raises(VideoError, match=r"pip install -e '\.\[video\]'"):
         check_encoder()
     assert main(["evaluate", "--checkpoint", str(trained_run), "--episodes", "1", "--video", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "decision-minrnn[video]" in err[0]
+    assert len(err) == 1 and "pip install -e '.[video]' in your checkout" in err[0]
     assert not (tmp_path / "v").exists()  # failed before any episode ran
 
 

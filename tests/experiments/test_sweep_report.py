@@ -54,7 +54,8 @@ def test_sweep_on_local_ray_then_report_then_rerun_only_missing(tiny_grid, tmp_p
     result = report(root, tmp_path / "report", reps=500)
     table = (tmp_path / "report" / "table.md").read_text()
     assert "| hopper-medium-replay | mingru | 2 |" in table and "| hopper-medium | transformer | 2 |" in table
-    assert "90.5 ± 0.9" in table  # the paper's hopper-medium-replay minGRU, in the minGRU row
+    # the paper's hopper-medium-replay minGRU (90.5 ± 0.9) is not beside runs on other data of that label
+    assert "90.5 ± 0.9" not in table and "| hopper-medium-replay | mingru | 2 |" in table
     assert "| **all 2 datasets** | mingru | 2 |" in table and "| mingru | transformer |" in table
     assert "Skipped" not in table
     csv_lines = (tmp_path / "report" / "table.csv").read_text().splitlines()
@@ -306,7 +307,7 @@ def test_report_without_its_extra_names_it(tmp_path, monkeypatch, capsys, module
     monkeypatch.setitem(sys.modules, module, None)
     assert main(["report", str(root), "--reps", "100"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install 'decision-minrnn[report]'" in err
+    assert len(err.splitlines()) == 1 and "pip install -e '.[report]' in your checkout" in err
 
 
 def test_a_grid_with_holes_still_compares_where_both_ran_and_gives_no_interval_for_one_seed(tmp_path):
@@ -513,3 +514,18 @@ def test_report_refuses_backbones_of_one_label_scored_on_different_data_and_comp
     assert "test has scored on 100 test episodes from seed 1000000" in capsys.readouterr().err
     assert main(["compare", str(a), str(a), "--labels", "A", "A"]) == 2
     assert "need different names" in capsys.readouterr().err
+
+
+def test_published_numbers_stand_only_beside_runs_on_the_data_they_were_published_for(tmp_path):
+    """Issue 38: the paper's D4RL numbers beside runs on D4RL's v2 files only, never beside bench or Minari data."""
+    pytest.importorskip("rliable")
+    for data, root in (
+        ("hopper-medium-replay-v2", tmp_path / "d4rl"),
+        ("bench/hopper/medium-replay-v0", tmp_path / "b"),
+    ):
+        for seed in range(2):
+            fake_run(root, "hopper-medium-replay", "mingru", seed, 80.0 + seed, dataset=data)
+    d4rl = report(tmp_path / "d4rl", None, reps=200)["table"]
+    bench = report(tmp_path / "b", None, reps=200)["table"]
+    assert "| 90.5 ± 0.9 |" in d4rl
+    assert "90.5 ± 0.9" not in bench and bench.splitlines()[2].endswith("| - |")
