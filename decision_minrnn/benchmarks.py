@@ -94,7 +94,7 @@ def bench_scan(
 
     Two loops: `step_loop` feeds x.unbind(1) (the fair baseline); `step_loop_sliced` feeds x[:, t], the
     way a loop is usually written, whose backward writes each step's gradient into a fresh full-size zero
-    tensor of x (O(T^2) memory traffic). The step loop measured before this package existed (BENCHMARKS.md
+    tensor of x (O(T^2) memory traffic). The step loop measured before this package existed (docs/speed.md
     section 1) behaves like the sliced one.
 
     compiled: also time the auto scan with compile_gates=True (the gate math through torch.compile;

@@ -65,7 +65,7 @@ class ModelConfig:
     n_heads: int = 1  # transformer only
     dropout: float = 0.1
     # The dropout mask generator (nn/dropout.py): torch (nn.Dropout, DT's recipe as published) | fast (16-bit
-    # lanes of bulk random words, a few elementwise ops; BENCHMARKS.md section 3b). gru / lstm keep torch's
+    # lanes of bulk random words, a few elementwise ops; docs/speed.md section 3b). gru / lstm keep torch's
     # dropout between their layers, inside the fused kernel.
     dropout_impl: str = "torch"
     token_layout: str = "interleaved"  # interleaved (R, s, a) per step | fused (one token per step)
@@ -94,13 +94,14 @@ class TrainConfig:
     grad_clip: float = 0.25
     seed: int = 0
     # Several seeds in one process, one vmapped step for all (update.SeedGroup); each goes to RUN/seed<N> as
-    # a complete run of its own. Empty: train.seed alone. BENCHMARKS.md section 10 has its speed.
+    # a complete run of its own. Empty: train.seed alone. docs/speed.md section 10 has its speed.
     seeds: list[int] = field(default_factory=list)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     # none | bf16 (autocast; the scan stays float32) | auto: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX)
     # or a CUDA device with bf16, float32 elsewhere (device.resolve_amp); config.yaml keeps the resolved choice.
-    # auto is the default because bf16 left hopper-medium's scores and fit where float32 had them (BENCHMARKS
-    # 3c); the committed float32 grids pin train.amp=none so that a resume on a bf16 machine keeps their protocol.
+    # auto is the default because bf16 left hopper-medium's scores and fit where float32 had them (docs/speed.md
+    # section 3c); the committed float32 grids pin train.amp=none so that a resume on a bf16 machine keeps their
+    # protocol.
     amp: str = "auto"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads (0 = torch's default)
@@ -401,7 +402,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
 @functools.cache
 def _schema():
     """The defaults as an OmegaConf schema, built once: building it is most of a config's load time
-    (BENCHMARKS 12), and OmegaConf.merge copies its first argument, never changes it."""
+    (docs/speed.md section 12), and OmegaConf.merge copies its first argument, never changes it."""
     return OmegaConf.structured(Config)
 
 

@@ -24,7 +24,7 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles). Without them oneDNN emulates
-    bf16 and a bf16 matmul is several times slower than float32 (BENCHMARKS.md section 3b)."""
+    bf16 and a bf16 matmul is several times slower than float32 (docs/speed.md section 3b)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's probes (torch >= 2.1)
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

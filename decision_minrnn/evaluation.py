@@ -118,7 +118,7 @@ SWEEP_TOP = 1.5  # past the data's best episode: where conditioning stops being 
 
 # Target returns named by the data instead of a number (--target-return best-episode): DT's fixed targets
 # can lie several times past a dataset's best episode, where no backbone follows them any more, and the
-# target sweeps of BENCHMARKS.md 5f mostly peak near the best episode.
+# target sweeps of docs/results.md section 5f mostly peak near the best episode.
 DATA_TARGETS = {"best-episode": "max", "median-episode": "median", "mean-episode": "mean"}
 
 

@@ -66,7 +66,7 @@ def write_onnx(model, out: Path, meta: dict, opset: int = 18) -> dict:
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = tuple({0: batch} for _ in range(5)) + (tuple({batch_dim: batch} for _ in state),)
     # torch.export-based exporter with onnxscript's optimizer: a smaller and faster graph than the TorchScript
-    # exporter's for the same step (node counts and latency in BENCHMARKS.md section 4b).
+    # exporter's for the same step (node counts and latency in docs/speed.md section 4b).
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"

@@ -6,7 +6,7 @@ each), plus the activations that a training step keeps for its backward pass, ti
 process's peak RSS is not the tensors' bytes. glibc serves blocks below its mmap threshold (32 MiB) from a
 heap it keeps after they are freed, so a step whose activations come in smaller tensors (a smaller batch,
 a long context at a small one) peaked at up to 1.9x their bytes, and one in larger tensors at 0.9-1.1x
-(BENCHMARKS.md section 13 has the measurements, for every backbone, both layouts, K from 20 to 1000). With
+(docs/speed.md section 13b has the measurements, for every backbone, both layouts, K from 20 to 1000). With
 the slack, and FIXED_BYTES for what a step holds at any size, the estimate is an upper bound on all of them,
 and within about 2x of each at the sizes where the check matters (tests/test_memory.py).
 A setting is refused when its estimate exceeds 90% of the memory available now.
@@ -25,7 +25,7 @@ ENV_BYTES = 8 * 2**20  # one MuJoCo env with its Gymnasium wrappers, generously
 SAFETY = 0.9  # of the memory available now
 ALLOCATOR_SLACK = 2.0  # peak RSS over the activations' bytes: at most 1.9 measured (module docstring)
 # What a training step holds whatever its size (autograd's and the allocator's working set, the optimizer's
-# scratch): small settings peaked up to 70 MiB above their tensors' bytes (BENCHMARKS.md section 13).
+# scratch): small settings peaked up to 70 MiB above their tensors' bytes (docs/speed.md section 13b).
 FIXED_BYTES = 128 * 2**20
 
 

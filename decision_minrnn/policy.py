@@ -39,7 +39,7 @@ from .views import ObservationView, ViewStream
 @contextmanager
 def cpu_threads(n: int, device: torch.device):
     """Acting runs tiny ops (a batch of N envs, one token): on CPU, intra-op threads cost more in fork/join
-    than they save (`bench_inference` times 1 and 2 threads; BENCHMARKS.md section 4). A fixed count also makes
+    than they save (`bench_inference` times 1 and 2 threads; docs/speed.md section 4). A fixed count also makes
     the actions independent of the caller's thread setting."""
     before = torch.get_num_threads()
     if device.type != "cpu" or not n or n == before:
@@ -120,7 +120,7 @@ class Policy:
         self.kv_cache = bool(kv_cache) and mode == "window" and cacheable
         # compile: the recurrent step (models.step.RecurrentStep: the same math token by token, with the state as
         # flat tensors) through torch.compile, which fuses the small ops that dominate a batch-1 step
-        # (BENCHMARKS.md section 4). Actions agree with the eager path to float32 rounding, not bit for bit.
+        # (docs/speed.md section 4). Actions agree with the eager path to float32 rounding, not bit for bit.
         self._compiled, self._compiled_sizes = None, set()
         if compile and mode == "recurrent":
             self._compiled = torch.compile(RecurrentStep(model).eval(), dynamic=False)

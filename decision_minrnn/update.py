@@ -14,7 +14,7 @@ What is and is not equal to training each seed alone:
 * with dropout, vmap draws every seed's masks from the one global generator (randomness="different"), so
   a seed trained in a group follows another, equally random, dropout stream than it would alone.
 The scans fold the vmapped dim into their batch dim (nn/scan.py's vmap rules), which is exact.
-Speed: BENCHMARKS.md section 10 (scripts/bench_seed_group.py) has the ratio against sequential runs.
+Speed: docs/speed.md section 10 (scripts/bench_seed_group.py) has the ratio against sequential runs.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ FUSED_ADAMW = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4) 
 def adamw(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
     """DT's AdamW (kzl/decision-transformer gym/experiment.py: lr, weight decay) at step 0's learning rate.
     fused=True: one kernel over all parameters instead of a dozen ops per parameter tensor, the same update to
-    float rounding and a third of the optimizer's time on CPU (BENCHMARKS.md section 3b). A checkpoint keeps
+    float rounding and a third of the optimizer's time on CPU (docs/speed.md section 3b). A checkpoint keeps
     the flag with its param_groups, so a run resumes with the optimizer it started with."""
     return torch.optim.AdamW(
         model.parameters(), lr=lr_at(0, cfg), weight_decay=cfg.train.weight_decay, fused=FUSED_ADAMW

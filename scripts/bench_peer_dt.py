@@ -377,7 +377,7 @@ def summarize(runs: list[dict], reps: int = DEFAULT_REPS) -> dict:
     of our variants, whether its mean lies inside the peer's interval, P(variant > peer) and the exact rank
     test's p-value (at three seeds a bootstrap interval is narrow; the rank test says what the seeds support);
     under "pairs", P(X > Y) and the rank test for every pair of variants with more than one seed each.
-    reps: bootstrap resamples (the tests take fewer; the numbers in BENCHMARKS.md used the default)."""
+    reps: bootstrap resamples (the tests take fewer; the numbers in docs/results.md used the default)."""
     from decision_minrnn.experiments.stats import probability_of_improvement, rank_test_p, score_stats
 
     by_variant: dict[str, dict[int, dict]] = {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start (or resume) a long CPU grid in the background the way BENCHMARKS.md 5f runs it: training code from a
+# Start (or resume) a long CPU grid in the background the way docs/results.md section 5f runs it: training code from a
 # clone pinned to a commit (edits to this checkout cannot change a running grid), run directories outside the
 # work tree, the runs already committed under docs/ copied in first (the sweep skips them), and a loop that
 # harvests each finished run into docs/ every 5 minutes (scripts/harvest_grid.sh; committing stays yours).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Harvest a sweep's finished runs into a folder that is committed (BENCHMARKS.md 5f): for each finished run
+# Harvest a sweep's finished runs into a folder that is committed (docs/results.md section 5f): for each finished run
 # under RUNS that DEST does not hold yet, its conditioning curve (evaluate --target-sweep 6, 10 episodes per
 # target, last checkpoint) and its fixed-window fit (scripts/fit_windows.py), then its small files (config,
 # final, metrics, scalars, target_sweep.json, fit_windows.json) copied to DEST. Checkpoints stay in RUNS. A

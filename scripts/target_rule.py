@@ -5,7 +5,8 @@ eval_protocol: 100 episodes seeded from 1000000), beside that headline at DT's t
     python scripts/target_rule.py measure ~/grid-runs/bench-cpu-nine --datasets walker2d-medium halfcheetah-medium
     python scripts/target_rule.py compare docs/bench-cpu-nine/runs --datasets walker2d-medium halfcheetah-medium
 
-Why a held-out check: the rule was named after reading the target sweeps of seven datasets of BENCHMARKS.md 5f,
+Why a held-out check: the rule was named after reading the target sweeps of seven datasets of docs/results.md
+section 5f,
 whose curves mostly peaked near the best episode; a rule read off those curves scores itself well on them. The
 two datasets of the grid still untrained when the name was chosen are its test. `measure` needs the runs'
 checkpoints and writes RUN/target_rule.json beside final.json (commit it with the run's other small files);

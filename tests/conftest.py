@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One torch thread per xdist worker: two workers with two threads each on two cores spend their time in
-    # OpenMP spin-waits (BENCHMARKS 12).
+    # OpenMP spin-waits (docs/speed.md section 12).
     # Subprocesses (the CLI run as a user runs it) inherit the setting.
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch

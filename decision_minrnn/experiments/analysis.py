@@ -163,7 +163,7 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
     }
 
 
-PLATEAU_FRACTION = 2 / 3  # the plateau test of BENCHMARKS.md section 5c: the last third of training
+PLATEAU_FRACTION = 2 / 3  # the plateau test of docs/results.md section 5c: the last third of training
 
 
 def mean_curve(curves: list[dict[int, float]]) -> dict[int, float]:

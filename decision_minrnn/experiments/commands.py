@@ -214,7 +214,7 @@ def register(sub) -> None:
         "--seed-groups",
         action="store_true",
         help="train the pending seeds of each dataset x backbone together in one process (train.seeds); "
-        "slower than separate runs on CPU (BENCHMARKS.md section 10), meant for a GPU",
+        "slower than separate runs on CPU (docs/speed.md section 10), meant for a GPU",
     )
     sw.set_defaults(func=cmd_sweep)
 

@@ -57,7 +57,7 @@ class DecisionModel(nn.Module):
         if cfg.embed_init == "gpt2":
             # transformers' DecisionTransformerPreTrainedModel._init_weights and CORL's dt.py: N(0, 0.02) for
             # every Linear and Embedding, zero biases. Under torch's defaults the timestep table starts
-            # N(0, 1), larger than the state embedding it is added to (BENCHMARKS 5d compares the two).
+            # N(0, 1), larger than the state embedding it is added to (docs/results.md section 5d compares the two).
             for module in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action):
                 self._gpt2_init(module)
             self._gpt2_init(self.predict_action[0])

@@ -56,7 +56,7 @@ class _MinCell(nn.Module):
         self.compile_gates = compile_gates
         # On CPU, sequences longer than time_chunk run in time chunks with the carried state: the same math
         # (tested equal to one pass), but each chunk's (B, chunk, H) intermediates stay cache-sized instead of
-        # streaming (B, T, H) tensors through memory; what it gains per T is in BENCHMARKS.md section 1
+        # streaming (B, T, H) tensors through memory; what it gains per T is in docs/speed.md section 1
         # (scripts/bench_scan.py). None turns it off.
         self.time_chunk = time_chunk
         self.dim = dim

@@ -3,7 +3,7 @@
 Why: on CPU a minRNN layer's time is the input projection (a matmul) plus the elementwise gate math
 (sigmoid, g, products) and its backward. Eagerly, every one of those ops streams the whole (B, T, H)
 tensor through memory; Inductor fuses them into one loop per pass. scripts/bench_scan.py measures the
-effect (BENCHMARKS.md section 1). The scans themselves stay outside the compiled region
+effect (docs/speed.md section 1). The scans themselves stay outside the compiled region
 (``torch.compiler.disable`` in scan.py): a time loop would be unrolled T times.
 
 Inductor on CPU needs a working C++ compiler. Where compiling fails, the first failure is reported once

@@ -1,7 +1,7 @@
 """Dropout with a choice of mask generator: torch's, or one whose masks cost a few elementwise ops on CPU.
 
 `torch` is nn.functional.dropout: one Bernoulli draw per element from the global generator, which on CPU
-costs far more than applying the mask (BENCHMARKS.md section 3b has the profile and the ratio).
+costs far more than applying the mask (docs/speed.md section 3b has the profile and the ratio).
 
 `fast` draws 64 random bits per four elements with one torch.randint over the whole int64 range and splits
 them into four 16-bit lanes; an element is kept where its lane is at or above a threshold. So:

@@ -12,7 +12,7 @@ Three exact implementations of the same math:
   g twice).
 * ``scan_sequential``: a loop over T vectorized over (B, H), with a hand-written backward that is
   itself a reverse scan. On CPU ``logcumsumexp`` is a scalar loop, while this does O(B T H) work in
-  T fused multiply-adds: it is the fastest exact path measured on CPU (see BENCHMARKS.md).
+  T fused multiply-adds: it is the fastest exact path measured on CPU (see docs/results.md and docs/speed.md).
 * ``scan_chunked``: the sequence is cut into chunks of C steps; a loop over C positions runs in all
   chunks at once, then a loop over the chunks carries the state: O(C + T / C) Python steps
   instead of T. Useful where per-op launch cost dominates (GPU, very long T).
@@ -33,8 +33,8 @@ from torch.autograd.function import once_differentiable
 
 from ..choices import SCAN_METHODS
 
-# CPU: the fastest exact scan measured (scripts/bench_scan.py, BENCHMARKS.md section 1).
-# CUDA: the chunked linear-space scan, chosen for accuracy (BENCHMARKS.md section 9): on long sequences with
+# CPU: the fastest exact scan measured (scripts/bench_scan.py, docs/speed.md section 1).
+# CUDA: the chunked linear-space scan, chosen for accuracy (docs/speed.md section 9): on long sequences with
 # saturated gates the log-space scan's float32 error grows with T, the linear-space scans' does not. Its
 # speed on a GPU is not measured yet.
 AUTO_METHOD = {"cpu": "sequential", "cuda": "chunked"}
@@ -220,7 +220,7 @@ def opaque_to_compile() -> None:
     opaque, compiling a model still fuses the elementwise gate math around them. Called by every path of
     this package that compiles (train.compile, compile_gates, Policy(compile=True)); call it yourself before
     torch.compile-ing one of our modules. Not done at import, because torch.compiler.disable imports
-    torch._dynamo, which doubles the start-up of every command (BENCHMARKS.md section 8)."""
+    torch._dynamo, which doubles the start-up of every command (docs/speed.md section 8)."""
     global scan_sequential, scan_chunked
     if not getattr(scan_sequential, "_opaque", False):
         scan_sequential = torch.compiler.disable(scan_sequential)

@@ -29,7 +29,7 @@ def committed_grids() -> list[Path]:
 
 
 def test_the_committed_grids_are_found():
-    # The grids whose runs BENCHMARKS.md reports; if this list shrinks, the test below checks nothing for them.
+    # The grids whose runs docs/results.md reports; if this list shrinks, the test below checks nothing for them.
     assert {g.stem for g in committed_grids()} >= {"bench-cpu-converged", "bench-cpu-nine", "bench-cpu-bf16"}
 
 
