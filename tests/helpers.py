@@ -169,3 +169,23 @@ def save_weights_as_written(ckpt: Path, weights: dict) -> None:
     state = json.loads((ckpt / "state.json").read_text())
     state["digests"]["model.safetensors"] = file_digest(ckpt / "model.safetensors")
     (ckpt / "state.json").write_text(json.dumps(state))
+
+
+def gym_loop(policy, env_id, seeds, target=None, max_steps=60):
+    """What a user writes: N envs stepped in lock-step, the batch of their full observations to act(); the envs'
+    reset seeds go to reset() (a flicker view draws its drops from them, as `evaluate` does)."""
+    import gymnasium as gym
+
+    envs = [gym.make(env_id, max_episode_steps=max_steps) for _ in seeds]
+    policy.reset(len(seeds), target_return=target, seeds=seeds)
+    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
+    returns, active, reward = np.zeros(len(seeds)), np.ones(len(seeds), bool), None
+    while active.any():
+        action = policy.act(obs, reward)
+        reward = np.zeros(len(seeds))
+        for i in np.flatnonzero(active):
+            o, r, terminated, truncated, _ = envs[i].step(action[i])
+            obs[i], reward[i] = o, r
+            returns[i] += r
+            active[i] = not (terminated or truncated)
+    return returns

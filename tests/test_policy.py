@@ -3,11 +3,10 @@ SB3's predict; one-line errors."""
 
 import shutil
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from helpers import make_minari_dataset, synthetic_episodes
+from helpers import gym_loop, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn import load_policy
 from decision_minrnn.config import load_config
@@ -51,23 +50,6 @@ def runs(tmp_path_factory):
         yield out
 
 
-def gym_loop(policy, env_id, seeds, target):
-    """What a user writes: N envs stepped in lock-step, the batch of observations to act()."""
-    envs = [gym.make(env_id, max_episode_steps=MAX_STEPS) for _ in seeds]
-    policy.reset(len(seeds), target_return=target)
-    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
-    returns, active, reward = np.zeros(len(seeds)), np.ones(len(seeds), bool), None
-    while active.any():
-        action = policy.act(obs, reward)
-        reward = np.zeros(len(seeds))
-        for i in np.flatnonzero(active):
-            o, r, terminated, truncated, _ = envs[i].step(action[i])
-            obs[i], reward[i] = o, r
-            returns[i] += r
-            active[i] = not (terminated or truncated)
-    return returns
-
-
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v))
 @pytest.mark.parametrize("episodes", [1, 3])
 def test_a_gymnasium_loop_reaches_exactly_the_returns_of_evaluate(runs, variant, episodes):
@@ -76,14 +58,14 @@ def test_a_gymnasium_loop_reaches_exactly_the_returns_of_evaluate(runs, variant,
     policy = load_policy(run)
     assert policy.mode == ("window" if variant[0] == "transformer" else "recurrent")
     for result in reported["results"]:
-        returns = gym_loop(policy, "Hopper-v5", [7 + i for i in range(episodes)], result["target_return"])
+        returns = gym_loop(policy, "Hopper-v5", [7 + i for i in range(episodes)], result["target_return"], MAX_STEPS)
         assert returns.tolist() == result["returns"]  # exactly: one rollout path
 
 
 def test_window_mode_for_a_recurrent_backbone_matches_evaluate(runs):
     run = runs[("mingru", "interleaved")]
     reported = evaluate_checkpoint(run, episodes=2, mode="window", seed=3, targets=[1800.0], device="cpu")
-    returns = gym_loop(load_policy(run, mode="window"), "Hopper-v5", [3, 4], 1800.0)
+    returns = gym_loop(load_policy(run, mode="window"), "Hopper-v5", [3, 4], 1800.0, MAX_STEPS)
     assert returns.tolist() == reported["results"][0]["returns"]
 
 

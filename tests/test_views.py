@@ -4,7 +4,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import make_minari_dataset, synthetic_episodes
+from helpers import gym_loop, make_minari_dataset, synthetic_episodes
 
 from decision_minrnn import load_policy
 from decision_minrnn.cli import main
@@ -101,23 +101,6 @@ def view_runs(tmp_path_factory):
         yield runs
 
 
-def gym_loop(policy, seeds):
-    """What a user writes: the env's full observations into the loaded policy, seeds given to reset."""
-    envs = [gym.make("Hopper-v5", max_episode_steps=MAX_STEPS) for _ in seeds]
-    policy.reset(len(seeds), seeds=seeds)
-    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
-    returns, active, reward = np.zeros(len(seeds)), np.ones(len(seeds), bool), None
-    while active.any():
-        action = policy.act(obs, reward)
-        reward = np.zeros(len(seeds))
-        for i in np.flatnonzero(active):
-            o, r, terminated, truncated, _ = envs[i].step(action[i])
-            obs[i], reward[i] = o, r
-            returns[i] += r
-            active[i] = not (terminated or truncated)
-    return returns
-
-
 @pytest.mark.parametrize("observe", ["velocities", "flicker", "positions"])
 def test_a_loaded_policy_fed_full_observations_reaches_the_returns_of_evaluate(view_runs, observe):
     run = view_runs[observe]
@@ -125,7 +108,7 @@ def test_a_loaded_policy_fed_full_observations_reaches_the_returns_of_evaluate(v
     policy = load_policy(run)
     assert policy.view.name == observe and policy.env_obs_dim == 11
     assert policy.obs_dim == {"velocities": 6, "flicker": 12, "positions": 5}[observe]
-    returns = gym_loop(policy, [11, 12, 13])
+    returns = gym_loop(policy, "Hopper-v5", [11, 12, 13], max_steps=MAX_STEPS)
     assert returns.tolist() == reported["results"][0]["returns"]
 
 
@@ -141,8 +124,8 @@ def test_the_checkpoint_and_final_json_record_the_view(view_runs):
 def test_flicker_evaluation_depends_on_the_episode_seeds_drops(view_runs):
     run = view_runs["flicker"]
     policy = load_policy(run)
-    a = gym_loop(policy, [5, 6])
-    b = gym_loop(policy, [5, 6])
+    a = gym_loop(policy, "Hopper-v5", [5, 6], max_steps=MAX_STEPS)
+    b = gym_loop(policy, "Hopper-v5", [5, 6], max_steps=MAX_STEPS)
     assert a.tolist() == b.tolist()  # seeded: the same seeds give the same drops and returns
 
 
