@@ -44,8 +44,8 @@ class DataConfig:
     source: list[str] = field(default_factory=list)  # Minari ids / D4RL hdf5 paths, concatenated
     env_id: str | None = None  # evaluation env; default from the data (Minari spec or D4RL file name)
     env_version: str = "v5"  # MuJoCo env version for D4RL files (v5 or v4)
-    rtg_scale: float = 1000.0
-    max_ep_len: int = 1000
+    rtg_scale: float = 1000.0  # return-to-go divided by this (DT: 1000 for locomotion)
+    max_ep_len: int = 1000  # rows of the timestep embedding; later steps share the last row
     context_len: int = 20  # K
     sampler_mode: str = "window"  # window (DT) | episode (whole episodes, K = longest)
     # What the model sees of each observation (views.py): full | positions | velocities | flicker. The same
@@ -60,10 +60,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "mingru"  # mingru | minlstm | transformer | gru | lstm
-    embed_dim: int = 128
-    n_layers: int = 3
+    embed_dim: int = 128  # token width (DT: 128)
+    n_layers: int = 3  # blocks of the backbone (DT: 3)
     n_heads: int = 1  # transformer only
-    dropout: float = 0.1
+    dropout: float = 0.1  # on the embeddings and inside every block (DT: 0.1)
     # The dropout mask generator (nn/dropout.py): torch (nn.Dropout, DT's recipe as published) | fast (16-bit
     # lanes of bulk random words, a few elementwise ops; docs/speed.md section 3b). gru / lstm keep torch's
     # dropout between their layers, inside the fused kernel.
@@ -84,15 +84,15 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 100_000
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 10_000
+    steps: int = 100_000  # optimizer updates (DT: 100k)
+    batch_size: int = 64  # windows per batch, or whole episodes with data.sampler_mode=episode
+    lr: float = 1e-4  # AdamW's peak rate, reached after the warmup (DT: 1e-4)
+    weight_decay: float = 1e-4  # AdamW's (DT: 1e-4)
+    warmup_steps: int = 10_000  # linear warmup from 0 (DT: 10k); refused when longer than train.steps
     lr_schedule: str = "constant"  # constant (DT) | cosine | linear: the decay after warmup, down to min_lr
     min_lr: float = 0.0  # floor of the cosine / linear decay, reached at train.steps
-    grad_clip: float = 0.25
-    seed: int = 0
+    grad_clip: float = 0.25  # gradient-norm clip (DT: 0.25)
+    seed: int = 0  # the model's init, the batches and dropout all follow from it
     # Several seeds in one process, one vmapped step for all (update.SeedGroup); each goes to RUN/seed<N> as
     # a complete run of its own. Empty: train.seed alone. docs/speed.md section 10 has its speed.
     seeds: list[int] = field(default_factory=list)
@@ -105,13 +105,13 @@ class TrainConfig:
     amp: str = "auto"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads (0 = torch's default)
-    log_every: int = 100
-    checkpoint_every: int = 1000
+    log_every: int = 100  # steps between logged training scalars
+    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
     eval_every: int = 0  # 0: evaluate once, at the end
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # newest step checkpoints kept (best is kept apart)
     keep_best: bool = False  # also keep RUN/checkpoints/best: the evaluation with the best headline score
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # tensorboard | csv | wandb
-    wandb_project: str = "decision-minrnn"
+    wandb_project: str = "decision-minrnn"  # with train.loggers including wandb
 
 
 @dataclass
@@ -130,7 +130,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    name: str = "run"
+    name: str = "run"  # the run's name (default: the config file's); runs go to RUNS_ROOT/<name>
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
