@@ -125,7 +125,7 @@ class EvalConfig:
     mode: str = "auto"  # auto (recurrent if the backbone can step, else window) | recurrent | window
     target_returns: list[float] | None = None  # raw returns; default: DT's per-task targets
     seed: int = 0  # episode i uses seed + i
-    max_steps: int = 1000
+    max_steps: int = 1000  # steps per evaluation episode at most (the MuJoCo tasks end at 1000)
 
 
 @dataclass
