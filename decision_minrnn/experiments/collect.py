@@ -285,6 +285,9 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
         if not final.exists():
             skipped.append(Skipped(str(run_dir), "unfinished (no final.json yet)"))
             continue
+        if not RunDir(run_dir).config.is_file():  # train writes config.yaml first: a lone final.json is a copy
+            skipped.append(Skipped(str(run_dir), "not a run directory (a final.json without its config.yaml)"))
+            continue
         run = _run_from_final(final, skipped)
         if run is not None:
             runs.append(run)

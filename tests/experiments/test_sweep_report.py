@@ -529,3 +529,17 @@ def test_published_numbers_stand_only_beside_runs_on_the_data_they_were_publishe
     bench = report(tmp_path / "b", None, reps=200)["table"]
     assert "| 90.5 ± 0.9 |" in d4rl
     assert "90.5 ± 0.9" not in bench and bench.splitlines()[2].endswith("| - |")
+
+
+def test_report_counts_only_run_directories(tmp_path):
+    """Issue 36, class 2: a final.json copied somewhere (no config.yaml beside it) is not a run of the table."""
+    pytest.importorskip("rliable")
+    root = tmp_path / "runs"
+    for seed in range(2):
+        fake_run(root, "hopper-medium", "mingru", seed, 40.0 + seed)
+    stray = root / "hopper-medium" / "mingru" / "copy"
+    stray.mkdir()
+    (stray / "final.json").write_text((root / "hopper-medium" / "mingru" / "seed0" / "final.json").read_text())
+    result = report(root, None, reps=200)
+    assert result["runs"] == 2
+    assert any("a final.json without its config.yaml" in s.reason for s in result["skipped"])
