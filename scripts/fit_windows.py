@@ -65,24 +65,43 @@ def measure(runs_dir: Path, force: bool) -> dict:
     return measure_runs(runs, FIT_FILE, lambda run: fit_windows(Path(run.run_dir), datasets), force)
 
 
-def read_fits(runs_dir: Path) -> dict[tuple[str, str], dict[int, float]]:
-    """(dataset, backbone) -> {seed: fit_windows_mse}, for the runs `report` reads that have the file."""
+FIT_PROTOCOL = ("windows", "window_seed", "context_len")  # what makes two fits comparable
+
+
+def read_fits(runs_dir: Path) -> tuple[dict[tuple[str, str], dict[int, float]], dict[tuple[str, str], tuple]]:
+    """(dataset, backbone) -> {seed: fit_windows_mse}, for the runs `report` reads that have the file, and each
+    cell's fit protocol (the windows, their seed, their length). A fit of another checkpoint than final.json's
+    last, or a cell whose runs were fitted on different windows, is refused."""
     runs, _ = collect_runs(runs_dir)
     out: dict[tuple[str, str], dict[int, float]] = {}
+    protocols: dict[tuple[str, str], tuple] = {}
     for run in runs:
         path = Path(run.run_dir) / FIT_FILE
-        if path.is_file():
-            fit = read_side_file(run.run_dir, FIT_FILE).get("fit_windows_mse")
-            if not isinstance(fit, (int, float)):
-                raise DataError(f"{path} holds no fit_windows_mse; measure it again (--force)")
-            out.setdefault((run.dataset, run.backbone), {})[int(run.seed)] = float(fit)
-    return out
+        if not path.is_file():
+            continue
+        data = read_side_file(run.run_dir, FIT_FILE)
+        fit = data.get("fit_windows_mse")
+        if not isinstance(fit, (int, float)):
+            raise DataError(f"{path} holds no fit_windows_mse; measure it again (--force)")
+        if data.get("step") not in (None, run.steps):
+            raise DataError(f"{path} fitted step {data['step']}, final.json's last is {run.steps}; measure it again")
+        key, protocol = (run.dataset, run.backbone), tuple(data.get(k) for k in FIT_PROTOCOL)
+        if protocols.setdefault(key, protocol) != protocol:
+            raise DataError(f"{key[0]} / {key[1]} mixes fits on different windows ({protocols[key]} and {protocol})")
+        out.setdefault(key, {})[int(run.seed)] = float(fit)
+    return out, protocols
 
 
 def compare(runs_a: Path, runs_b: Path, labels: list[str]) -> dict:
-    a, b = read_fits(runs_a), read_fits(runs_b)
+    (a, protocol_a), (b, protocol_b) = read_fits(runs_a), read_fits(runs_b)
     rows = []
     for key in sorted(set(a) & set(b)):
+        if protocol_a[key] != protocol_b[key]:
+            windows = dict(zip(FIT_PROTOCOL, protocol_a[key])), dict(zip(FIT_PROTOCOL, protocol_b[key]))
+            raise DataError(
+                f"{key[0]} / {key[1]}: {labels[0]} was fitted on {windows[0]}, {labels[1]} on {windows[1]}; the MSEs "
+                "of different windows do not divide"
+            )
         sa, sb = score_stats(list(a[key].values())), score_stats(list(b[key].values()))
         rows.append(
             {

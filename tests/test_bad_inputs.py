@@ -336,6 +336,11 @@ BAD_DATA = {
         [],
         "episode 0 step 4: reward 9e+05, beyond any hopper step",
     ),
+    "observations x100": (
+        dict(name="hopper-medium-v2.hdf5", change=_scale("observations", 100.0), lengths=[30, 30, 30]),
+        [],
+        "episodes start",
+    ),
     "no episode ends": (
         dict(name="hopper-medium-v2.hdf5", change=_no_episode_ends, lengths=[600, 500, 400]),
         [],

@@ -61,3 +61,15 @@ def test_a_side_file_that_is_broken_or_of_another_checkpoint_is_one_line(tmp_pat
     args = ["compare", root] if script == "target_rule.py" else ["compare", root, root]
     code, err = run_script(script, *args)
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.slow
+def test_fit_windows_compare_refuses_fits_of_different_windows(tmp_path):
+    """Issue 36, class 3: fit_windows.py compare divided K=20 fits by K=2 ones."""
+    fit = {"fit_windows_mse": 0.03, "windows": 1024, "window_seed": 12345, "context_len": 20, "step": 6}
+    a = runs_with(tmp_path / "a", "fit_windows.json", json.dumps(fit))
+    b = runs_with(tmp_path / "b", "fit_windows.json", json.dumps({**fit, "context_len": 2}))
+    code, err = run_script("fit_windows.py", "compare", a, b, "--labels", "K20", "K2")
+    assert code == 2 and "the MSEs of different windows do not divide" in err and "'context_len': 2" in err, err
+    code, _ = run_script("fit_windows.py", "compare", a, a)
+    assert code == 0

@@ -26,6 +26,28 @@ def action_bounds(env_id: str):
         env.close()
 
 
+RESET_SAMPLES = 20  # env resets that show where its episodes start
+# Beyond the reset's spread, how far a typical episode may start: generous, so that only data that cannot be
+# right is refused (a hopper scaled x100 starts at a height of 125 instead of 1.25).
+START_SLACK = 10.0
+
+
+def _check_episode_starts(dataset, env_id: str, starts: np.ndarray) -> None:
+    """Every episode of the data starts where the environment starts one: the data's first observations lie
+    within the reset's spread (the bench and D4RL-style data: within 1.3x of it). Observations scaled x100, or
+    from another environment of the same dims, start far outside; the median episode decides, so a file cut
+    in the middle of its first episode still passes, and the margin is wide (START_SLACK)."""
+    center = starts.mean(axis=0)
+    spread = float(np.abs(starts - center).max())
+    offsets = np.array([np.abs(e.obs[0] - center).max() for e in dataset.episodes])
+    typical = float(np.median(offsets))
+    if typical > 20 * spread + START_SLACK:
+        raise DataError(
+            f"{dataset.name}'s episodes start {typical:.3g} away from {env_id}'s starting states (its resets spread "
+            f"{spread:.3g}): the observations are in other units or come from another environment"
+        )
+
+
 def check_data_fits_env(dataset, env_id: str) -> None:
     """The data must fit the environment it will be evaluated in: its obs / act dims, and every action inside
     the action space (actions x50 would train without a word and act clipped). Run by `train` before its
@@ -33,6 +55,7 @@ def check_data_fits_env(dataset, env_id: str) -> None:
     env = make_env(env_id)
     obs_shape, space = env.observation_space.shape, env.action_space
     limit = env.spec.max_episode_steps if env.spec is not None else None
+    starts = np.stack([env.reset(seed=seed)[0] for seed in range(RESET_SAMPLES)]) if obs_shape else None
     env.close()
     longest = max(range(len(dataset.episodes)), key=lambda i: len(dataset.episodes[i]))
     if limit and len(dataset.episodes[longest]) > limit:
@@ -45,6 +68,8 @@ def check_data_fits_env(dataset, env_id: str) -> None:
             f"the data's obs/act dims {dataset.obs_dim}/{dataset.act_dim} do not match {env_id}'s spaces "
             f"{obs_shape}/{space.shape}; set data.env_id to the environment the data came from"
         )
+    if starts is not None and starts.shape[1:] == (dataset.obs_dim,):
+        _check_episode_starts(dataset, env_id, starts)
     low, high = space.low, space.high
     slack = 1e-3 * (high - low)  # float32 rounding of actions stored at the bound
     for i, episode in enumerate(dataset.episodes):
