@@ -157,7 +157,10 @@ def _error_line_with_key(exc: Exception) -> str:
     return f"{key}: {line}" if key and key not in line else line
 
 
-def validate(cfg: Config) -> Config:
+def validate(cfg: Config, new_run: bool = False) -> Config:
+    """Keys, types, ranges and the rules between fields. new_run: also the rules for a run about to start
+    (_check_budget: a budget that cannot learn, settings that would do nothing), which a saved config read back
+    (a checkpoint's, written before a rule existed) is not held to."""
     for (section, key), choices in [*CHOICES.items(), (("model", "backbone"), backbone_names())]:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
@@ -235,7 +238,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("eval.episodes, train.eval_every and train.warmup_steps must be >= 0")
     _check_test_seeds(cfg.eval)
     _check_view(cfg.data)
-    _check_budget(cfg)
+    if new_run:
+        _check_budget(cfg)
     if cfg.model.backbone == "transformer" and cfg.model.embed_dim % cfg.model.n_heads:
         raise ConfigError(
             f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.n_heads={cfg.model.n_heads}"
@@ -406,7 +410,7 @@ def _schema():
     return OmegaConf.structured(Config)
 
 
-def _merged(*layers: dict, overrides: list[str] | None = None) -> Config:
+def _merged(*layers: dict, overrides: list[str] | None = None, new_run: bool = False) -> Config:
     """Defaults <- each layer <- the dotted overrides (`a.b=value`, later ones win), in one merge; unknown keys
     and wrong types are one ConfigError."""
     for item in overrides or []:
@@ -415,7 +419,7 @@ def _merged(*layers: dict, overrides: list[str] | None = None) -> Config:
     try:
         dotted = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides or [])))
         merged = OmegaConf.merge(_schema(), *(_source_as_list(layer) for layer in (*layers, dotted)))
-        return validate(OmegaConf.to_object(merged))
+        return validate(OmegaConf.to_object(merged), new_run)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad config: {_error_line_with_key(exc)}") from None
 
@@ -428,7 +432,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         loaded = read_yaml_mapping(path, "config")
         if "name" not in loaded:
             loaded["name"] = Path(path).stem
-    cfg = _merged(loaded, overrides=overrides)
+    cfg = _merged(loaded, overrides=overrides, new_run=True)
     # pkg: names and hdf5 paths relative to the config file become real paths (resources.py).
     # 'a+b' becomes [a, b]: the same concatenation (data/episodes.py load_source).
     cfg.data.source = [

@@ -3,6 +3,7 @@ README names reaches the module that uses it."""
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,24 @@ def test_a_budget_that_cannot_learn_or_a_setting_that_would_do_nothing_is_refuse
     assert main(["train", "--config", "bench/hopper-medium", *[x for s in sets for x in ("--set", s)]]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_saved_run_from_before_the_budget_rules_still_loads_and_evaluates(tmp_path, tiny_minari):
+    """The load-time rules are for a run about to start: a checkpoint written before them (its warmup longer
+    than its run, say) is still read by evaluate, load_policy and export."""
+    import json
+
+    from helpers import cli_sets, tiny_config
+
+    from decision_minrnn import load_policy
+    from decision_minrnn.cli import main
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--run-dir", str(run), "--no-progress", *cli_sets(overrides)]) == 0
+    (state_file,) = (run / "checkpoints").glob("step-*/state.json")
+    state = json.loads(state_file.read_text())
+    state["config"]["train"]["warmup_steps"] = 10_000  # as DT's recipe cut to 10 steps was saved before
+    state_file.write_text(json.dumps(state))
+    assert load_policy(run).act(np.zeros(11)).shape == (3,)
+    assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--max-steps", "5"]) == 0
