@@ -380,6 +380,9 @@ def _build_members(members: list[_Member], data: _Data) -> int:
 # ----- 5. the loop -------------------------------------------------------------------------------------------
 
 
+ETA_AFTER = 20  # steps timed before the first ETA line
+
+
 class _MemberLog:
     """What the loop keeps of one member between steps: its loggers, the state its checkpoints carry (config,
     data, best) and its last loss."""
@@ -444,6 +447,8 @@ class _Loop:
                         self.log(done, grad_norms)
                         bar.set_postfix(loss=f"{self.logs[0].loss:.4f}")
                     bar.update(1)
+                    if progress and done == self.start_step + ETA_AFTER < end_step:
+                        tqdm.write(self.eta_line(done, end_step))
                     if signals.received is not None:
                         self.checkpoint(done)
                         raise self.stopped(signals.received, done)
@@ -462,6 +467,13 @@ class _Loop:
             return [{"step": max(end_step, self.start_step), "finished": False} for _ in members]
         self.run_dirs.started()  # a resumed-at-the-end run checkpointed nothing new but has started
         return self.finish()
+
+    def eta_line(self, done: int, end_step: int) -> str:
+        """The first estimate of the training time left, once ETA_AFTER steps are timed (the start line says
+        what the run is; this, how long its updates will take; evaluations come on top)."""
+        per_step = self.logs[0].train_seconds * len(self.logs) / max(1, done - self.start_step)
+        left = per_step * (end_step - done)
+        return f"ETA: about {left / 60:.1f} min of training left ({1e3 * per_step:.0f} ms a step), evaluations extra"
 
     def train_step(self, step: int) -> list:
         """One update of every member at this step's learning rate; returns the gradient norms (pre-clip)."""

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,3 +263,12 @@ def test_train_and_evaluate_say_what_they_are_about_to_do_before_they_start(tmp_
     first = capsys.readouterr().out.splitlines()[0]
     expected = f"evaluate {run} (newest checkpoint): 1 episodes for each target from the run's eval.seed, mode "
     assert first == expected + "the run's eval.mode, device cpu"
+
+
+def test_an_interactive_train_prints_a_first_eta_once_some_steps_are_timed(tmp_path, tiny_minari, capsys):
+    from decision_minrnn.train import ETA_AFTER
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], ETA_AFTER + 5)
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), *cli_sets(overrides)]) == 0
+    out = capsys.readouterr()
+    assert re.search(r"ETA: about \d+\.\d min of training left \(\d+ ms a step\)", out.out + out.err)
