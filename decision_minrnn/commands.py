@@ -97,10 +97,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+EVAL_SETTINGS = {"episodes": "episodes", "mode": "mode", "seed": "seed", "max_steps": "max_steps"}
+EVAL_SETTINGS["target_returns"] = "target_return"
+
+
+def _apply_eval_sets(args) -> None:
+    """evaluate --set eval.KEY=VALUE, as train takes --set: the same names as the config's eval section. A flag
+    given as well wins (it is the more specific of the two)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    for item in args.set:
+        key, _, value = item.partition("=")
+        name = key.removeprefix("eval.")
+        if not key.startswith("eval.") or name not in EVAL_SETTINGS or not _:
+            raise UsageError(
+                f"evaluate --set {item!r}: takes eval.KEY=VALUE with KEY one of {', '.join(EVAL_SETTINGS)}"
+            )
+        try:
+            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
+        except OmegaConfBaseException as exc:
+            raise UsageError(f"evaluate --set {item!r}: {exc}") from None
+        if name in ("episodes", "seed", "max_steps") and (not isinstance(parsed, int) or isinstance(parsed, bool)):
+            raise UsageError(f"evaluate --set {item!r}: eval.{name} must be an integer")
+        if name == "target_returns":
+            parsed = [str(v) for v in (parsed if isinstance(parsed, list) else [parsed])]
+        if getattr(args, EVAL_SETTINGS[name]) is None:
+            setattr(args, EVAL_SETTINGS[name], parsed)
+
+
 def cmd_evaluate(args) -> int:
     from .envs.rollout import without_timing
     from .evaluation import check_sweep_out, evaluate_checkpoint, sweep_file, write_sweep
 
+    _apply_eval_sets(args)
     out = None
     if args.target_sweep is not None:
         out = Path(args.sweep_out) if args.sweep_out else sweep_file(args.checkpoint, args.best)
@@ -245,6 +275,14 @@ def register(sub) -> None:
         help="act through a torch.compile'd recurrent step (faster per step, equal to float32 rounding)",
     )
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="an evaluation setting by its config name, as train takes them (eval.episodes, eval.mode, eval.seed, "
+        "eval.max_steps, eval.target_returns); a flag given too wins (repeatable)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     from .experiments import commands as experiment_commands

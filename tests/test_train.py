@@ -272,3 +272,18 @@ def test_an_interactive_train_prints_a_first_eta_once_some_steps_are_timed(tmp_p
     assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), *cli_sets(overrides)]) == 0
     out = capsys.readouterr()
     assert re.search(r"ETA: about \d+\.\d min of training left \(\d+ ms a step\)", out.out + out.err)
+
+
+def test_evaluate_takes_eval_settings_by_their_config_names(tmp_path, tiny_minari, capsys):
+    """Issue 37: `evaluate --set eval.*` like train's --set; the flags stay and win."""
+    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
+    argv = ["evaluate", "--checkpoint", run, "--json", "--set", "eval.episodes=2", "--set", "eval.max_steps=5"]
+    assert main(argv + ["--set", "eval.target_returns=[1800]"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["target_return"] for r in result["results"]] == [1800.0] and result["results"][0]["episodes"] == 2
+    assert main(argv + ["--episodes", "1"]) == 0
+    assert {r["episodes"] for r in json.loads(capsys.readouterr().out)["results"]} == {1}
+    for bad, message in (("train.lr=1", "takes eval.KEY=VALUE"), ("eval.episodes=many", "must be an integer")):
+        assert main(["evaluate", "--checkpoint", run, "--set", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err
