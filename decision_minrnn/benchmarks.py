@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from .choices import BACKBONES, TOKEN_LAYOUTS
+from .choices import BACKBONES, TOKEN_LAYOUTS, TOKENS_PER_STEP
 from .config import ModelConfig
 from .data import ObsNormalizer, WindowSampler, load_source
 from .device import cpu_has_native_bf16, native_bf16
@@ -234,7 +234,7 @@ def bench_train_step(
             ref = times.get("transformer")
             row = {
                 "K": K,
-                "tokens": K * (3 if layout == "interleaved" else 1),
+                "tokens": K * TOKENS_PER_STEP[layout],
                 "layout": layout,
                 "batch": B,
                 "ms": {k: round(v * 1e3, 1) for k, v in times.items()},

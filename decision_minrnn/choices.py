@@ -34,7 +34,8 @@ def backbone_names() -> tuple[str, ...]:
     return tuple(BACKBONE_REGISTRY)
 
 
-TOKEN_LAYOUTS = ("interleaved", "fused")  # models/decision.py
+TOKEN_LAYOUTS = ("interleaved", "fused")  # models/layout.py
+TOKENS_PER_STEP = {"interleaved": 3, "fused": 1}  # tokens per environment step of each layout
 EMBED_INITS = ("torch", "gpt2")  # models/decision.py: init of the token embeddings and the action head
 SCAN_METHODS = ("log", "sequential", "chunked")  # nn/scan.py; "auto" picks one per device
 SAMPLER_MODES = ("window", "episode")  # data/sampler.py

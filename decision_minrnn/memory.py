@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .choices import BACKBONE_REGISTRY
+from .choices import BACKBONE_REGISTRY, TOKENS_PER_STEP
 from .errors import ConfigError
 
 FLOAT = 4
@@ -59,7 +59,7 @@ def training_bytes(cfg, obs_dim: int, act_dim: int, tokens_per_step: int, contex
 
 def check_training_memory(cfg, obs_dim: int, act_dim: int, context_len: int, models: int = 1) -> None:
     """models: how many models train at once (a seed group, train.seeds)."""
-    tokens_per_step = 3 if cfg.model.token_layout == "interleaved" else 1
+    tokens_per_step = TOKENS_PER_STEP[cfg.model.token_layout]
     need, have = models * training_bytes(cfg, obs_dim, act_dim, tokens_per_step, context_len), available_bytes()
     if have is not None and need > SAFETY * have:
         raise ConfigError(

@@ -245,8 +245,7 @@ class Policy:
                 "filled": torch.zeros(n, dtype=torch.long, device=d),
             }
             if self.kv_cache and _buffers:
-                tokens_per_step = 3 if self.model.token_layout == "interleaved" else 1
-                backbone["kv"] = self.model.backbone.kv_cache(n, tokens_per_step * K, d)
+                backbone["kv"] = self.model.backbone.kv_cache(n, self.model.layout.tokens_per_step * K, d)
                 backbone["kv_len"] = torch.zeros(n, dtype=torch.long, device=d)  # tokens each env's cache holds
                 backbone["kv_ok"] = torch.ones(n, dtype=torch.bool, device=d)  # False once a window re-ran
         return PolicyState(rtg, torch.zeros(n, dtype=torch.long, device=d), prev, backbone, view)
@@ -289,7 +288,7 @@ class Policy:
                 return action
         if bool(first.all()):
             return self.model.act(obs_t, rtg, timestep, None, state.backbone)
-        if not bool(first.any()) or self.model.token_layout == "fused":
+        if not bool(first.any()) or self.model.layout.mixed_first_steps:
             # fused: a first step's previous action is zeros, which prev_action already holds after a restart
             return self.model.act(obs_t, rtg, timestep, state.prev_action, state.backbone)
         # Interleaved, some envs at their first step (no previous-action token) and some not: two calls.
@@ -360,17 +359,15 @@ class Policy:
         """The action of envs `idx`, whose caches hold `start` tokens, from this step's new tokens alone (the
         window's own entries, so that they equal what a re-run would embed)."""
         m, pos = self.model, w["filled"][idx] - 1
-        at = lambda key, p: w[key][idx, p]  # noqa: E731
-        if m.token_layout == "interleaved":  # a_{t-1} (none at the first step), R_t, s_t
-            parts = [m.embed_return(at("rtg", pos)), m.embed_state(at("obs", pos))]
-            times = [at("timesteps", pos)] * 2
-            if start > 0:
-                parts.insert(0, m.embed_action(at("act", pos - 1)))
-                times.insert(0, at("timesteps", pos - 1))
-        else:
-            fused = m.embed_return(at("rtg", pos)) + m.embed_state(at("obs", pos)) + m.embed_action(at("prev_act", pos))
-            parts = [fused]
-            times = [at("timesteps", pos)]
+        prev_action, prev_timestep = m.layout.window_previous(w, idx, pos)
+        parts, times = m.layout.step_parts(
+            m,
+            w["obs"][idx, pos],
+            w["rtg"][idx, pos],
+            w["timesteps"][idx, pos],
+            prev_action if start > 0 or m.layout.mixed_first_steps else None,  # an episode's first step
+            prev_timestep,
+        )
         tokens = m.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
         whole = len(idx) == w["kv_len"].shape[0]  # every env in this group: use the cache as it is
         cache = w["kv"] if whole else [c.index_select(0, idx) for c in w["kv"]]

@@ -5,11 +5,9 @@ Linear each for return-to-go, state and action, a learned timestep embedding add
 LayerNorm over the embedded sequence, and the action read from the state token through Linear + tanh.
 Decision Mamba kept exactly this and swapped the GPT blocks; we do the same with minRNN stacks.
 
-Token layouts:
-* "interleaved" (DT): (R_t, s_t, a_t) per step, 3K tokens; a_t is predicted from the s_t token, which has
-  seen R_<=t, s_<=t and a_<t.
+Token layouts (models/layout.py, which owns everything that differs between them):
+* "interleaved" (DT): (R_t, s_t, a_t) per step, 3K tokens; a_t is predicted from the s_t token.
 * "fused": one token per step, R_t + s_t + a_{t-1} embeddings summed (a_{-1} = 0): 3x shorter sequences.
-  a_t cannot be in its own token (it is the target), so the previous action carries the action history.
 
 Recurrent acting (`act`) feeds each env step's tokens through the backbone with the state carried from the
 episode start: O(1) work per environment step, and the same numbers as `forward` over the whole history.
@@ -25,6 +23,7 @@ from ..config import Config, ModelConfig
 from ..data.sampler import Batch
 from ..nn import Dropout
 from .backbones import build_backbone, map_state
+from .layout import LAYOUTS
 
 
 class DecisionModel(nn.Module):
@@ -36,12 +35,13 @@ class DecisionModel(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, cfg: ModelConfig | None = None, max_ep_len: int = 1000):
         super().__init__()
         cfg = cfg or ModelConfig()
-        if cfg.token_layout not in TOKEN_LAYOUTS:
+        if cfg.token_layout not in TOKEN_LAYOUTS or cfg.token_layout not in LAYOUTS:
             raise ValueError(f"unknown token layout {cfg.token_layout!r}; choose one of {', '.join(TOKEN_LAYOUTS)}")
         self.cfg = cfg
         embed_dim = cfg.embed_dim
         self.obs_dim, self.act_dim, self.max_ep_len = obs_dim, act_dim, max_ep_len
         self.token_layout = cfg.token_layout
+        self.layout = LAYOUTS[cfg.token_layout]
         self.backbone_name = cfg.backbone
         self.embed_timestep = nn.Embedding(max_ep_len, embed_dim)
         self.embed_return = nn.Linear(1, embed_dim)
@@ -86,17 +86,7 @@ class DecisionModel(nn.Module):
 
     def embed(self, obs, act, rtg, timesteps, prev_act=None):
         """obs (B, K, obs_dim), act (B, K, act_dim), rtg (B, K, 1), timesteps (B, K) -> tokens (B, L, D)."""
-        if self.token_layout == "interleaved":  # R_t, s_t, a_t
-            parts = [self.embed_return(rtg), self.embed_state(obs), self.embed_action(act)]
-            return self.tokens(parts, [timesteps] * 3)
-        if prev_act is None:  # the previous action comes from the data (sampler) or the rollout (Policy)
-            raise ValueError("the fused token layout needs the batch's prev_act (the sampler provides it)")
-        return self.tokens([self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev_act)], [timesteps])
-
-    def _action_from_outputs(self, y, K):
-        if self.token_layout == "interleaved":
-            y = y.reshape(y.shape[0], K, 3, -1)[:, :, 1]  # the state token of each step
-        return self.predict_action(y)
+        return self.layout.embed(self, obs, act, rtg, timesteps, prev_act)
 
     def forward(self, batch: Batch, state=None) -> torch.Tensor:
         """A Batch (data.sampler; obs, act, rtg, timesteps, and prev_act for the fused layout) -> predicted
@@ -104,7 +94,7 @@ class DecisionModel(nn.Module):
         K = batch["timesteps"].shape[1]
         tokens = self.embed(batch["obs"], batch["act"], batch["rtg"], batch["timesteps"], batch.get("prev_act"))
         y, _ = self.backbone(tokens, state)
-        return self._action_from_outputs(y, K)
+        return self.layout.actions(self, y, K)
 
     # ----- recurrent acting ---------------------------------------------------------------------
     def initial_state(self, n: int, device=None):
@@ -140,23 +130,16 @@ class DecisionModel(nn.Module):
         if not self.recurrent:
             raise ValueError(f"the {self.backbone_name} backbone has no O(1) step; evaluate it in window mode")
         timestep = timestep.clamp(max=self.max_ep_len - 1)
-        if self.token_layout == "interleaved":
-            # This env step's tokens: a_{t-1} (it closes the previous step), R_t, s_t. They go through the
-            # backbone as one short sequence continuing the carried state, which is exactly the same math as
-            # three step() calls (a minRNN's gates do not read h, and forward with a state is tested equal
-            # to stepping) at a third of the op launches: still O(1) per env step.
-            parts, times = [self.embed_return(rtg), self.embed_state(obs)], [timestep, timestep]
-            if prev_action is not None:
-                parts.insert(0, self.embed_action(prev_action))
-                times.insert(0, (timestep - 1).clamp(min=0))
-            # one step of len(parts) tokens: tokens() reads them as K=1 with len(parts) tokens per step
-            tokens = self.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
-            y, state = self.backbone(tokens, state, last_only=True)  # only s_t's output predicts the action
-            y = y[:, -1]
+        parts, times = self.layout.step_parts(self, obs, rtg, timestep, prev_action, (timestep - 1).clamp(min=0))
+        if len(parts) == 1:  # one token: the backbone's O(1) step
+            y, state = self.backbone.step(self.token(parts[0], times[0]), state)
         else:
-            prev = obs.new_zeros(obs.shape[0], self.act_dim) if prev_action is None else prev_action
-            embedding = self.embed_return(rtg) + self.embed_state(obs) + self.embed_action(prev)
-            y, state = self.backbone.step(self.token(embedding, timestep), state)
+            # Several tokens (a_{t-1}, R_t, s_t) go through the backbone as one short sequence continuing the
+            # carried state: the same math as one step() each (a minRNN's gates do not read h, and forward with
+            # a state is tested equal to stepping) at a third of the op launches, still O(1) per env step.
+            tokens = self.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
+            y, state = self.backbone(tokens, state, last_only=True)  # only the last (s_t) predicts the action
+            y = y[:, -1]
         return self.predict_action(y), state
 
 

@@ -1,7 +1,7 @@
 """The model's O(1) environment step with its state as explicit tensors: what the compiled Policy runs and
-what export traces to ONNX. The same math as `DecisionModel.act`, one env step per call; with interleaved
-tokens an env step feeds three tokens (a_{t-1}, R_t, s_t), and at an episode's first step (no a_{t-1}) the
-step keeps the incoming state where `first` is 1."""
+what export traces to ONNX. The same math as `DecisionModel.act`, one env step per call, token by token
+(models/layout.py, `traced_step`): with interleaved tokens an env step feeds three (a_{t-1}, R_t, s_t), and at an
+episode's first step (no a_{t-1}) the step keeps the incoming state where `first` is 1."""
 
 from __future__ import annotations
 
@@ -45,27 +45,16 @@ class RecurrentStep(nn.Module):
         m = self.model
         state = unflatten_state(self.template, list(state_flat))
         timestep = timestep.clamp(max=m.max_ep_len - 1)
-        if m.token_layout == "fused":
-            prev = prev_action * (1.0 - first)  # a_{-1} = 0
-            y, state = m.backbone.step(
-                m.token(m.embed_return(rtg) + m.embed_state(obs) + m.embed_action(prev), timestep), state
-            )
-        else:
-            _, after_action = m.backbone.step(m.token(m.embed_action(prev_action), (timestep - 1).clamp(min=0)), state)
-            keep = first > 0.5
-            state = unflatten_state(
-                self.template,
-                [
-                    torch.where(
-                        keep.view([-1] + [1] * (new.dim() - 1))
-                        if m.backbone.state_batch_dim == 0
-                        else keep.view([1, -1] + [1] * (new.dim() - 2)),
-                        old,
-                        new,
-                    )
-                    for old, new in zip(state_flat, flatten_state(after_action))
-                ],
-            )
-            _, state = m.backbone.step(m.token(m.embed_return(rtg), timestep), state)
-            y, state = m.backbone.step(m.token(m.embed_state(obs), timestep), state)
+        y, state = m.layout.traced_step(m, obs, rtg, timestep, prev_action, first, state, self._keep)
         return (m.predict_action(y), *flatten_state(state))
+
+    def _keep(self, first, old, new):
+        """The state `old` where first (N, 1) is 1, `new` elsewhere, as torch.where over the flat tensors."""
+        batch_dim = self.model.backbone.state_batch_dim
+        keep = first > 0.5
+
+        def mask(t):
+            return keep.view([-1] + [1] * (t.dim() - 1)) if batch_dim == 0 else keep.view([1, -1] + [1] * (t.dim() - 2))
+
+        flat = [torch.where(mask(n), o, n) for o, n in zip(flatten_state(old), flatten_state(new))]
+        return unflatten_state(self.template, flat)
