@@ -158,6 +158,39 @@ class Policy:
             view=ctx.view,
         )
 
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        target_return: float | None = None,
+        mode: str = "auto",
+        device: torch.device | str = "cpu",
+        clip_to_env: bool = True,
+        compile: bool = False,
+        threads: int = 1,
+    ) -> Policy:
+        """The policy of a run directory's newest checkpoint (or of a checkpoint directory).
+
+        target_return: raw return to condition on; default the run's first evaluation target (DT's higher one).
+        mode: auto (recurrent when the backbone can step, else window) | recurrent | window.
+        clip_to_env: clip actions to the action space of the run's environment (made once to read it).
+        compile: torch.compile the recurrent step (a few seconds once, then a faster step; needs a C++ compiler
+        on CPU, falls back to eager with a warning). threads: torch CPU threads while acting (0: the caller's)."""
+        _, cfg, data, model = model_from_checkpoint(run_dir, device)
+        ctx = policy_context(cfg, data)
+        targets = eval_targets(cfg, data)
+        return cls.from_context(
+            model,
+            ctx,
+            targets[0] if target_return is None else target_return,
+            mode=mode,
+            device=device,
+            action_bounds=action_bounds(ctx.env_id) if clip_to_env else None,
+            targets=targets,
+            threads=threads,
+            compile=compile,
+        )
+
     # ----- the stateful API ----------------------------------------------------------------------------
     def reset(self, n: int = 1, target_return: float | None = None, seeds=None) -> None:
         """Start n episodes, conditioned on target_return (raw; default: the policy's). seeds: the seeds the
@@ -439,24 +472,5 @@ def load_policy(
     compile: bool = False,
     threads: int = 1,
 ) -> Policy:
-    """The policy of a run directory's newest checkpoint (or of a checkpoint directory).
-
-    target_return: raw return to condition on; default the run's first evaluation target (DT's higher one).
-    mode: auto (recurrent when the backbone can step, else window) | recurrent | window.
-    clip_to_env: clip actions to the action space of the run's environment (made once to read it).
-    compile: torch.compile the recurrent step (a few seconds once, then a faster step; needs a C++ compiler
-    on CPU, falls back to eager with a warning). threads: torch CPU threads while acting (0: the caller's)."""
-    _, cfg, data, model = model_from_checkpoint(run_dir, device)
-    ctx = policy_context(cfg, data)
-    targets = eval_targets(cfg, data)
-    return Policy.from_context(
-        model,
-        ctx,
-        targets[0] if target_return is None else target_return,
-        mode=mode,
-        device=device,
-        action_bounds=action_bounds(ctx.env_id) if clip_to_env else None,
-        targets=targets,
-        threads=threads,
-        compile=compile,
-    )
+    """The policy of a run directory's newest checkpoint (or of a checkpoint directory): Policy.from_run."""
+    return Policy.from_run(run_dir, target_return, mode, device, clip_to_env, compile, threads)

@@ -159,3 +159,15 @@ def test_compiled_policy_acts_like_the_eager_one(runs, variant, recwarn):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     if shutil.which("g++") or shutil.which("gcc"):
         assert compiled._compiled is not None, [str(w.message) for w in recwarn]  # did not silently fall back
+
+
+def test_policy_from_run_is_what_load_policy_returns(runs):
+    from decision_minrnn.policy import Policy
+
+    run = runs[("minlstm", "fused")]
+    a, b = Policy.from_run(run, target_return=1800), load_policy(run, target_return=1800)
+    obs = np.random.default_rng(0).normal(size=(2, 11))
+    for policy in (a, b):
+        policy.reset(2)
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+    assert (a.mode, a.target_return, a.targets) == (b.mode, b.target_return, b.targets)
