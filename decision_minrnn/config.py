@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -39,18 +39,26 @@ from .resources import find_config, resolve_data_path
 from .rundir import write_atomic
 
 
+def rule(default, *, choices=None, positive=False, finite=False, nonnegative=False):
+    """A field's default with its allowed values beside it: `choices` (a tuple of names), `positive` (> 0),
+    `finite` (no NaN or inf), `nonnegative` (>= 0). validate() checks every field by these; only the rules
+    between fields are written out there."""
+    rules = {"choices": choices, "positive": positive, "finite": finite, "nonnegative": nonnegative}
+    return field(default=default, metadata={k: v for k, v in rules.items() if v})
+
+
 @dataclass
 class DataConfig:
     source: list[str] = field(default_factory=list)  # Minari ids / D4RL hdf5 paths, concatenated
     env_id: str | None = None  # evaluation env; default from the data (Minari spec or D4RL file name)
     env_version: str = "v5"  # MuJoCo env version for D4RL files (v5 or v4)
-    rtg_scale: float = 1000.0  # return-to-go divided by this (DT: 1000 for locomotion)
-    max_ep_len: int = 1000  # rows of the timestep embedding; later steps share the last row
-    context_len: int = 20  # K
-    sampler_mode: str = "window"  # window (DT) | episode (whole episodes, K = longest)
+    rtg_scale: float = rule(1000.0, finite=True)  # return-to-go divided by this (DT: 1000 for locomotion)
+    max_ep_len: int = rule(1000, positive=True)  # rows of the timestep embedding; later steps share the last row
+    context_len: int = rule(20, positive=True)  # K
+    sampler_mode: str = rule("window", choices=SAMPLER_MODES)  # window (DT) | episode (whole episodes, K = longest)
     # What the model sees of each observation (views.py): full | positions | velocities | flicker. The same
     # view applies to the offline data and to every env the run acts in; the checkpoint records it.
-    observe: str = "full"
+    observe: str = rule("full", choices=OBS_VIEWS)
     flicker_p: float | None = None  # observe=flicker: the probability that a frame is dropped, in (0, 1)
     # The dataset's name in reports (final.json's "label"): a grid sets its dataset label here, so that report
     # groups runs by it without parsing run names; default (null): the data's own name.
@@ -60,55 +68,59 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "mingru"  # mingru | minlstm | transformer | gru | lstm
-    embed_dim: int = 128  # token width (DT: 128)
-    n_layers: int = 3  # blocks of the backbone (DT: 3)
-    n_heads: int = 1  # transformer only
-    dropout: float = 0.1  # on the embeddings and inside every block (DT: 0.1)
+    embed_dim: int = rule(128, positive=True)  # token width (DT: 128)
+    n_layers: int = rule(3, positive=True)  # blocks of the backbone (DT: 3)
+    n_heads: int = rule(1, positive=True)  # transformer only
+    dropout: float = rule(0.1, finite=True)  # on the embeddings and inside every block (DT: 0.1)
     # The dropout mask generator (nn/dropout.py): torch (nn.Dropout, DT's recipe as published) | fast (16-bit
     # lanes of bulk random words, a few elementwise ops; docs/speed.md section 3b). gru / lstm keep torch's
     # dropout between their layers, inside the fused kernel.
-    dropout_impl: str = "torch"
-    token_layout: str = "interleaved"  # interleaved (R, s, a) per step | fused (one token per step)
+    dropout_impl: str = rule("torch", choices=DROPOUT_IMPLS)
+    token_layout: str = rule(
+        "interleaved", choices=TOKEN_LAYOUTS
+    )  # interleaved (R, s, a) per step | fused (one token per step)
     # Init of the return/state/action/timestep embeddings and the action head. torch: torch's defaults, as
     # kzl/decision-transformer (the timestep table starts N(0, 1)); gpt2: N(0, 0.02) weights and zero biases,
     # as transformers' DecisionTransformerModel and CORL's dt.py. Each backbone keeps its own init.
-    embed_init: str = "torch"
-    expansion: float = 1.0  # minRNN hidden width / embed_dim
-    mlp_ratio: float = 4.0  # minRNN blocks: MLP width / embed_dim (0 = no MLP)
-    conv_kernel: int = 0  # minRNN blocks: causal depthwise conv kernel (0 = off)
+    embed_init: str = rule("torch", choices=EMBED_INITS)
+    expansion: float = rule(1.0, finite=True)  # minRNN hidden width / embed_dim
+    mlp_ratio: float = rule(4.0, finite=True, nonnegative=True)  # minRNN blocks: MLP width / embed_dim (0 = no MLP)
+    conv_kernel: int = rule(0, nonnegative=True)  # minRNN blocks: causal depthwise conv kernel (0 = off)
     forget_bias: float | None = None  # minLSTM forget-gate bias at init
-    scan: str = "auto"  # auto | sequential | chunked | log
+    scan: str = rule("auto", choices=("auto", *SCAN_METHODS))  # auto | sequential | chunked | log
     compile_gates: bool = False  # minRNN: torch.compile the gate math of the training forward (see nn/compiled.py)
     time_chunk: int = 128  # minRNN on CPU: sequences longer than this run in chunks with the carried state (0: off)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 100_000  # optimizer updates (DT: 100k)
-    batch_size: int = 64  # windows per batch, or whole episodes with data.sampler_mode=episode
-    lr: float = 1e-4  # AdamW's peak rate, reached after the warmup (DT: 1e-4)
-    weight_decay: float = 1e-4  # AdamW's (DT: 1e-4)
+    steps: int = rule(100_000, positive=True)  # optimizer updates (DT: 100k)
+    batch_size: int = rule(64, positive=True)  # windows per batch, or whole episodes with data.sampler_mode=episode
+    lr: float = rule(1e-4, finite=True)  # AdamW's peak rate, reached after the warmup (DT: 1e-4)
+    weight_decay: float = rule(1e-4, finite=True, nonnegative=True)  # AdamW's (DT: 1e-4)
     warmup_steps: int = 10_000  # linear warmup from 0 (DT: 10k); refused when longer than train.steps
-    lr_schedule: str = "constant"  # constant (DT) | cosine | linear: the decay after warmup, down to min_lr
-    min_lr: float = 0.0  # floor of the cosine / linear decay, reached at train.steps
-    grad_clip: float = 0.25  # gradient-norm clip (DT: 0.25)
-    seed: int = 0  # the model's init, the batches and dropout all follow from it
+    lr_schedule: str = rule(
+        "constant", choices=LR_SCHEDULES
+    )  # constant (DT) | cosine | linear: the decay after warmup, down to min_lr
+    min_lr: float = rule(0.0, finite=True)  # floor of the cosine / linear decay, reached at train.steps
+    grad_clip: float = rule(0.25, finite=True)  # gradient-norm clip (DT: 0.25)
+    seed: int = rule(0, nonnegative=True)  # the model's init, the batches and dropout all follow from it
     # Several seeds in one process, one vmapped step for all (update.SeedGroup); each goes to RUN/seed<N> as
     # a complete run of its own. Empty: train.seed alone. docs/speed.md section 10 has its speed.
     seeds: list[int] = field(default_factory=list)
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    device: str = rule("auto", choices=DEVICES)  # auto (CUDA when present) | cpu | cuda
     # none | bf16 (autocast; the scan stays float32) | auto: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX)
     # or a CUDA device with bf16, float32 elsewhere (device.resolve_amp); config.yaml keeps the resolved choice.
     # auto is the default because bf16 left hopper-medium's scores and fit where float32 had them (docs/speed.md
     # section 3c); the committed float32 grids pin train.amp=none so that a resume on a bf16 machine keeps their
     # protocol.
-    amp: str = "auto"
+    amp: str = rule("auto", choices=AMP_MODES)
     compile: bool = False  # torch.compile the model
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    log_every: int = 100  # steps between logged training scalars
-    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    threads: int = rule(0, nonnegative=True)  # torch CPU threads (0 = torch's default)
+    log_every: int = rule(100, positive=True)  # steps between logged training scalars
+    checkpoint_every: int = rule(1000, positive=True)  # steps between checkpoints (one is always written at the end)
     eval_every: int = 0  # 0: evaluate once, at the end
-    keep_checkpoints: int = 2  # newest step checkpoints kept (best is kept apart)
+    keep_checkpoints: int = rule(2, positive=True)  # newest step checkpoints kept (best is kept apart)
     keep_best: bool = False  # also keep RUN/checkpoints/best: the evaluation with the best headline score
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # tensorboard | csv | wandb
     wandb_project: str = "decision-minrnn"  # with train.loggers including wandb
@@ -120,12 +132,16 @@ class EvalConfig:
     # Episodes per target of a final test evaluation on seeds of its own (test_seed + i), which the run's
     # score (final.json "eval") and its best checkpoint's test score are taken from. 0: no test evaluation;
     # the score is the last training evaluation's (eval.episodes from eval.seed). DT and CORL score 100.
-    final_episodes: int = 0
-    test_seed: int = 1_000_000  # disjoint from eval.seed + [0, eval.episodes) (config.validate checks it)
-    mode: str = "auto"  # auto (recurrent if the backbone can step, else window) | recurrent | window
+    final_episodes: int = rule(0, nonnegative=True)
+    test_seed: int = rule(
+        1_000_000, nonnegative=True
+    )  # disjoint from eval.seed + [0, eval.episodes) (config.validate checks it)
+    mode: str = rule(
+        "auto", choices=POLICY_MODES
+    )  # auto (recurrent if the backbone can step, else window) | recurrent | window
     target_returns: list[float] | None = None  # raw returns; default: DT's per-task targets
-    seed: int = 0  # episode i uses seed + i
-    max_steps: int = 1000  # steps per evaluation episode at most (the MuJoCo tasks end at 1000)
+    seed: int = rule(0, nonnegative=True)  # episode i uses seed + i
+    max_steps: int = rule(1000, positive=True)  # steps per evaluation episode at most (the MuJoCo tasks end at 1000)
 
 
 @dataclass
@@ -137,18 +153,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-CHOICES = {
-    ("data", "sampler_mode"): SAMPLER_MODES,
-    ("data", "observe"): OBS_VIEWS,
-    ("model", "token_layout"): TOKEN_LAYOUTS,
-    ("model", "embed_init"): EMBED_INITS,
-    ("model", "dropout_impl"): DROPOUT_IMPLS,
-    ("model", "scan"): ("auto", *SCAN_METHODS),
-    ("train", "device"): DEVICES,
-    ("train", "amp"): AMP_MODES,
-    ("train", "lr_schedule"): LR_SCHEDULES,
-    ("eval", "mode"): POLICY_MODES,
-}
+def _settings(cfg: Config):
+    """(section, key, value, rules) of every setting, rules from the field's rule(...) metadata."""
+    for section in ("data", "model", "train", "eval"):
+        part = getattr(cfg, section)
+        for f in fields(part):
+            yield section, f.name, getattr(part, f.name), f.metadata
 
 
 def _error_line_with_key(exc: Exception) -> str:
@@ -161,38 +171,16 @@ def validate(cfg: Config, new_run: bool = False) -> Config:
     """Keys, types, ranges and the rules between fields. new_run: also the rules for a run about to start
     (_check_budget: a budget that cannot learn, settings that would do nothing), which a saved config read back
     (a checkpoint's, written before a rule existed) is not held to."""
-    for (section, key), choices in [*CHOICES.items(), (("model", "backbone"), backbone_names())]:
-        value = getattr(getattr(cfg, section), key)
-        if value not in choices:
+    settings = list(_settings(cfg))
+    for section, key, value, rules in settings:  # each field's allowed values (rule(...) at the field)
+        choices = backbone_names() if (section, key) == ("model", "backbone") else rules.get("choices")
+        if choices and value not in choices:
             raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(choices)}")
-    positive = [
-        ("data", "context_len"),
-        ("data", "max_ep_len"),
-        ("model", "embed_dim"),
-        ("model", "n_layers"),
-        ("train", "batch_size"),
-        ("train", "steps"),
-        ("train", "log_every"),
-        ("train", "checkpoint_every"),
-        ("eval", "max_steps"),
-        ("model", "n_heads"),
-        ("train", "keep_checkpoints"),
-    ]
-    for section, key in positive:
-        if getattr(getattr(cfg, section), key) <= 0:
+    for section, key, value, rules in settings:
+        if rules.get("positive") and value <= 0:
             raise ConfigError(f"{section}.{key} must be > 0")
-    for section, key in [
-        ("train", "lr"),
-        ("train", "min_lr"),
-        ("train", "weight_decay"),
-        ("train", "grad_clip"),
-        ("data", "rtg_scale"),
-        ("model", "dropout"),
-        ("model", "expansion"),
-        ("model", "mlp_ratio"),
-    ]:
-        value = getattr(getattr(cfg, section), key)
-        if not math.isfinite(value):
+    for section, key, value, rules in settings:
+        if rules.get("finite") and not math.isfinite(value):
             raise ConfigError(f"{section}.{key}={value} is not a finite number")
     if cfg.model.forget_bias is not None and not math.isfinite(cfg.model.forget_bias):
         raise ConfigError(f"model.forget_bias={cfg.model.forget_bias} is not a finite number")
@@ -203,19 +191,9 @@ def validate(cfg: Config, new_run: bool = False) -> Config:
         raise ConfigError(f"train.seeds={list(seeds)} must be distinct integers >= 0")
     if len(seeds) > 1 and cfg.train.compile:
         raise ConfigError("train.compile does not apply to a seed group (train.seeds); train the seeds one by one")
-    nonnegative = [
-        ("train", "weight_decay"),
-        ("train", "threads"),
-        ("train", "seed"),
-        ("eval", "seed"),
-        ("eval", "final_episodes"),
-        ("eval", "test_seed"),
-        ("model", "mlp_ratio"),
-        ("model", "conv_kernel"),
-    ]
-    for section, key in nonnegative:
-        if getattr(getattr(cfg, section), key) < 0:
-            raise ConfigError(f"{section}.{key}={getattr(getattr(cfg, section), key)} must be >= 0")
+    for section, key, value, rules in settings:
+        if rules.get("nonnegative") and value < 0:
+            raise ConfigError(f"{section}.{key}={value} must be >= 0")
     for target in cfg.eval.target_returns or []:
         if not math.isfinite(target):
             raise ConfigError(f"eval.target_returns holds {target}; target returns must be finite")

@@ -91,3 +91,24 @@ def test_a_saved_run_from_before_the_budget_rules_still_loads_and_evaluates(tmp_
     state_file.write_text(json.dumps(state))
     assert load_policy(run).act(np.zeros(11)).shape == (3,)
     assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--max-steps", "5"]) == 0
+
+
+def test_every_rule_at_a_field_is_enforced_by_validate():
+    """Issue 37: the allowed values stand beside each field (config.rule) and validate() loops over them, so
+    a new setting's bounds are one line at the field. Every field with a rule is refused beyond it."""
+    from dataclasses import fields
+
+    from decision_minrnn.config import Config
+
+    bad = {"choices": ("nope", "is not one of"), "positive": (0, "must be > 0")}
+    bad |= {"finite": (float("nan"), "is not a finite number"), "nonnegative": (-1, "must be >= 0")}
+    checked = 0
+    for section in ("data", "model", "train", "eval"):
+        for f in fields(type(getattr(Config(), section))):
+            for kind in f.metadata:
+                value, message = bad[kind]
+                with pytest.raises(ConfigError, match=re.escape(f"{section}.{f.name}")) as refused:
+                    load_config(None, [f"{section}.{f.name}={value}"])
+                assert message in str(refused.value), (section, f.name, str(refused.value))
+                checked += 1
+    assert checked >= 30
