@@ -35,7 +35,7 @@ def _print_eval(results: list[dict]) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
+    from .config import load_config, validate
     from .train import train
 
     config_path, overrides = args.config, list(args.set)
@@ -53,16 +53,18 @@ def cmd_train(args) -> int:
         config_path = run.config
         if group_seeds:  # a seed group's directory: its seeds' runs, resumed together
             config_path = run.member(group_seeds[0]).config
-            asked = load_config(config_path, overrides).train.seeds
-            if asked and sorted(asked) != group_seeds:
-                raise ConfigError(
-                    f"--resume continues the seeds {group_seeds} of {run.root}, not train.seeds={list(asked)}; "
-                    "train another seed as a new run (--run-dir NEW)"
-                )
-            overrides.append(f"train.seeds=[{','.join(map(str, group_seeds))}]")
     cfg = load_config(config_path, overrides)
-    if group_seeds:  # the members' saved names end in /seedN; the group's is what comes before
-        cfg = replace(cfg, name=cfg.name.rsplit("/", 1)[0])
+    if group_seeds:
+        asked = cfg.train.seeds
+        if asked and sorted(asked) != group_seeds:
+            raise ConfigError(
+                f"--resume continues the seeds {group_seeds} of {run.root}, not train.seeds={list(asked)}; "
+                "train another seed as a new run (--run-dir NEW)"
+            )
+        overrides.append(f"train.seeds=[{','.join(map(str, group_seeds))}]")  # train() gives each member these
+        # the members' saved names end in /seedN; the group's is what comes before
+        group_train = replace(cfg.train, seeds=list(group_seeds))
+        cfg = validate(replace(cfg, name=cfg.name.rsplit("/", 1)[0], train=group_train), new_run=True)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
     summary = train(
         cfg,

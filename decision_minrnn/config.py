@@ -37,6 +37,7 @@ from .choices import (
 from .errors import ConfigError, first_line
 from .resources import find_config, resolve_data_path
 from .rundir import write_atomic
+from .views import ViewError, check_flicker
 
 
 def rule(default, *, choices=None, positive=False, finite=False, nonnegative=False):
@@ -267,12 +268,10 @@ def _check_budget(cfg: Config) -> None:
 
 
 def _check_view(data: DataConfig) -> None:
-    """flicker needs its drop probability, and no other view reads one."""
-    p = data.flicker_p
-    if data.observe == "flicker" and (p is None or not 0.0 < p < 1.0):
-        raise ConfigError(f"data.observe=flicker needs data.flicker_p in (0, 1), got {p}")
-    if data.observe != "flicker" and p is not None:
-        raise ConfigError(f"data.flicker_p={p} applies only to data.observe=flicker, not {data.observe}; remove it")
+    try:
+        check_flicker(data.observe, data.flicker_p)
+    except ViewError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_backbone_settings(model: ModelConfig) -> None:

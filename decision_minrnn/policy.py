@@ -463,14 +463,5 @@ def check_target(target_return) -> float:
     return value
 
 
-def load_policy(
-    run_dir: str | Path,
-    target_return: float | None = None,
-    mode: str = "auto",
-    device: torch.device | str = "cpu",
-    clip_to_env: bool = True,
-    compile: bool = False,
-    threads: int = 1,
-) -> Policy:
-    """The policy of a run directory's newest checkpoint (or of a checkpoint directory): Policy.from_run."""
-    return Policy.from_run(run_dir, target_return, mode, device, clip_to_env, compile, threads)
+# The policy of a run directory's newest checkpoint (or of a checkpoint directory); see Policy.from_run.
+load_policy = Policy.from_run

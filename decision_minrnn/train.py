@@ -422,6 +422,7 @@ class _Loop:
         self.amp = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16")
         self.window_start, self.window_samples = time.perf_counter(), 0
         self.wall_mark = time.perf_counter()  # wall_seconds: counted up to each checkpoint and to final.json
+        self.seconds_before = self.logs[0].train_seconds  # a resumed run's earlier sittings: not in its ETA
 
     def run(self, progress: bool, stop_at: int | None) -> list[RunSummary]:
         cfg, members = self.cfg, self.members
@@ -471,7 +472,8 @@ class _Loop:
     def eta_line(self, done: int, end_step: int) -> str:
         """The first estimate of the training time left, once ETA_AFTER steps are timed (the start line says
         what the run is; this, how long its updates will take; evaluations come on top)."""
-        per_step = self.logs[0].train_seconds * len(self.logs) / max(1, done - self.start_step)
+        timed = (self.logs[0].train_seconds - self.seconds_before) * len(self.logs)
+        per_step = timed / max(1, done - self.start_step)
         left = per_step * (end_step - done)
         return f"ETA: about {left / 60:.1f} min of training left ({1e3 * per_step:.0f} ms a step), evaluations extra"
 

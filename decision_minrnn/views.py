@@ -44,6 +44,15 @@ class ViewError(ValueError):
     """A view that cannot apply (unknown name, an env without a documented layout, a bad flicker_p)."""
 
 
+def check_flicker(name: str, flicker_p: float | None) -> None:
+    """flicker needs its drop probability in (0, 1), and no other view reads one (config.validate asks this
+    at load time, ObservationView.build again where a view is made)."""
+    if name == "flicker" and (flicker_p is None or not 0.0 < flicker_p < 1.0):
+        raise ViewError(f"data.observe=flicker needs data.flicker_p in (0, 1), got {flicker_p}")
+    if name != "flicker" and flicker_p is not None:
+        raise ViewError(f"data.flicker_p={flicker_p} applies only to data.observe=flicker, not {name}; remove it")
+
+
 def flicker_mask(seed, length: int, p: float) -> np.ndarray:
     """(length,) bool, True where the frame is dropped; step 0 is never dropped. A prefix of the mask does not
     depend on `length` (the uniforms are drawn in order), so a rollout and its data agree step by step."""
@@ -83,10 +92,7 @@ class ObservationView:
                     f"data.observe={name}: {task} observations have {split[0]} dims in Gymnasium v4/v5, but "
                     f"{where or 'the data'} has {env_obs_dim}; the position/velocity split does not apply"
                 )
-        if name == "flicker" and (flicker_p is None or not 0.0 < flicker_p < 1.0):
-            raise ViewError(f"data.observe=flicker needs data.flicker_p in (0, 1), got {flicker_p}")
-        if name != "flicker" and flicker_p is not None:
-            raise ViewError(f"data.flicker_p={flicker_p} applies only to data.observe=flicker, not {name}")
+        check_flicker(name, flicker_p)
         return cls(name, int(env_obs_dim), None if flicker_p is None else float(flicker_p), task)
 
     @property

@@ -189,3 +189,18 @@ def gym_loop(policy, env_id, seeds, target=None, max_steps=60):
             returns[i] += r
             active[i] = not (terminated or truncated)
     return returns
+
+
+def tiny_policy_run(max_steps: int) -> list[str]:
+    """The overrides of a 10-step run small enough for the policy tests, without evaluations (eval.max_steps
+    is what a gym loop of the test steps at most)."""
+    return [
+        "model.embed_dim=16",
+        "model.n_layers=2",
+        "data.context_len=8",
+        "train.steps=10",
+        "train.batch_size=8",
+        "train.warmup_steps=2",
+        "eval.episodes=0",
+        f"eval.max_steps={max_steps}",
+    ]

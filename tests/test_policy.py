@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import gym_loop, make_minari_dataset, synthetic_episodes
+from helpers import gym_loop, make_minari_dataset, synthetic_episodes, tiny_policy_run
 
 from decision_minrnn import load_policy
 from decision_minrnn.config import load_config
@@ -33,14 +33,7 @@ def runs(tmp_path_factory):
                     "data.source=[test/hopper/policy-v0]",
                     f"model.backbone={backbone}",
                     f"model.token_layout={layout}",
-                    "model.embed_dim=16",
-                    "model.n_layers=2",
-                    "data.context_len=8",
-                    "train.steps=10",
-                    "train.batch_size=8",
-                    "train.warmup_steps=2",
-                    "eval.episodes=0",
-                    f"eval.max_steps={MAX_STEPS}",
+                    *tiny_policy_run(MAX_STEPS),
                     "eval.target_returns=[3600, 1800]",
                 ],
             )

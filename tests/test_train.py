@@ -287,3 +287,20 @@ def test_evaluate_takes_eval_settings_by_their_config_names(tmp_path, tiny_minar
         assert main(["evaluate", "--checkpoint", run, "--set", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
+
+
+def test_the_eta_of_a_resumed_run_counts_only_this_sittings_steps(tmp_path, tiny_minari, capsys):
+    from decision_minrnn.train import ETA_AFTER
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--run-dir", str(run), "--no-progress", *cli_sets(overrides)]) == 0
+    (state_file,) = (run / "checkpoints").glob("step-*/state.json")
+    state = json.loads(state_file.read_text())
+    state["train_seconds"] = 1e6  # an earlier sitting's seconds, as a checkpoint carries them
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--run-dir", str(run), "--set", f"train.steps={10 + ETA_AFTER + 5}"]) == 0
+    out = capsys.readouterr()
+    minutes = float(re.search(r"ETA: about (\d+\.\d) min", out.out + out.err).group(1))
+    assert minutes < 5  # not 1e6 s spread over this sitting's steps

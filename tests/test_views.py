@@ -4,7 +4,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import gym_loop, make_minari_dataset, synthetic_episodes
+from helpers import gym_loop, make_minari_dataset, synthetic_episodes, tiny_policy_run
 
 from decision_minrnn import load_policy
 from decision_minrnn.cli import main
@@ -16,17 +16,7 @@ from decision_minrnn.train import train
 from decision_minrnn.views import POSITION_SPLIT, ObservationView, ViewError, data_episode_seed, flicker_mask
 
 MAX_STEPS = 60
-TINY_RUN = [
-    "model.embed_dim=16",
-    "model.n_layers=2",
-    "data.context_len=8",
-    "train.steps=10",
-    "train.batch_size=8",
-    "train.warmup_steps=2",
-    "eval.episodes=0",
-    f"eval.max_steps={MAX_STEPS}",
-    "eval.target_returns=[1800]",
-]
+TINY_RUN = [*tiny_policy_run(MAX_STEPS), "eval.target_returns=[1800]"]
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Hopper-v4", "Walker2d-v4"])

@@ -104,6 +104,7 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
             if not group:
                 continue
             s = score_stats([r.normalized for r in group], reps=reps)
+            published = on_published_data(group)
             cells.append(
                 {
                     "dataset": d,
@@ -112,10 +113,8 @@ def analyse(runs: list[Run], reps: int = DEFAULT_REPS) -> ReportStats:
                     "seeds": {str(r.seed): r.normalized for r in group},
                     "steps": sorted({r.steps for r in group}),
                     "behaviour": behaviour_of(runs, d),
-                    "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, ""))
-                    if on_published_data(group)
-                    else "-",
-                    "published_applies": on_published_data(group),
+                    "published": published_cell(d, PUBLISHED_FOR_BACKBONE.get(b, "")) if published else "-",
+                    "published_applies": published,
                 }
             )
     aggregate = []

@@ -281,11 +281,12 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
     runs, skipped = [], []
     run_dirs = sorted({p.parent for pattern in (FINAL, CONFIG) for p in Path(runs_dir).rglob(pattern)})
     for run_dir in run_dirs:
-        final = RunDir(run_dir).final
+        run_files = RunDir(run_dir)
+        final = run_files.final
         if not final.exists():
             skipped.append(Skipped(str(run_dir), "unfinished (no final.json yet)"))
             continue
-        if not RunDir(run_dir).config.is_file():  # train writes config.yaml first: a lone final.json is a copy
+        if not run_files.config.is_file():  # train writes config.yaml first: a lone final.json is a copy
             skipped.append(Skipped(str(run_dir), "not a run directory (a final.json without its config.yaml)"))
             continue
         run = _run_from_final(final, skipped)

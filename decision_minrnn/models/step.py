@@ -49,12 +49,5 @@ class RecurrentStep(nn.Module):
         return (m.predict_action(y), *flatten_state(state))
 
     def _keep(self, first, old, new):
-        """The state `old` where first (N, 1) is 1, `new` elsewhere, as torch.where over the flat tensors."""
-        batch_dim = self.model.backbone.state_batch_dim
-        keep = first > 0.5
-
-        def mask(t):
-            return keep.view([-1] + [1] * (t.dim() - 1)) if batch_dim == 0 else keep.view([1, -1] + [1] * (t.dim() - 2))
-
-        flat = [torch.where(mask(n), o, n) for o, n in zip(flatten_state(old), flatten_state(new))]
-        return unflatten_state(self.template, flat)
+        """The state `old` where first (N, 1) is 1, `new` elsewhere (DecisionModel.merge_state's torch.where)."""
+        return self.model.merge_state(old, new, first.view(-1) > 0.5)
