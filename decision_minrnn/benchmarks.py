@@ -11,9 +11,11 @@ import time
 import numpy as np
 import torch
 
+from .acting import cpu_threads
 from .choices import BACKBONES, TOKEN_LAYOUTS, TOKENS_PER_STEP
 from .config import ModelConfig
 from .data import ObsNormalizer, WindowSampler, load_source
+from .data.info import DataInfo
 from .device import cpu_has_native_bf16, native_bf16
 from .envs.make import make_env
 from .export import write_onnx
@@ -21,8 +23,7 @@ from .models import DecisionModel
 from .nn import SCAN_METHODS, MinGRU, MinLSTM
 from .nn.scan import opaque_to_compile, resolve_method
 from .onnx_runner import OnnxPolicy
-from .policy import Policy, cpu_threads
-from .runs import PolicyContext
+from .policy import Policy
 from .synthetic import ACT_DIM, OBS_DIM, random_batch
 from .update import FUSED_ADAMW, SeedGroup, masked_mse, optimizer_step
 
@@ -397,9 +398,9 @@ def bench_inference(
     n_layers=3,
     threads=(1, 2),
 ) -> dict:
-    """Per-env-step model time: recurrent act() with a carried state vs DT's window (re-run the last K steps).
-    The window is measured at steady state (history already K long). On CPU each thread count is measured
-    (rollouts run with 1, as policy.cpu_threads sets; the window's larger ops may prefer 2)."""
+    """Per-env-step model time: the recurrent DecisionModel.step with a carried state vs DT's window (re-run the
+    last K steps). The window is measured at steady state (history already K long). On CPU each thread count is measured
+    (rollouts run with 1, as acting.cpu_threads sets; the window's larger ops may prefer 2)."""
 
     device = torch.device(device)
     torch.manual_seed(0)
@@ -413,7 +414,8 @@ def bench_inference(
         def recurrent():
             state = model.initial_state(n, device)
             for t in range(steps):
-                _, state = model.act(obs, rtg, torch.full((n,), t, device=device), prev if t else None, state)
+                first = torch.full((n,), t == 0, device=device)
+                _, state = model.step(obs, rtg, torch.full((n,), t, device=device), prev, first, state)
 
         fns = {"recurrent": recurrent}
         for K in contexts:
@@ -487,7 +489,7 @@ def bench_policy_latency(
 ) -> dict:
     """What a controller pays per environment step, raw observation in, clipped action out, 1 CPU thread:
 
-    * torch_model_act: DecisionModel.act alone (the inner call before the Policy existed; no normalization,
+    * torch_model_act: DecisionModel.step alone (the inner call before the Policy existed; no normalization,
       no bookkeeping), as a reference;
     * torch_recurrent: Policy.act, recurrent (what `evaluate` runs);
     * torch_recurrent_compiled: Policy(compile=True).act (its one-off compile is reported apart);
@@ -507,10 +509,12 @@ def bench_policy_latency(
     norm = ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32))
     low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
 
-    ctx = PolicyContext(env_id, norm, rtg_scale=1000.0, context_len=window_K, ref_scores=None)
+    data = DataInfo("bench", 11, 3, norm, env_id=env_id)
 
     def policy(mode, compile=False):
-        return Policy.from_context(model, ctx, 3600.0, mode, device, (low, high), compile=compile)
+        return Policy(
+            model, data, 3600.0, context_len=window_K, mode=mode, device=device, clip_to_env=True, compile=compile
+        )
 
     policies = {"torch_recurrent": policy("recurrent"), "torch_window_K20": policy("window")}
     compile_s = None
@@ -558,7 +562,7 @@ def bench_policy_latency(
             with torch.inference_mode():
                 state = model.initial_state(n)
                 for t in range(steps):
-                    _, state = model.act(obs_t, rtg, torch.full((n,), t), prev if t else None, state)
+                    _, state = model.step(obs_t, rtg, torch.full((n,), t), prev, torch.full((n,), t == 0), state)
 
         envs = [make_env(env_id) for _ in range(n)]
         for i, env in enumerate(envs):

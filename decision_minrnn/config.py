@@ -348,33 +348,26 @@ def _source_as_list(d: dict) -> dict:
     return d
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a mapping with a key given twice (PyYAML keeps the last one silently, so a
-    grid with two datasets of one label would train one of them under the other's name)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
-    """A YAML file that must hold a mapping (with no key given twice); anything else is a ConfigError naming
-    the file."""
+    """A YAML file that must hold a mapping, read by OmegaConf's loader (which refuses a key given twice, where
+    PyYAML keeps the last one silently: a grid with two datasets of one label would train one of them under the
+    other's name); anything else is a ConfigError naming the file. Interpolations stay unresolved strings."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{what} file {path} does not exist")
     try:
-        loaded = yaml.load(file.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
+        loaded = OmegaConf.to_container(OmegaConf.load(file))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or _error_line_with_key(exc)
         raise ConfigError(f"{what} file {path} is not valid YAML{where}: {problem}") from None
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:  # e.g. a key OmegaConf cannot hold
+        raise ConfigError(f"{what} file {path}: {_error_line_with_key(exc)}") from None
+    except OSError as exc:  # OmegaConf's word for a file holding a scalar
+        if "loaded object type" not in str(exc):
+            raise ConfigError(f"{what} file {path} cannot be read: {first_line(exc)}") from None
+        loaded = None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} file {path} must hold a mapping")
     return loaded

@@ -19,7 +19,7 @@ from .envs.rollout import evaluate_targets
 from .envs.video import check_encoder
 from .errors import UsageError
 from .rundir import RunDir, earlier_output, write_atomic
-from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint, policy_context
+from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint
 
 
 def evaluate_checkpoint(
@@ -70,11 +70,11 @@ def evaluate_checkpoint(
     if target_sweep is not None:
         sweep = sweep_range(data, target_sweep, target_range)
         cfg = replace(cfg, eval=replace(cfg.eval, target_returns=sweep["targets"]))
-    ctx = policy_context(cfg, data)
     with torch.inference_mode():
         results = evaluate_targets(
             model,
-            ctx,
+            cfg,
+            data,
             eval_targets(cfg, data),
             eval_cfg.episodes,
             eval_mode(cfg, model),
@@ -87,7 +87,7 @@ def evaluate_checkpoint(
     out = {
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
-        "env_id": ctx.env_id,
+        "env_id": data.env_id,
         "backbone": cfg.model.backbone,
         "results": results,
     }

@@ -10,9 +10,10 @@
   action bounds, the observation view, state names and shapes). `decision_minrnn.onnx_runner` drives the
   pair with numpy and onnxruntime only.
 
-The graph is the same math as `DecisionModel.act`. With interleaved tokens an env step feeds three tokens
-(a_{t-1}, R_t, s_t); at an episode's first step there is no a_{t-1}, so the graph computes that token's step
-and keeps the incoming state where `first` is 1. Transformer runs have no O(1) step and are refused.
+The graph is `DecisionModel.step` traced, the function every torch acting path calls. With interleaved tokens
+an env step feeds three tokens (a_{t-1}, R_t, s_t); at an episode's first step there is no a_{t-1}, so the
+graph computes that token's step and keeps the incoming state where `first` is 1. Transformer runs have no
+O(1) step and are refused.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from pathlib import Path
 import torch
 
 from .envs.make import action_bounds
-from .errors import CheckpointError, MissingExtraError, UsageError, install_hint
+from .errors import CheckpointError, EnvError, MissingExtraError, UsageError, install_hint
 from .models.step import RecurrentStep, flatten_state
 from .rundir import earlier_output, replaced_atomically
-from .runs import eval_targets, model_from_checkpoint, policy_context
+from .runs import eval_targets, model_from_checkpoint
 
 EXPORT_FORMAT = "decision-minrnn-onnx-step"
 EXPORT_VERSION = 1
@@ -152,18 +153,19 @@ def export_onnx(checkpoint, out: str | Path, force: bool = False) -> dict:
             f"the {cfg.model.backbone} backbone has no O(1) recurrent step to export; "
             "use load_policy(run, mode='window') in torch"
         )
-    ctx = policy_context(cfg, data)
-    low, high = action_bounds(ctx.env_id)
+    if not data.env_id:
+        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
+    low, high = action_bounds(data.env_id)
     return write_onnx(
         model,
         out,
         {
             "checkpoint": str(ckpt.path),
             "step": ckpt.step,
-            "env_id": ctx.env_id,
-            "obs_mean": ctx.obs_norm.mean.tolist(),
-            "obs_std": ctx.obs_norm.std.tolist(),
-            "rtg_scale": ctx.rtg_scale,
+            "env_id": data.env_id,
+            "obs_mean": data.obs_norm.mean.tolist(),
+            "obs_std": data.obs_norm.std.tolist(),
+            "rtg_scale": cfg.data.rtg_scale,
             "target_returns": eval_targets(cfg, data),
             "action_low": low.tolist(),
             "action_high": high.tolist(),

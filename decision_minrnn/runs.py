@@ -1,21 +1,18 @@
-"""What a trained run is to everything that uses it: its model rebuilt from a checkpoint, and what a rollout
-needs from it (the environment, normalizer, return scale, context length, reference scores, target returns
-and mode). Evaluation, `load_policy`, export and the trainer's own evaluations all read a run through here."""
+"""What a trained run is to everything that uses it: its model rebuilt from a checkpoint, and what acting needs
+from its config (the window, the target returns, the mode; the rest is the checkpoint's DataInfo). Evaluation,
+`Policy.from_run`, export and the trainer's own evaluations all read a run through here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .data.info import DataInfo
-from .data.normalization import ObsNormalizer
-from .data.scores import RefScores, default_targets
-from .errors import CheckpointError, ConfigError, EnvError, first_line
+from .data.scores import default_targets
+from .errors import CheckpointError, ConfigError, first_line
 from .models import build_model
 from .rundir import RunDir
-from .views import ObservationView
 
 
 def model_from_checkpoint(path, device="cpu"):
@@ -39,25 +36,10 @@ def best_checkpoint(run_dir) -> Path:
     return path
 
 
-@dataclass
-class PolicyContext:
-    """What a rollout needs besides the model: all of it comes from the checkpoint, not the config."""
-
-    env_id: str
-    obs_norm: ObsNormalizer
-    rtg_scale: float
-    context_len: int
-    ref_scores: RefScores | None
-    view: ObservationView | None = None  # what the model is shown of the env's observation (None: all of it)
-
-
-def policy_context(cfg, data: DataInfo) -> PolicyContext:
-    """What a rollout of a run's policy needs, from its config and its checkpoint's data block."""
-    if not data.env_id:
-        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
-    # A run trained on whole episodes acts on whole episodes: its window is the longest an episode can be.
-    context = cfg.data.max_ep_len if cfg.data.sampler_mode == "episode" else cfg.data.context_len
-    return PolicyContext(data.env_id, data.obs_norm, cfg.data.rtg_scale, context, data.ref_scores, data.view)
+def acting_window(cfg) -> int:
+    """The window a run's policy acts on in window mode: cfg.data.context_len, except that a run trained on whole
+    episodes acts on whole episodes (its window is the longest an episode can be)."""
+    return cfg.data.max_ep_len if cfg.data.sampler_mode == "episode" else cfg.data.context_len
 
 
 def eval_targets(cfg, data: DataInfo) -> list[float]:

@@ -13,7 +13,7 @@ Read top to bottom, as the work happens:
 What it puts together lives next to what it is about: the model (models.build_model), the batches
 (data.sampler.training_sampler), DT's update and schedule (update.py: the masked MSE of
 kzl/decision-transformer training/seq_trainer.py, AdamW with clipping, lr_at, SeedGroup: one vmapped step
-for a seed group, a plain step for one run), the rollouts (runs: policy_context, eval_targets;
+for a seed group, a plain step for one run), the rollouts (runs: eval_targets;
 envs.rollout: evaluate_targets) and what a checkpoint keeps of the data (data.info.DataInfo).
 Determinism: the model init, the sampler and dropout all draw from seeded generators whose states are
 checkpointed, so a resumed run reaches the same weights as one that was never interrupted.
@@ -42,13 +42,13 @@ from .data.sampler import WindowSampler, training_sampler
 from .device import amp_reason, resolve_amp, resolve_device
 from .envs.make import check_data_fits_env
 from .envs.rollout import TargetResult, evaluate_targets, without_timing
-from .errors import CheckpointError, ConfigError, DivergedError, Interrupted, UsageError, first_line
+from .errors import CheckpointError, ConfigError, DivergedError, EnvError, Interrupted, UsageError, first_line
 from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
 from .rundir import RunDir, RunDirTransaction, check_run_dir, probe_lock, write_atomic
-from .runs import PolicyContext, eval_mode, eval_targets, policy_context
+from .runs import eval_mode, eval_targets
 from .update import SeedGroup, adamw, lr_at
 
 
@@ -273,12 +273,11 @@ def _check_group(members: list[_Member]) -> None:
 @dataclass
 class _Data:
     """What the members share: the dataset and what a checkpoint keeps of it, the device, and what evaluation
-    needs (None without evaluation: training alone needs no env)."""
+    needs (targets: None without evaluation; training alone needs no env)."""
 
     dataset: OfflineDataset
     info: DataInfo
     device: torch.device
-    ctx: PolicyContext | None
     targets: list[float] | None
     precision: str = ""  # what train.amp resolved to here, and why (device.amp_reason), for the start line
 
@@ -319,10 +318,12 @@ def _load_data(members: list[_Member]) -> _Data:
     longest = max(len(e) for e in dataset.episodes)
     context = longest if cfg.data.sampler_mode == "episode" else cfg.data.context_len
     check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, context, models=len(members))
-    ctx, targets = None, None
+    targets = None
     if cfg.eval.episodes > 0:
-        ctx, targets = policy_context(cfg, info), eval_targets(cfg, info)
-    return _Data(dataset, info, device, ctx, targets, precision)
+        if not info.env_id:
+            raise EnvError("the dataset names no environment to evaluate in; set data.env_id (or eval.episodes=0)")
+        targets = eval_targets(cfg, info)
+    return _Data(dataset, info, device, targets, precision)
 
 
 def start_line(members: list[_Member], data: _Data, start_step: int) -> str:
@@ -547,7 +548,7 @@ class _Loop:
             mode = eval_mode(cfg, model)
             ev = cfg.eval
             results = evaluate_targets(
-                model, data.ctx, data.targets, ev.episodes, mode, ev.seed, ev.max_steps, data.device
+                model, cfg, data.info, data.targets, ev.episodes, mode, ev.seed, ev.max_steps, data.device
             )
             model.train()
             for r in results:
@@ -628,7 +629,7 @@ def _test_evaluation(member: _Member, summary: RunSummary, data: _Data) -> None:
         mode = eval_mode(cfg, net)
         return without_timing(
             evaluate_targets(
-                net, data.ctx, data.targets, ev.final_episodes, mode, ev.test_seed, ev.max_steps, data.device
+                net, cfg, data.info, data.targets, ev.final_episodes, mode, ev.test_seed, ev.max_steps, data.device
             )
         )
 

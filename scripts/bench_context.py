@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decision_minrnn.benchmarks import machine_info, time_interleaved  # noqa: E402
 from decision_minrnn.config import load_config  # noqa: E402
+from decision_minrnn.data.info import DataInfo  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.memory import training_bytes  # noqa: E402
 from decision_minrnn.models import build_model  # noqa: E402
@@ -172,12 +173,13 @@ def mujoco_step_ms(n_steps: int = 500) -> float:
 def acting_fns(K: int, n_envs: int, steps: int) -> dict:
     """Zero-argument functions, each acting `steps` env steps for n_envs episodes at step K of an episode."""
     norm = ObsNormalizer(np.zeros(OBS_DIM, np.float32), np.ones(OBS_DIM, np.float32))
+    data = DataInfo("random", OBS_DIM, ACT_DIM, norm)
     obs = np.random.default_rng(0).normal(size=(n_envs, OBS_DIM)).astype(np.float32)
     reward = np.ones(n_envs)
     fns = {}
     for name in ("mingru", "minlstm"):
         model, _ = build(name, K, "fused")
-        policy = Policy(model, norm, 1000.0, K, 3600.0, mode="recurrent")
+        policy = Policy(model, data, 3600.0, context_len=K, mode="recurrent")
 
         def recurrent(policy=policy):
             state = policy.initial_state(n_envs, 3600.0)
@@ -189,7 +191,8 @@ def acting_fns(K: int, n_envs: int, steps: int) -> dict:
     model, _ = build("transformer", K, "fused")
     for cached in (True, False):
         # with the cache: room for the K - 1 steps already seen and the timed ones; without: DT's K-step window
-        policy = Policy(model, norm, 1000.0, K - 1 + steps if cached else K, 3600.0, mode="window", kv_cache=cached)
+        window = K - 1 + steps if cached else K
+        policy = Policy(model, data, 3600.0, context_len=window, mode="window", kv_cache=cached)
 
         def window(policy=policy, cached=cached):
             state = prefilled(policy, n_envs, K - 1 if cached else K)

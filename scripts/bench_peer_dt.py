@@ -51,7 +51,7 @@ from decision_minrnn.data.sampler import WindowSampler, training_sampler
 from decision_minrnn.envs.rollout import evaluate_targets
 from decision_minrnn.experiments.stats import DEFAULT_REPS
 from decision_minrnn.models import build_model
-from decision_minrnn.runs import eval_targets, model_from_checkpoint, policy_context
+from decision_minrnn.runs import eval_targets, model_from_checkpoint
 from decision_minrnn.train import train
 from decision_minrnn.update import adamw, lr_at, masked_mse, optimizer_step
 
@@ -286,7 +286,8 @@ def run_variant(variant: str, seed: int, overrides: list[str], args, dataset, ob
         model, _ = train_peer(seed_cfg, dataset, obs_norm, args.steps, *PEER_LOOP[variant])
         results = evaluate_targets(
             model,
-            policy_context(seed_cfg, data),
+            seed_cfg,
+            data,
             eval_targets(seed_cfg, data),
             seed_cfg.eval.episodes,
             "window",

@@ -42,7 +42,7 @@ GRID = "datasets: {hopper-medium: x.yaml}\nbackbones: [mingru]\n"
 BAD_GRIDS = {
     "a dataset label given twice": (
         "datasets:\n  hopper-medium: a.yaml\n  hopper-medium: b.yaml\nbackbones: [mingru]\n",
-        "duplicate key 'hopper-medium'",
+        "duplicate key hopper-medium",
     ),
     "a backbone given twice": (GRID.replace("[mingru]", "[mingru, minlstm, mingru]"), "'backbones' lists mingru more"),
     "a seed given twice": (GRID + "seeds: [0, 1, 0]\n", "'seeds' lists 0 more than once"),
@@ -233,13 +233,15 @@ def test_the_torch_and_onnx_policies_refuse_the_same_calls(exported, tmp_path, c
     import torch
 
     from decision_minrnn.config import ModelConfig
+    from decision_minrnn.data.info import DataInfo
     from decision_minrnn.data.normalization import ObsNormalizer
     from decision_minrnn.models import DecisionModel
     from decision_minrnn.policy import Policy
 
     torch.manual_seed(0)  # the exported fixture's model
     model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=8, n_layers=1))
-    torch_policy = Policy(model, ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32)), 1000.0, 20, 3600.0)
+    data = DataInfo("random", 11, 3, ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32)))
+    torch_policy = Policy(model, data, 3600.0)
     torch_policy.reset(2)
     torch_policy.act(obs)
     with pytest.raises(UsageError, match=re.escape(message)):

@@ -16,7 +16,6 @@ from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
 from decision_minrnn.device import resolve_amp  # noqa: E402
 from decision_minrnn.envs.rollout import evaluate_targets  # noqa: E402
-from decision_minrnn.runs import policy_context  # noqa: E402
 from decision_minrnn.update import masked_mse  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_peer_dt.py"
@@ -74,8 +73,8 @@ def test_peer_trains_on_our_batches_and_our_evaluator_scores_it(tiny_minari):
     with torch.no_grad():
         after = masked_mse(peer(held_out), held_out["act"], held_out["mask"]).item()
     assert seconds > 0 and after < 0.5 * before  # the synthetic actions are a smooth function of the state
-    ctx = policy_context(cfg, DataInfo.of(dataset, obs_norm))
-    (result,) = evaluate_targets(peer, ctx, [3600.0], 2, "window", 0, 20, torch.device("cpu"))
+    data = DataInfo.of(dataset, obs_norm)
+    (result,) = evaluate_targets(peer, cfg, data, [3600.0], 2, "window", 0, 20, torch.device("cpu"))
     assert result["mode"] == "window" and len(result["returns"]) == 2 and result["normalized_mean"] is not None
 
 

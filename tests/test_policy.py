@@ -151,7 +151,7 @@ def test_compiled_policy_acts_like_the_eager_one(runs, variant, recwarn):
         b, state_c = compiled.predict(obs[t], state_c, episode_start=start, reward=reward)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     if shutil.which("g++") or shutil.which("gcc"):
-        assert compiled._compiled is not None, [str(w.message) for w in recwarn]  # did not silently fall back
+        assert compiled.actor.compiled is not None, [str(w.message) for w in recwarn]  # did not silently fall back
 
 
 def test_policy_from_run_is_what_load_policy_returns(runs):

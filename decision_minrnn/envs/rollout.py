@@ -9,7 +9,7 @@ finished env (DISABLED). A fixed set of N episodes needs neither, so `EpisodeBat
 envs still running; it is the same thing a vector env does in one process, minus the autoreset.
 
 Modes:
-* recurrent: ``model.act`` once per env step with the backbone state carried from the episode start (O(1)).
+* recurrent: ``DecisionModel.step`` once per env step with the backbone state carried from the episode start (O(1)).
 * window: DT's evaluation (kzl/decision-transformer evaluate_episode_rtg): re-run the last K steps from a
   zero state at every env step (O(K)). The transformer has only this mode.
 Both run through `decision_minrnn.policy.Policy`, the object users act with, so there is one rollout path.
@@ -24,11 +24,11 @@ from typing import TypedDict
 import numpy as np
 import torch
 
+from ..data.info import DataInfo
 from ..errors import DivergedError, EnvError, UsageError
 from ..memory import check_evaluation_memory
 from ..policy import Policy
-from ..runs import PolicyContext
-from .make import action_bounds, make_env
+from .make import make_env
 from .video import prepare_headless_rendering, render_frame, write_mp4
 
 
@@ -127,21 +127,22 @@ def _check_spaces(batch: EpisodeBatch, model: Policy) -> None:
 @torch.no_grad()
 def rollout(
     policy: Policy,
-    ctx: PolicyContext,
     episodes: int = 10,
     seed: int = 0,
     max_steps: int = 1000,
     video_path: str | Path | None = None,
 ) -> TargetResult:
-    """Run `episodes` episodes of a built policy (conditioned on its target return) in ctx.env_id; returns the
-    per-episode returns, normalized with ctx's reference scores, and the timings. video_path: also write the
-    first episode (seed `seed`) there as an mp4."""
+    """Run `episodes` episodes of a built policy (conditioned on its target return) in its env; returns the
+    per-episode returns, normalized with its data's reference scores, and the timings. video_path: also write
+    the first episode (seed `seed`) there as an mp4."""
+    if not policy.env_id:
+        raise EnvError("the policy's data names no environment to roll out in; set data.env_id")
     check_evaluation_memory(episodes)
     if video_path is not None:
         prepare_headless_rendering()
-    batch = EpisodeBatch(ctx.env_id, episodes, max_steps, record_first=video_path is not None)
+    batch = EpisodeBatch(policy.env_id, episodes, max_steps, record_first=video_path is not None)
     try:
-        result = _run_episodes(policy, ctx, batch, episodes, seed, max_steps)
+        result = _run_episodes(policy, batch, episodes, seed, max_steps)
         if video_path is not None:
             fps = batch.envs[0].metadata.get("render_fps") or 30
             result["video"] = str(write_mp4(batch.frames, video_path, fps))
@@ -150,7 +151,7 @@ def rollout(
         batch.close()
 
 
-def _run_episodes(policy: Policy, ctx: PolicyContext, batch: EpisodeBatch, episodes, seed, max_steps) -> dict:
+def _run_episodes(policy: Policy, batch: EpisodeBatch, episodes, seed, max_steps) -> dict:
     _check_spaces(batch, policy)
     seeds = [seed + i for i in range(episodes)]
     policy.reset(episodes, seeds=seeds)  # a flicker view draws episode i's dropped frames from its env's seed
@@ -167,7 +168,7 @@ def _run_episodes(policy: Policy, ctx: PolicyContext, batch: EpisodeBatch, episo
     returns = batch.returns.copy()
     if not np.isfinite(returns).all():
         raise DivergedError(
-            f"evaluation in {ctx.env_id} produced a non-finite return (NaN or inf weights, "
+            f"evaluation in {policy.env_id} produced a non-finite return (NaN or inf weights, "
             "normalizer or target?); no score was recorded"
         )
     result: TargetResult = {
@@ -186,13 +187,14 @@ def _run_episodes(policy: Policy, ctx: PolicyContext, batch: EpisodeBatch, episo
             "env_per_env_step_ms": 1e3 * batch.env_seconds / max(1, int(batch.lengths.sum())),
         },
     }
-    if ctx.ref_scores is not None:
-        normalized = ctx.ref_scores.normalize(returns)
+    ref_scores = policy.data.ref_scores
+    if ref_scores is not None:
+        normalized = ref_scores.normalize(returns)
         result.update(
             normalized=normalized.tolist(),
             normalized_mean=float(normalized.mean()),
             normalized_std=float(normalized.std()),
-            score_reference=ctx.ref_scores.source,
+            score_reference=ref_scores.source,
         )
     return result
 
@@ -204,7 +206,8 @@ def without_timing(results: list[TargetResult]) -> list[TargetResult]:
 
 def evaluate_targets(
     model,
-    ctx: PolicyContext,
+    cfg,
+    data: DataInfo,
     targets,
     episodes: int,
     mode: str,
@@ -216,22 +219,23 @@ def evaluate_targets(
 ) -> list[TargetResult]:
     """One policy and one rollout batch per target return (DT evaluates each of its two targets separately).
     video_dir: one mp4 per target, of the episode seeded `seed` (video_paths); none of them may exist yet."""
-    videos = video_paths(ctx, targets, seed, video_dir)
+    if not data.env_id:
+        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
+    videos = video_paths(data.env_id, targets, seed, video_dir)
     taken = [str(p) for p in videos if p is not None and (p.exists() or p.is_symlink())]
     if taken:  # checked before any rollout: a video is never written over a file
         raise UsageError(f"--video: {', '.join(taken)} already exist(s); remove them or choose another directory")
     if mode == "recurrent" and not model.recurrent:
         raise UsageError(f"the {model.backbone_name} backbone cannot step recurrently; use --mode window")
-    bounds = action_bounds(ctx.env_id)
     results = []
     for target, video in zip(targets, videos):
-        policy = Policy.from_context(model, ctx, float(target), mode, device, bounds, compile=compile)
-        results.append(rollout(policy, ctx, episodes, seed, max_steps, video))
+        policy = Policy.for_run(model, cfg, data, float(target), mode=mode, device=device, compile=compile)
+        results.append(rollout(policy, episodes, seed, max_steps, video))
     return results
 
 
-def video_paths(ctx: PolicyContext, targets, seed: int, video_dir: str | Path | None) -> list[Path | None]:
+def video_paths(env_id: str, targets, seed: int, video_dir: str | Path | None) -> list[Path | None]:
     """Where evaluate --video writes each target's mp4."""
     if video_dir is None:
         return [None for _ in targets]
-    return [Path(video_dir) / f"{ctx.env_id}-target{target:g}-seed{seed}.mp4" for target in targets]
+    return [Path(video_dir) / f"{env_id}-target{target:g}-seed{seed}.mp4" for target in targets]

@@ -9,8 +9,9 @@ Token layouts (models/layout.py, which owns everything that differs between them
 * "interleaved" (DT): (R_t, s_t, a_t) per step, 3K tokens; a_t is predicted from the s_t token.
 * "fused": one token per step, R_t + s_t + a_{t-1} embeddings summed (a_{-1} = 0): 3x shorter sequences.
 
-Recurrent acting (`act`) feeds each env step's tokens through the backbone with the state carried from the
-episode start: O(1) work per environment step, and the same numbers as `forward` over the whole history.
+Recurrent acting (`step`) feeds each env step's tokens through the backbone with the state carried from the
+episode start: O(1) work per environment step, and the same numbers as `forward` over the whole history. It is
+the one acting path: Policy, the compiled Policy (models/step.py), rollouts and the ONNX export all call it.
 """
 
 from __future__ import annotations
@@ -98,21 +99,12 @@ class DecisionModel(nn.Module):
 
     # ----- recurrent acting ---------------------------------------------------------------------
     def initial_state(self, n: int, device=None):
-        return self.backbone.initial_state(n, device)
-
-    # Per-env views of a recurrent state, for policies whose envs start episodes at different times.
-    def select_state(self, state, index: torch.Tensor):
-        """The state of envs `index` (a 1-D long tensor)."""
-        dim = self.backbone.state_batch_dim
-        return map_state(lambda t: t.index_select(dim, index), state)
-
-    def scatter_state(self, state, index: torch.Tensor, sub_state):
-        """state with envs `index` replaced by sub_state (as returned by select_state)."""
-        dim = self.backbone.state_batch_dim
-        return map_state(lambda t, s: t.index_copy(dim, index, s.to(t.dtype)), state, sub_state)
+        """The backbone state before an episode's first token, for n envs, in the model's dtype."""
+        dtype = self.embed_state.weight.dtype
+        return map_state(lambda t: t.to(dtype), self.backbone.initial_state(n, device))
 
     def merge_state(self, state, fresh, keep: torch.Tensor):
-        """Envs where keep (B,) is True keep `state`, the others take `fresh`."""
+        """Envs where keep (N,) is True keep `state`, the others take `fresh` (torch.where: traceable)."""
         dim = self.backbone.state_batch_dim
 
         def pick(old, new):
@@ -122,24 +114,19 @@ class DecisionModel(nn.Module):
 
         return map_state(pick, state, fresh)
 
-    @torch.no_grad()
-    def act(self, obs, rtg, timestep, prev_action, state):
-        """One environment step for N envs: obs (N, obs_dim), rtg (N, 1), timestep (N,) long,
-        prev_action (N, act_dim) or None at the first step, state from initial_state / the last call.
-        Returns (action (N, act_dim), new state)."""
+    def step(self, obs, rtg, timestep, prev_action, first, state):
+        """One environment step for N envs, O(1): obs (N, obs_dim) normalized, rtg (N, 1) scaled, timestep (N,)
+        long, prev_action (N, act_dim) (ignored where first), first (N,) bool: the env's episode starts here,
+        state from initial_state or the last call. Returns (action (N, act_dim), new state).
+
+        Envs at their first step and envs further on share the call: the layout masks what a first step lacks
+        (models/layout.py) instead of branching, so the same function can be traced (compile, ONNX)."""
         if not self.recurrent:
             raise ValueError(f"the {self.backbone_name} backbone has no O(1) step; evaluate it in window mode")
+        if state is None:
+            state = self.initial_state(obs.shape[0], obs.device)
         timestep = timestep.clamp(max=self.max_ep_len - 1)
-        parts, times = self.layout.step_parts(self, obs, rtg, timestep, prev_action, (timestep - 1).clamp(min=0))
-        if len(parts) == 1:  # one token: the backbone's O(1) step
-            y, state = self.backbone.step(self.token(parts[0], times[0]), state)
-        else:
-            # Several tokens (a_{t-1}, R_t, s_t) go through the backbone as one short sequence continuing the
-            # carried state: the same math as one step() each (a minRNN's gates do not read h, and forward with
-            # a state is tested equal to stepping) at a third of the op launches, still O(1) per env step.
-            tokens = self.tokens([p.unsqueeze(1) for p in parts], [t.unsqueeze(1) for t in times])
-            y, state = self.backbone(tokens, state, last_only=True)  # only the last (s_t) predicts the action
-            y = y[:, -1]
+        y, state = self.layout.step(self, obs, rtg, timestep, prev_action, first, state)
         return self.predict_action(y), state
 
 

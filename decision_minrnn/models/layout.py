@@ -6,8 +6,9 @@
   be in its own token (it is the target), so the previous action carries the action history.
 
 Each layout builds a training batch's tokens, reads the actions back from the backbone's outputs, and builds the
-tokens one environment step adds (what `DecisionModel.act`, the compiled / exported step and the transformer's KV
-cache feed); nothing else in the package switches on the layout's name.
+tokens one environment step adds and steps the backbone through them (`step`: what `DecisionModel.step` runs for
+Policy, the compiled step and the ONNX export; `step_parts` also feeds the transformer's KV cache); nothing else
+in the package switches on the layout's name.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ import torch
 from ..choices import TOKENS_PER_STEP
 
 
+def _none_first(first: torch.Tensor) -> bool:
+    """Whether no env in `first` starts an episode, where that can be read: never while torch.compile or the ONNX
+    export traces the step (then the masked path serves every case)."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return False
+    return not bool(first.any())
+
+
 class TokenLayout:
     name: str
-    # whether envs at an episode's first step and envs further on can share one step call (the first step's
-    # tokens must be the same kind as the others')
-    mixed_first_steps: bool
+    # whether an episode's first step adds as many tokens as the steps after it (the KV cache's count)
+    same_first_step: bool
 
     @property
     def tokens_per_step(self) -> int:
@@ -40,10 +48,10 @@ class TokenLayout:
         at an episode's first step (no previous action)."""
         raise NotImplementedError
 
-    def traced_step(self, model, obs, rtg, timestep, prev_action, first, state, keep):
-        """One env step token by token with a per-env `first` flag (N, 1) instead of branches, for tracing
-        (models.step.RecurrentStep: the compiled Policy and the ONNX export). keep(first, old, new) -> the state
-        that keeps `old` where first. Returns (the last token's output (N, D), the new state)."""
+    def step(self, model, obs, rtg, timestep, prev_action, first, state):
+        """One env step's tokens through the backbone's O(1) step, token by token, for N envs; first (N,) bool
+        marks an episode's first step, masked rather than branched on (traceable). Returns (the last token's
+        output (N, D), the new state)."""
         raise NotImplementedError
 
     def window_previous(self, window: dict, idx, pos):
@@ -53,7 +61,7 @@ class TokenLayout:
 
 
 class Interleaved(TokenLayout):
-    name, mixed_first_steps = "interleaved", False  # a first step has no a_{t-1} token
+    name, same_first_step = "interleaved", False  # a first step has no a_{t-1} token
 
     def embed(self, model, obs, act, rtg, timesteps, prev_act):
         parts = [model.embed_return(rtg), model.embed_state(obs), model.embed_action(act)]  # R_t, s_t, a_t
@@ -70,20 +78,27 @@ class Interleaved(TokenLayout):
             times.insert(0, prev_timestep)
         return parts, times
 
-    def traced_step(self, model, obs, rtg, timestep, prev_action, first, state, keep):
+    def step(self, model, obs, rtg, timestep, prev_action, first, state):
         parts, times = self.step_parts(model, obs, rtg, timestep, prev_action, (timestep - 1).clamp(min=0))
-        _, after_action = model.backbone.step(model.token(parts[0], times[0]), state)
-        state = keep(first, state, after_action)  # no a_{t-1} at an episode's first step
-        for part, t in zip(parts[1:], times[1:]):
-            y, state = model.backbone.step(model.token(part, t), state)
-        return y, state
+        if _none_first(first):
+            # Every step of an episode but its first: the three tokens as one sequence continuing the state,
+            # the same math as a step() each (a minRNN's gates do not read h; forward with a state is tested
+            # equal to stepping) at a third of the op launches (docs/speed.md section 4).
+            start = 0
+        else:  # a_{t-1} alone, so that envs at their first step keep the state it would have moved
+            _, after_action = model.backbone.step(model.token(parts[0], times[0]), state)
+            state = model.merge_state(state, after_action, first)
+            start = 1
+        tokens = model.tokens([p.unsqueeze(1) for p in parts[start:]], [t.unsqueeze(1) for t in times[start:]])
+        y, state = model.backbone(tokens, state, last_only=True)  # only s_t's output predicts the action
+        return y[:, -1], state
 
     def window_previous(self, window, idx, pos):
         return window["act"][idx, pos - 1], window["timesteps"][idx, pos - 1]
 
 
 class Fused(TokenLayout):
-    name, mixed_first_steps = "fused", True  # a first step's a_{-1} = 0 rides in the same token
+    name, same_first_step = "fused", True  # a first step's a_{-1} = 0 rides in the same token
 
     def embed(self, model, obs, act, rtg, timesteps, prev_act):
         if prev_act is None:  # the previous action comes from the data (sampler) or the rollout (Policy)
@@ -99,8 +114,9 @@ class Fused(TokenLayout):
         prev = obs.new_zeros(obs.shape[0], model.act_dim) if prev_action is None else prev_action  # a_{-1} = 0
         return [model.embed_return(rtg) + model.embed_state(obs) + model.embed_action(prev)], [timestep]
 
-    def traced_step(self, model, obs, rtg, timestep, prev_action, first, state, keep):
-        (part,), (t,) = self.step_parts(model, obs, rtg, timestep, prev_action * (1.0 - first), None)
+    def step(self, model, obs, rtg, timestep, prev_action, first, state):
+        prev = torch.where(first.unsqueeze(1), torch.zeros_like(prev_action), prev_action)  # a_{-1} = 0
+        (part,), (t,) = self.step_parts(model, obs, rtg, timestep, prev, None)
         return model.backbone.step(model.token(part, t), state)
 
     def window_previous(self, window, idx, pos):

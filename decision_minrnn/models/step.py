@@ -1,7 +1,6 @@
-"""The model's O(1) environment step with its state as explicit tensors: what the compiled Policy runs and
-what export traces to ONNX. The same math as `DecisionModel.act`, one env step per call, token by token
-(models/layout.py, `traced_step`): with interleaved tokens an env step feeds three (a_{t-1}, R_t, s_t), and at an
-episode's first step (no a_{t-1}) the step keeps the incoming state where `first` is 1."""
+"""DecisionModel.step with its state as a flat list of tensors and `first` as a float (N, 1): the signature
+torch.compile (the compiled Policy) and the ONNX export trace. The math is DecisionModel.step's own, so every
+acting path gives the same numbers by construction."""
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ def unflatten_state(template, flat: list[torch.Tensor]):
 
 
 class RecurrentStep(nn.Module):
-    """DecisionModel.act with explicit state tensors and a per-env `first` flag, for tracing."""
+    """forward(obs, rtg, timestep, prev_action, first (N, 1) float, *state tensors) -> (action, *state tensors)."""
 
     def __init__(self, model):
         super().__init__()
@@ -42,12 +41,6 @@ class RecurrentStep(nn.Module):
         self.template = model.initial_state(1)
 
     def forward(self, obs, rtg, timestep, prev_action, first, *state_flat):
-        m = self.model
         state = unflatten_state(self.template, list(state_flat))
-        timestep = timestep.clamp(max=m.max_ep_len - 1)
-        y, state = m.layout.traced_step(m, obs, rtg, timestep, prev_action, first, state, self._keep)
-        return (m.predict_action(y), *flatten_state(state))
-
-    def _keep(self, first, old, new):
-        """The state `old` where first (N, 1) is 1, `new` elsewhere (DecisionModel.merge_state's torch.where)."""
-        return self.model.merge_state(old, new, first.view(-1) > 0.5)
+        action, state = self.model.step(obs, rtg, timestep, prev_action, first.view(-1) > 0.5, state)
+        return (action, *flatten_state(state))

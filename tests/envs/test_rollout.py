@@ -9,30 +9,27 @@ import yaml
 from decision_minrnn.cli import main
 from decision_minrnn.config import ModelConfig, load_config
 from decision_minrnn.data import ObsNormalizer
+from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.scores import D4RL_REF_SCORES, RefScores, d4rl_ref_scores, task_of
-from decision_minrnn.envs.make import action_bounds
 from decision_minrnn.envs.rollout import rollout
 from decision_minrnn.envs.video import VideoError, check_encoder
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.policy import Policy
-from decision_minrnn.runs import PolicyContext
 from decision_minrnn.train import train
 
 
-def roll(model, ctx, target, mode="recurrent", **kwargs):
+def roll(model, K, target, mode="recurrent", **kwargs):
     """rollout of the policy evaluate builds: the model conditioned on target, actions clipped to Hopper's."""
-    policy = Policy.from_context(model, ctx, target, mode, action_bounds=action_bounds(ctx.env_id))
-    return rollout(policy, ctx, **kwargs)
-
-
-def hopper_context(K):
-    return PolicyContext(
-        "Hopper-v5",
+    data = DataInfo(
+        "random",
+        11,
+        3,
         ObsNormalizer(np.zeros(11, np.float32), np.ones(11, np.float32)),
-        1000.0,
-        K,
-        d4rl_ref_scores("hopper"),
+        env_id="Hopper-v5",
+        ref_scores=d4rl_ref_scores("hopper"),
     )
+    policy = Policy(model, data, target, context_len=K, mode=mode, clip_to_env=True)
+    return rollout(policy, **kwargs)
 
 
 @pytest.mark.parametrize("backbone,layout", [("mingru", "interleaved"), ("minlstm", "fused"), ("gru", "interleaved")])
@@ -41,23 +38,23 @@ def test_recurrent_rollout_matches_full_history_window_rollout(backbone, layout)
     the recurrent rollout must take the same actions, hence reach the same returns."""
     torch.manual_seed(0)
     model = DecisionModel(11, 3, ModelConfig(backbone, embed_dim=32, n_layers=2, token_layout=layout)).eval()
-    recurrent = roll(model, hopper_context(40), 3600.0, episodes=3, mode="recurrent", seed=5, max_steps=40)
-    window = roll(model, hopper_context(40), 3600.0, episodes=3, mode="window", seed=5, max_steps=40)
+    recurrent = roll(model, 40, 3600.0, episodes=3, mode="recurrent", seed=5, max_steps=40)
+    window = roll(model, 40, 3600.0, episodes=3, mode="window", seed=5, max_steps=40)
     assert recurrent["lengths"] == window["lengths"]
     np.testing.assert_allclose(recurrent["returns"], window["returns"], rtol=1e-4, atol=1e-4)
-    short = roll(model, hopper_context(3), 3600.0, episodes=3, mode="window", seed=5, max_steps=40)
+    short = roll(model, 3, 3600.0, episodes=3, mode="window", seed=5, max_steps=40)
     assert short["returns"] != recurrent["returns"]  # a 3-step window really forgets
 
 
 def test_rollout_reports_scores_and_timings():
     torch.manual_seed(0)
     model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=16, n_layers=1)).eval()
-    out = roll(model, hopper_context(20), 3600.0, episodes=2, seed=0, max_steps=30)
+    out = roll(model, 20, 3600.0, episodes=2, seed=0, max_steps=30)
     assert len(out["returns"]) == 2 and out["score_reference"] == "D4RL table"
     lo, hi = D4RL_REF_SCORES["hopper"]
     assert out["normalized"][0] == pytest.approx(100 * (out["returns"][0] - lo) / (hi - lo))
     assert out["timing"]["model_seconds"] > 0 and out["timing"]["env_seconds"] > 0
-    again = roll(model, hopper_context(20), 3600.0, episodes=2, seed=0, max_steps=30)
+    again = roll(model, 20, 3600.0, episodes=2, seed=0, max_steps=30)
     assert again["returns"] == out["returns"]  # per-episode seeds make evaluation reproducible
 
 
@@ -132,7 +129,7 @@ def test_evaluate_bad_input_exits_2(trained_run, tmp_path, capsys, case):
 
 def record_or_skip(model, path):
     try:
-        return roll(model, hopper_context(20), 3600.0, episodes=2, seed=3, max_steps=25, video_path=path)
+        return roll(model, 20, 3600.0, episodes=2, seed=3, max_steps=25, video_path=path)
     except VideoError as exc:
         if str(exc).startswith("cannot render"):
             pytest.skip(f"no OpenGL rendering on this machine: {exc}")
@@ -146,7 +143,7 @@ def test_video_records_the_first_episode_without_changing_it(tmp_path):
     torch.manual_seed(0)
     model = DecisionModel(11, 3, ModelConfig("mingru", embed_dim=16, n_layers=1)).eval()
     recorded = record_or_skip(model, tmp_path / "videos" / "ep.mp4")
-    plain = roll(model, hopper_context(20), 3600.0, episodes=2, seed=3, max_steps=25)
+    plain = roll(model, 20, 3600.0, episodes=2, seed=3, max_steps=25)
     assert recorded["returns"] == plain["returns"] and recorded["lengths"] == plain["lengths"]
     frames = imageio.imread(recorded["video"])
     assert frames.shape[0] == recorded["lengths"][0] + 1  # the reset frame and one per step

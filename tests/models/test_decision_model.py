@@ -23,16 +23,48 @@ def make_model(backbone, layout, dtype=torch.float64, **kw):
 
 @pytest.mark.parametrize("backbone", RECURRENT)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_recurrent_act_equals_forward_over_history(backbone, layout):
+def test_recurrent_step_equals_forward_over_history(backbone, layout):
     model = make_model(backbone, layout, conv_kernel=4 if backbone == "mingru" else 0)
     batch = random_batch()
     full = model(batch)
+    B, K = batch["timesteps"].shape
     state, actions = None, []
-    for t in range(batch["obs"].shape[1]):
-        prev = None if t == 0 else batch["act"][:, t - 1]
-        a, state = model.act(batch["obs"][:, t], batch["rtg"][:, t], batch["timesteps"][:, t], prev, state)
+    for t in range(K):
+        # garbage where the episode starts: the step must not read a previous action there
+        prev = torch.full_like(batch["act"][:, 0], 7.0) if t == 0 else batch["act"][:, t - 1]
+        first = torch.full((B,), t == 0)
+        a, state = model.step(batch["obs"][:, t], batch["rtg"][:, t], batch["timesteps"][:, t], prev, first, state)
         actions.append(a)
     torch.testing.assert_close(torch.stack(actions, 1), full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backbone", RECURRENT)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_envs_at_their_first_step_share_the_step_with_envs_further_on(backbone, layout):
+    """One call for envs that start an episode and envs in the middle of one (Policy.predict's restarts) gives
+    each the actions of its own history: the first-step mask, not a branch, keeps them apart."""
+    model = make_model(backbone, layout)
+    batch = random_batch()
+    full = model(batch)
+    B, K = batch["timesteps"].shape
+    restart = 4  # env 0 starts a new episode at step 4, whose history is steps 4.. of the batch from t = 0
+    fresh = {k: v[:1, restart:].clone() for k, v in batch.items()}
+    fresh["timesteps"] = fresh["timesteps"] - fresh["timesteps"][:, :1]
+    if "prev_act" in fresh:
+        fresh["prev_act"][:, 0] = 0.0
+    expected = model(fresh)
+    state = None
+    for t in range(K):
+        first = torch.tensor([t in (0, restart)] + [t == 0] * (B - 1))
+        prev = batch["act"][:, t - 1] if t else torch.zeros_like(batch["act"][:, 0])
+        ts = batch["timesteps"][:, t].clone()
+        ts[0] = fresh["timesteps"][0, t - restart] if t >= restart else ts[0]
+        if t == restart:
+            state = model.merge_state(state, model.initial_state(B), ~first)
+        a, state = model.step(batch["obs"][:, t], batch["rtg"][:, t], ts, prev, first, state)
+        if t >= restart:
+            torch.testing.assert_close(a[0], expected[0, t - restart], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a[1:], full[1:, t], rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("backbone", RECURRENT)
@@ -70,11 +102,12 @@ def test_the_fused_layout_refuses_a_batch_without_prev_act():
     assert make_model("mingru", "interleaved")(batch).shape == batch["act"].shape
 
 
-def test_transformer_has_no_recurrent_act():
+def test_transformer_has_no_recurrent_step():
     model = make_model("transformer", "interleaved")
     assert not model.recurrent
     with pytest.raises(ValueError, match="window mode"):
-        model.act(torch.zeros(1, 11).double(), torch.zeros(1, 1).double(), torch.zeros(1, dtype=torch.long), None, None)
+        zeros = torch.zeros(1, 3).double()
+        model.step(torch.zeros(1, 11).double(), zeros[:, :1], torch.zeros(1, dtype=torch.long), zeros, None, None)
 
 
 def test_masked_mse_ignores_padding_and_divides_by_real_positions():

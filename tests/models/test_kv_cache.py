@@ -7,17 +7,21 @@ import pytest
 import torch
 
 from decision_minrnn.config import ModelConfig
+from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.normalization import ObsNormalizer
 from decision_minrnn.models.decision import DecisionModel
 from decision_minrnn.policy import Policy
+
+
+def data() -> DataInfo:
+    return DataInfo("random", 5, 2, ObsNormalizer(np.zeros(5, np.float32), np.ones(5, np.float32)))
 
 
 def policies(layout, K):
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="transformer", embed_dim=32, n_layers=2, n_heads=2, token_layout=layout, dropout=0.0)
     model = DecisionModel(5, 2, cfg)
-    norm = ObsNormalizer(np.zeros(5, np.float32), np.ones(5, np.float32))
-    return [Policy(model, norm, 1000.0, K, 100.0, mode="window", kv_cache=kv) for kv in (True, False)]
+    return [Policy(model, data(), 100.0, context_len=K, mode="window", kv_cache=kv) for kv in (True, False)]
 
 
 @pytest.mark.parametrize("layout", ["interleaved", "fused"])
@@ -52,6 +56,5 @@ def test_the_cache_holds_one_token_per_step_fused_three_interleaved():
 def test_the_cache_is_only_for_window_mode_of_a_backbone_that_has_one():
     torch.manual_seed(0)
     model = DecisionModel(5, 2, ModelConfig(backbone="mingru", embed_dim=16, n_layers=1))
-    norm = ObsNormalizer(np.zeros(5, np.float32), np.ones(5, np.float32))
-    assert not Policy(model, norm, 1000.0, 8, 100.0, mode="window").kv_cache
-    assert not Policy(model, norm, 1000.0, 8, 100.0, mode="recurrent").kv_cache
+    assert not Policy(model, data(), 100.0, context_len=8, mode="window").kv_cache
+    assert not Policy(model, data(), 100.0, context_len=8, mode="recurrent").kv_cache
