@@ -129,8 +129,8 @@ def _apply_eval_sets(args) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .envs.rollout import without_timing
     from .evaluation import check_sweep_out, evaluate_checkpoint, sweep_file, write_sweep
+    from .rollout import without_timing
 
     _apply_eval_sets(args)
     out = None

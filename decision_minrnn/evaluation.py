@@ -15,9 +15,9 @@ from .config import validate
 from .data.episodes import check_task
 from .data.info import DataInfo
 from .device import resolve_device
-from .envs.rollout import evaluate_targets
 from .envs.video import check_encoder
 from .errors import UsageError
+from .rollout import evaluate_targets
 from .rundir import RunDir, earlier_output, write_atomic
 from .runs import best_checkpoint, eval_mode, eval_targets, model_from_checkpoint
 

@@ -43,13 +43,12 @@ _CHECKPOINT = {"model.safetensors": "file", "train.safetensors": "file", "state.
 SWEEP_FILE, BEST_SWEEP_FILE = "target_sweep.json", "target_sweep-best.json"
 RUN_TREE = {
     CONFIG: "file",
-    SWEEP_FILE: "file",
-    BEST_SWEEP_FILE: "file",
     METRICS: "file",
-    FINAL: "file",
     SCALARS: "file",
     "wandb_id": "file",
-    "fit_windows.json": "file",  # scripts/fit_windows.py, beside final.json
+    # final.json, evaluate --target-sweep's files, and what a script measures from the run's checkpoints and
+    # writes beside them (scripts/: the names are theirs): results derived from the run, replaced with it
+    "*.json": "file",
     LOCK_NAME: "file",
     ".*.lock": "file",  # output_lock's, beside a file that a command other than train writes (the sweep)
     # replaced_atomically's temporaries, left only by a process killed between writing and renaming one

@@ -14,7 +14,7 @@ What it puts together lives next to what it is about: the model (models.build_mo
 (data.sampler.training_sampler), DT's update and schedule (update.py: the masked MSE of
 kzl/decision-transformer training/seq_trainer.py, AdamW with clipping, lr_at, SeedGroup: one vmapped step
 for a seed group, a plain step for one run), the rollouts (runs: eval_targets;
-envs.rollout: evaluate_targets) and what a checkpoint keeps of the data (data.info.DataInfo).
+rollout: evaluate_targets) and what a checkpoint keeps of the data (data.info.DataInfo).
 Determinism: the model init, the sampler and dropout all draw from seeded generators whose states are
 checkpointed, so a resumed run reaches the same weights as one that was never interrupted.
 """
@@ -41,12 +41,12 @@ from .data.normalization import ObsNormalizer
 from .data.sampler import WindowSampler, training_sampler
 from .device import amp_reason, resolve_amp, resolve_device
 from .envs.make import check_data_fits_env
-from .envs.rollout import TargetResult, evaluate_targets, without_timing
 from .errors import CheckpointError, ConfigError, DivergedError, EnvError, Interrupted, UsageError, first_line
 from .loggers import RunLoggers
 from .memory import check_training_memory
 from .models import DecisionModel, build_model
 from .nn.scan import opaque_to_compile
+from .rollout import TargetResult, evaluate_targets, without_timing
 from .rundir import RunDir, RunDirTransaction, check_run_dir, probe_lock, write_atomic
 from .runs import eval_mode, eval_targets
 from .update import SeedGroup, adamw, lr_at

@@ -48,9 +48,9 @@ from decision_minrnn.data.episodes import load_source
 from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.normalization import ObsNormalizer
 from decision_minrnn.data.sampler import WindowSampler, training_sampler
-from decision_minrnn.envs.rollout import evaluate_targets
 from decision_minrnn.experiments.stats import DEFAULT_REPS
 from decision_minrnn.models import build_model
+from decision_minrnn.rollout import evaluate_targets
 from decision_minrnn.runs import eval_targets, model_from_checkpoint
 from decision_minrnn.train import train
 from decision_minrnn.update import adamw, lr_at, masked_mse, optimizer_step

@@ -15,7 +15,7 @@ from decision_minrnn.data.info import DataInfo  # noqa: E402
 from decision_minrnn.data.normalization import ObsNormalizer  # noqa: E402
 from decision_minrnn.data.sampler import WindowSampler  # noqa: E402
 from decision_minrnn.device import resolve_amp  # noqa: E402
-from decision_minrnn.envs.rollout import evaluate_targets  # noqa: E402
+from decision_minrnn.rollout import evaluate_targets  # noqa: E402
 from decision_minrnn.update import masked_mse  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_peer_dt.py"

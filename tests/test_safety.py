@@ -16,6 +16,7 @@ import pytest
 from helpers import cli_sets, cli_trained_run, save_weights_as_written, tiny_config
 
 from decision_minrnn.cli import main
+from decision_minrnn.rundir import foreign_entry
 
 
 def snapshot(root: Path) -> dict:
@@ -50,6 +51,9 @@ def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(
     tmp_path, tiny_minari, capsys, monkeypatch
 ):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
+    for name in ("window_score.json", "target_rule.json"):  # what scripts derive from a run is the run's
+        (Path(run) / name).write_text("{}")
+    assert foreign_entry(Path(run)) is None
     (Path(run) / "notes.txt").write_text("mine")
     before = snapshot(Path(run))
     assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets]) == 2

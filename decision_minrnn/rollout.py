@@ -24,12 +24,12 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-from ..data.info import DataInfo
-from ..errors import DivergedError, EnvError, UsageError
-from ..memory import check_evaluation_memory
-from ..policy import Policy
-from .make import make_env
-from .video import prepare_headless_rendering, render_frame, write_mp4
+from .data.info import DataInfo
+from .envs.make import make_env
+from .envs.video import prepare_headless_rendering, render_frame, write_mp4
+from .errors import DivergedError, EnvError, UsageError
+from .memory import check_evaluation_memory
+from .policy import Policy
 
 
 class EpisodeBatch:

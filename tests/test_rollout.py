@@ -11,10 +11,10 @@ from decision_minrnn.config import ModelConfig, load_config
 from decision_minrnn.data import ObsNormalizer
 from decision_minrnn.data.info import DataInfo
 from decision_minrnn.data.scores import D4RL_REF_SCORES, RefScores, d4rl_ref_scores, task_of
-from decision_minrnn.envs.rollout import rollout
 from decision_minrnn.envs.video import VideoError, check_encoder
 from decision_minrnn.models import DecisionModel
 from decision_minrnn.policy import Policy
+from decision_minrnn.rollout import rollout
 from decision_minrnn.train import train
 
 
