@@ -54,6 +54,17 @@ class Batch(TypedDict, total=False):
     mask: torch.Tensor  # (B, K) bool, True on real steps
 
 
+def batch_context(mode: str, context_len: int, lengths) -> int:
+    """K, the longest a training batch can be: context_len, or in episode mode the longest episode (a batch is
+    as long as its longest episode). The one place it is derived: the memory check asks it too."""
+    return int(np.max(lengths)) if mode == "episode" else context_len
+
+
+def training_context(cfg, dataset: OfflineDataset) -> int:
+    """The run's K for this dataset (batch_context)."""
+    return batch_context(cfg.data.sampler_mode, cfg.data.context_len, [len(e) for e in dataset.episodes])
+
+
 class WindowSampler:
     def __init__(
         self,
@@ -72,8 +83,7 @@ class WindowSampler:
         lengths = np.array([len(e) for e in episodes])
         self.mode = mode
         self.batch_size = batch_size
-        # episode mode: the longest a batch can be (a batch is as long as its longest episode)
-        self.context_len = int(lengths.max()) if mode == "episode" else context_len
+        self.context_len = batch_context(mode, context_len, lengths)
         self.obs = torch.from_numpy(normalizer(np.concatenate([e.obs for e in episodes])))
         self.act = torch.from_numpy(np.concatenate([e.act for e in episodes]).astype(np.float32))
         self.rtg = torch.from_numpy(np.concatenate([returns_to_go(e.rew, rtg_scale) for e in episodes]))
