@@ -243,7 +243,7 @@ def test_report_draws_conditioning_and_reads_where_each_backbone_peaks(tmp_path)
         _fake_sweep(fake_run(tmp_path, "hopper-medium", "mingru", seed, 40.0), [30, 60, 90], [40 + shift, 70, 60])
         _fake_sweep(fake_run(tmp_path, "hopper-medium", "transformer", seed, 41.0), [30, 60, 90], [35, 50, 65 + shift])
     result = report(tmp_path, out=tmp_path / "out", reps=200)
-    rows = {r["backbone"]: r for r in result["stats"]["conditioning"]}
+    rows = {r.backbone: r.to_dict() for r in result["stats"]["conditioning"]}
     assert rows["mingru"]["means"] == {"30.0": 41.0, "60.0": 70.0, "90.0": 60.0}
     assert (rows["mingru"]["peak_target"], rows["mingru"]["peak_achieved"]) == (60.0, 70.0)
     assert (rows["transformer"]["peak_target"], rows["transformer"]["peak_achieved"]) == (90.0, 66.0)

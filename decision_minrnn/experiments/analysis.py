@@ -12,7 +12,7 @@ from typing import TypedDict
 import numpy as np
 
 from .collect import Run, backbones_of, datasets_of
-from .conditioning import conditioning_stats
+from .conditioning import ConditioningCurve, conditioning_stats
 from .published import published_cell
 from .selection import last_best_stats
 from .stats import DEFAULT_REPS, mean_interval, probability_of_improvement, rank_test_p, score_stats
@@ -61,7 +61,7 @@ class ReportStats(TypedDict):
     improvement: list[Improvement]
     curves: list[dict]
     last_best: list[dict]
-    conditioning: list[dict]
+    conditioning: list[ConditioningCurve]  # stats.json: their to_dict()
     datasets: list[str]
     backbones: list[str]
     steps: list[int]

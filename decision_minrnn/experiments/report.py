@@ -20,7 +20,7 @@ from ..errors import DataError, UsageError
 from ..rundir import earlier_output, write_atomic
 from .analysis import analyse, compare_runs
 from .collect import SHARED_ACROSS_BACKBONES, Run, Skipped, check_comparable, collect_runs
-from .conditioning import add_part_references, markdown_conditioning, plot_conditioning
+from .conditioning import markdown_conditioning, plot_conditioning, with_part_references
 from .figures import plot_learning_curves, plot_scores
 from .selection import markdown_last_best
 from .stats import DEFAULT_REPS
@@ -110,7 +110,7 @@ def report(
     _check_out(out, REPORT_FILES, "report")
     stats = analyse(runs, reps=reps)
     if part_references:  # before anything is written: a part that cannot be loaded leaves no half report
-        add_part_references(stats["conditioning"], runs)
+        stats["conditioning"] = with_part_references(stats["conditioning"], runs)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_report(stats, skipped)
     by_target = markdown_targets_table(runs)
@@ -131,7 +131,8 @@ def report(
         table += "\nReturn conditioning (evaluate --target-sweep), achieved against target return:\n\n" + conditioning
     write_atomic(out / "table.md", table)
     write_csv(out / "table.csv", stats)
-    write_atomic(out / "stats.json", json.dumps({**stats, "skipped": [asdict(s) for s in skipped]}, indent=1))
+    written = {**stats, "conditioning": [c.to_dict() for c in stats["conditioning"]]}
+    write_atomic(out / "stats.json", json.dumps({**written, "skipped": [asdict(s) for s in skipped]}, indent=1))
     files = {
         "table_md": str(out / "table.md"),
         "table_csv": str(out / "table.csv"),
