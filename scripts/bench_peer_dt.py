@@ -11,7 +11,7 @@ Variants (--variants): `ours` (our transformer, torch's default init of the embe
 (the same with model.embed_init=gpt2, the init the peer uses), `peer`, `peer-no-pos` (the peer with its
 position-0 vector zeroed and frozen, the one parameter ours lacks) and `ours-peer-init` (our transformer
 started from `peer-no-pos`'s initial weights for the seed, with the same dropout stream). With the peer's
-weights copied in, our model computes the peer's actions (tests/test_peer_dt.py), so `peer-no-pos` and
+weights copied in, our model computes the peer's actions (tests/scripts/test_peer_dt.py), so `peer-no-pos` and
 `ours-gpt2-init` differ only in their random draws (the initial values, which follow the same
 distributions, and the dropout masks), `peer` also by that learned vector, and `ours-peer-init` from
 `peer-no-pos` in nothing but the implementation.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -204,3 +205,13 @@ def tiny_policy_run(max_steps: int) -> list[str]:
         "eval.episodes=0",
         f"eval.max_steps={max_steps}",
     ]
+
+
+def snapshot(root: Path, dirs: bool = False, exclude: tuple[str, ...] = ()) -> dict:
+    """Relative path -> sha256 of every file under root (names in `exclude` left out), and "dir" for every
+    directory with dirs=True: what a refused command must leave exactly as it was."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+        if p.name not in exclude and (p.is_file() or (dirs and p.is_dir()))
+    }

@@ -1,57 +1,53 @@
-"""One tester for every backbone x token layout (as d3rlpy's algo_tester): build, forward, update, save, load,
-act; and for every recurrent one, the ONNX export and the compiled step against the eager policy. A backbone
-registered in choices.BACKBONE_REGISTRY and models.BACKBONE_CLASSES, or a layout added to choices.py, is tested
-here without a new line."""
+"""One tester for every backbone x token layout (as d3rlpy's algo_tester), in named stages: fit (through train(),
+as a user trains), predict, learn, save / load, the stateful policy; and for every recurrent one, export (the
+ONNX step and the compiled step against the eager policy). A backbone registered in choices.BACKBONE_REGISTRY
+and models.BACKBONE_CLASSES, or a layout added to choices.py, is tested here without a new line."""
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import random_batch
+from helpers import TINY, random_batch
 
-from decision_minrnn.checkpoint import save_checkpoint
 from decision_minrnn.choices import TOKEN_LAYOUTS, backbone_names
 from decision_minrnn.cli import main
-from decision_minrnn.config import config_to_dict, load_config
-from decision_minrnn.data.info import DataInfo
-from decision_minrnn.data.normalization import ObsNormalizer
-from decision_minrnn.models import BACKBONE_CLASSES, build_model
+from decision_minrnn.config import load_config
+from decision_minrnn.models import BACKBONE_CLASSES
 from decision_minrnn.policy import load_policy
 from decision_minrnn.runs import model_from_checkpoint
+from decision_minrnn.train import train
 from decision_minrnn.update import SeedGroup
 
-OBS, ACT, K = 11, 3, 6  # Hopper's dims, so the policy can read the real env's action bounds
-
+OBS, ACT, K = 11, 3, 8  # the tiny dataset's Hopper dims (the policy reads the real env's action bounds); TINY's K
+STEPS = 12
 
 RECURRENT = [b for b in backbone_names() if BACKBONE_CLASSES[b].recurrent]
 
 
-def _config(backbone, layout):
-    settings = ["model.embed_dim=16", "model.n_layers=2", "model.dropout=0.0", f"data.context_len={K}"]
-    return load_config(None, settings + [f"model.backbone={backbone}", f"model.token_layout={layout}"])
+# ----- the stages --------------------------------------------------------------------------------------------
 
 
-def _save(tmp_path, cfg, model, optimizer):
-    data = DataInfo(
-        "test", OBS, ACT, ObsNormalizer(np.zeros(OBS, np.float32), np.ones(OBS, np.float32)), "Hopper-v5", task="hopper"
-    )
-    state = {"config": config_to_dict(cfg), "data": data.to_dict()}
-    save_checkpoint(tmp_path, 21, model, optimizer, state, {"torch": torch.get_rng_state()})
-    return data
+def fit(run: Path, dataset_id: str, backbone: str, layout: str) -> Path:
+    """train() a few steps on the tiny dataset: a finished run with a checkpoint and a finite loss."""
+    sets = [f"data.source={dataset_id}", f"model.backbone={backbone}", f"model.token_layout={layout}"]
+    cfg = load_config(None, TINY + sets + [f"train.steps={STEPS}", "train.checkpoint_every=6", "model.dropout=0.0"])
+    summary = train(cfg, run, progress=False)
+    assert summary["finished"] and summary["step"] == STEPS and np.isfinite(summary["final_loss"])
+    assert json.loads((run / "final.json").read_text())["backbone"] == backbone
+    return run
 
 
-@pytest.mark.parametrize("layout", TOKEN_LAYOUTS)
-@pytest.mark.parametrize("backbone", backbone_names())
-def test_build_forward_update_save_load_act(tmp_path, backbone, layout):
-    cfg = _config(backbone, layout)
-    torch.manual_seed(0)
-    model = build_model(cfg, OBS, ACT)
-
-    # forward: one action per step, inside tanh's range
-    batch = random_batch(4, K, OBS, ACT, dtype=torch.float32, padded=True)
+def predict(model, batch) -> None:
+    """One action per step, inside tanh's range."""
     pred = model(batch)
-    assert pred.shape == (4, K, ACT) and pred.abs().max() < 1
+    assert pred.shape == (batch["obs"].shape[0], K, ACT) and pred.abs().max() < 1
 
-    # update: a few steps on one batch lower its loss
+
+def learn(model, batch) -> None:
+    """A few updates on one batch lower its loss."""
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     update = SeedGroup([model], [optimizer], grad_clip=1.0)
     first = update.losses([batch])
@@ -59,42 +55,36 @@ def test_build_forward_update_save_load_act(tmp_path, backbone, layout):
     for _ in range(20):
         update.step(update.losses([batch]))
     assert update.losses([batch]).item() < 0.7 * first.item()
-
-    # save, load: the same weights compute the same actions
-    data = _save(tmp_path, cfg, model, optimizer)
-    _, _, loaded_data, loaded = model_from_checkpoint(tmp_path)
     model.eval()
+
+
+def save_load(run: Path, model, batch) -> None:
+    """The run's checkpoint, loaded again, computes the actions of the model train() left."""
+    _, _, data, loaded = model_from_checkpoint(run)
     with torch.no_grad():
         assert torch.equal(loaded(batch), model(batch))
-    assert loaded_data.to_dict() == data.to_dict()
+    assert (data.obs_dim, data.act_dim) == (OBS, ACT)
 
-    # act: a stateful policy on raw observations, recurrent where the backbone can step
-    policy = load_policy(tmp_path, target_return=1000.0)
+
+def stateful_policy(run: Path, backbone: str) -> None:
+    """load_policy acts on raw observations, recurrent where the backbone can step, past the window."""
+    policy = load_policy(run, target_return=1000.0)
     assert policy.mode == ("recurrent" if BACKBONE_CLASSES[backbone].recurrent else "window")
     policy.reset(2)
     obs = np.random.default_rng(0).normal(size=(2, OBS)).astype(np.float32)
-    actions = [policy.act(obs + t, reward=np.ones(2)) for t in range(K + 2)]  # past the window length
+    actions = [policy.act(obs + t, reward=np.ones(2)) for t in range(K + 2)]
     assert all(a.shape == (2, ACT) and np.isfinite(a).all() for a in actions)
     assert not np.array_equal(actions[0], actions[-1])  # the history and the observations move the action
 
 
-@pytest.mark.slow  # an ONNX export and a torch.compile per variant
-@pytest.mark.parametrize("layout", TOKEN_LAYOUTS)
-@pytest.mark.parametrize("backbone", RECURRENT)
-def test_export_and_compiled_step_act_as_the_eager_policy(tmp_path, backbone, layout):
-    pytest.importorskip("onnxruntime")
+def export(run: Path, out: Path) -> None:
+    """The ONNX step (onnxruntime) and the compiled step act as the eager policy at every step of two episodes."""
     from decision_minrnn.onnx_runner import OnnxPolicy
 
-    cfg = _config(backbone, layout)
-    torch.manual_seed(0)
-    model = build_model(cfg, OBS, ACT)
-    for p in model.parameters():  # away from the init, so that every weight moves the action
-        p.data.add_(0.05 * torch.randn_like(p))
-    _save(tmp_path, cfg, model, torch.optim.AdamW(model.parameters()))
-    assert main(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "p.onnx")]) == 0
-    eager = load_policy(tmp_path, target_return=1000.0)
-    others = {"onnx": OnnxPolicy(tmp_path / "p.onnx", target_return=1000.0), "compiled": load_policy(
-        tmp_path, target_return=1000.0, compile=True
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    eager = load_policy(run, target_return=1000.0)
+    others = {"onnx": OnnxPolicy(out, target_return=1000.0), "compiled": load_policy(
+        run, target_return=1000.0, compile=True
     )}  # fmt: skip
     for policy in (eager, *others.values()):
         policy.reset(2)
@@ -104,3 +94,27 @@ def test_export_and_compiled_step_act_as_the_eager_policy(tmp_path, backbone, la
         expected = eager.act(obs[t], reward)
         for name, policy in others.items():
             np.testing.assert_allclose(policy.act(obs[t], reward), expected, atol=2e-5, err_msg=f"{name} at step {t}")
+
+
+# ----- every backbone x layout -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", TOKEN_LAYOUTS)
+@pytest.mark.parametrize("backbone", backbone_names())
+def test_fit_predict_learn_save_load_act(tmp_path, tiny_minari, backbone, layout):
+    run = fit(tmp_path / "run", tiny_minari[0], backbone, layout)
+    _, _, _, model = model_from_checkpoint(run)
+    batch = random_batch(4, K, OBS, ACT, dtype=torch.float32, padded=True)
+    predict(model, batch)
+    save_load(run, model, batch)
+    stateful_policy(run, backbone)
+    learn(model, batch)
+
+
+@pytest.mark.slow  # an ONNX export and a torch.compile per variant
+@pytest.mark.parametrize("layout", TOKEN_LAYOUTS)
+@pytest.mark.parametrize("backbone", RECURRENT)
+def test_export_and_compiled_step_act_as_the_eager_policy(tmp_path, tiny_minari, backbone, layout):
+    pytest.importorskip("onnxruntime")
+    run = fit(tmp_path / "run", tiny_minari[0], backbone, layout)
+    export(run, tmp_path / "p.onnx")

@@ -3,17 +3,12 @@ final.json must never claim a value for a whole run that held only for its end. 
 (config.RESUME_MAY_CHANGE) goes through."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli_sets, tiny_config
+from helpers import cli_sets, snapshot, tiny_config
 
 from decision_minrnn.cli import main
-
-
-def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import fake_run
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 PROTOCOL = {"test_episodes": 100, "test_seed": 1000000, "selection_episodes": 10, "selection_seed": 0}
 
 

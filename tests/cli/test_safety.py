@@ -2,7 +2,6 @@
 one process per run directory, non-finite values stop with one line, signals leave a checkpoint. Every case
 checks the exit code, a single line without a traceback, and that the files that existed are unchanged."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,19 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_sets, cli_trained_run, save_weights_as_written, tiny_config
+from helpers import cli_sets, cli_trained_run, save_weights_as_written, snapshot, tiny_config
 
 from decision_minrnn.cli import main
 from decision_minrnn.rundir import foreign_entry
-
-
-def snapshot(root: Path) -> dict:
-    """Path -> sha256 of every file under root (the lock file's holder text excluded)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 def one_line_error(capsys, *fragments):
@@ -41,10 +31,10 @@ def test_force_refuses_a_directory_that_is_not_a_run(tmp_path, tiny_minari, caps
     precious = tmp_path / "precious"
     (precious / "sub").mkdir(parents=True)
     (precious / "thesis.txt").write_text("x")
-    before = snapshot(precious)
+    before = snapshot(precious, exclude=(".lock",))
     assert main(["train", "--config", str(path), "--run-dir", str(precious), "--force", *cli_sets(overrides)]) == 2
     one_line_error(capsys, "--force refused", "not a decision-minrnn run directory", "nothing was deleted")
-    assert snapshot(precious) == before and (precious / "sub").is_dir()
+    assert snapshot(precious, exclude=(".lock",)) == before and (precious / "sub").is_dir()
 
 
 def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(
@@ -55,14 +45,14 @@ def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(
         (Path(run) / name).write_text("{}")
     assert foreign_entry(Path(run)) is None
     (Path(run) / "notes.txt").write_text("mine")
-    before = snapshot(Path(run))
+    before = snapshot(Path(run), exclude=(".lock",))
     assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets]) == 2
     one_line_error(capsys, "--force refused")
     (Path(run) / "notes.txt").unlink()
     monkeypatch.chdir(run)
     assert main(["train", "--config", str(path), "--run-dir", ".", "--force", "--no-progress", *sets]) == 2
     one_line_error(capsys, "contains the current directory")
-    assert snapshot(Path(run)) == {k: v for k, v in before.items() if k != "notes.txt"}
+    assert snapshot(Path(run), exclude=(".lock",)) == {k: v for k, v in before.items() if k != "notes.txt"}
 
 
 @pytest.mark.parametrize(
@@ -81,19 +71,19 @@ def test_force_refuses_a_run_with_a_users_file_in_it_and_the_current_directory(
 )
 def test_force_with_a_bad_new_run_leaves_the_old_one_byte_identical(tmp_path, tiny_minari, capsys, override, message):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
-    before = snapshot(Path(run))
+    before = snapshot(Path(run), exclude=(".lock",))
     capsys.readouterr()
     assert (
         main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets, "--set", override])
         == 2
     )
     one_line_error(capsys, message)
-    assert snapshot(Path(run)) == before
+    assert snapshot(Path(run), exclude=(".lock",)) == before
 
 
 def test_force_whose_new_run_diverges_puts_the_old_run_back(tmp_path, tiny_minari, capsys):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
-    before = snapshot(Path(run))
+    before = snapshot(Path(run), exclude=(".lock",))
     capsys.readouterr()
     # An infinite learning rate is finite-checked away, so diverge through a huge one: the first update
     # overflows the weights and the next loss is not finite.
@@ -119,7 +109,7 @@ def test_force_whose_new_run_diverges_puts_the_old_run_back(tmp_path, tiny_minar
         == 2
     )
     one_line_error(capsys, "loss became", "at step", "no checkpoint was written")
-    assert snapshot(Path(run)) == before
+    assert snapshot(Path(run), exclude=(".lock",)) == before
     assert not [p for p in Path(run).parent.iterdir() if ".replaced-" in p.name]
 
 
@@ -136,7 +126,7 @@ def test_non_finite_loss_stops_at_its_step_before_any_checkpoint(tmp_path, tiny_
 
 def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_minari, capsys):
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
-    before = snapshot(Path(run))
+    before = snapshot(Path(run), exclude=(".lock",))
     capsys.readouterr()
     assert (
         main(
@@ -157,7 +147,7 @@ def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_min
     one_line_error(capsys, "--resume cannot change model.backbone (mingru -> transformer)")
     assert main(["train", "--resume", "--run-dir", run, "--config", str(path), "--no-progress"]) == 2
     one_line_error(capsys, "--config would be ignored")
-    assert snapshot(Path(run)) == before
+    assert snapshot(Path(run), exclude=(".lock",)) == before
 
 
 @pytest.mark.parametrize(
@@ -299,14 +289,14 @@ def _damage(run, how):
 def test_a_damaged_checkpoint_is_one_line_and_left_alone(tmp_path, tiny_minari, capsys, how, message):
     _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
     _damage(run, how)
-    before = snapshot(Path(run))
+    before = snapshot(Path(run), exclude=(".lock",))
     capsys.readouterr()
     assert main(["train", "--resume", "--run-dir", run, "--no-progress", "--set", "train.steps=20"]) == 2
     one_line_error(capsys, message)
     if how != "train.safetensors":
         assert main(["evaluate", "--checkpoint", run, "--episodes", "1"]) == 2
         one_line_error(capsys, "is damaged")
-    assert snapshot(Path(run)) == before
+    assert snapshot(Path(run), exclude=(".lock",)) == before
 
 
 def _flip_bytes(path: Path, count: int = 16) -> None:

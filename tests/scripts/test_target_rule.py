@@ -13,7 +13,7 @@ from helpers import tiny_evaluated
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.train import train
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "target_rule.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "target_rule.py"
 spec = importlib.util.spec_from_file_location("target_rule", SCRIPT)
 target_rule = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(target_rule)

@@ -18,7 +18,7 @@ from decision_minrnn.device import resolve_amp  # noqa: E402
 from decision_minrnn.rollout import evaluate_targets  # noqa: E402
 from decision_minrnn.update import masked_mse  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_peer_dt.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_peer_dt.py"
 spec = importlib.util.spec_from_file_location("bench_peer_dt", SCRIPT)
 peer_dt = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(peer_dt)

@@ -2,7 +2,6 @@
 checking the exit code, the one line (its words), no traceback, and that every file that existed before is
 byte-identical afterwards (and that nothing new was written where the command was refused)."""
 
-import hashlib
 import json
 import math
 import re
@@ -12,19 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fake_run, save_weights_as_written
+from helpers import fake_run, save_weights_as_written, snapshot
 
 from decision_minrnn.cli import main
 from decision_minrnn.errors import UsageError
 from decision_minrnn.rundir import earlier_output
-
-
-def snapshot(root: Path) -> dict:
-    """Relative path -> sha256 of every file under root, and "dir" for every directory."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-        for p in sorted(root.rglob("*"))
-    }
 
 
 def refused(capsys, argv: list[str], *fragments: str) -> str:
@@ -59,9 +50,9 @@ def test_bad_grids_are_refused_before_any_run(tmp_path, capsys, case):
     content, message = BAD_GRIDS[case]
     grid = tmp_path / "g.yaml"
     grid.write_text(content)
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     refused(capsys, ["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "runs"), "--no-ray"], message)
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
@@ -86,10 +77,10 @@ def two_sweeps(tmp_path):
 @pytest.mark.parametrize("command", ["report", "compare"])
 def test_bootstrap_resamples_below_one_are_refused(two_sweeps, tmp_path, capsys, command, reps):
     pytest.importorskip("rliable")
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     dirs = [str(two_sweeps[0])] if command == "report" else [str(d) for d in two_sweeps]
     refused(capsys, [command, *dirs, "--reps", reps, "--out", str(tmp_path / "out")], "--reps must be >= 1")
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 @pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf])
@@ -170,7 +161,7 @@ def test_the_runner_refuses_a_damaged_export_with_one_line(exported, tmp_path, h
         (tmp_path / f"policy{suffix}").write_bytes(exported.with_suffix(suffix).read_bytes())
     path = tmp_path / "policy.onnx"
     _damage(path, how)
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     done = subprocess.run(
         [sys.executable, "-m", "decision_minrnn.onnx_runner", str(path), "--episodes", "1", "--max-steps", "3"],
         capture_output=True,
@@ -179,7 +170,7 @@ def test_the_runner_refuses_a_damaged_export_with_one_line(exported, tmp_path, h
     err = done.stderr.strip()
     assert done.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert DAMAGES[how] in err, err
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 BAD_STEPS = {
@@ -362,18 +353,18 @@ def test_data_is_checked_against_its_environment_before_training(tmp_path, capsy
         argv = tiny_train_argv(tmp_path, path) + sets
     else:  # info's --env-id is what data.env_id is to train
         argv = ["datasets", "info", str(path)] + (["--env-id", sets[1].split("=")[1]] if sets else [])
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     refused(capsys, argv, message)
-    assert snapshot(tmp_path) == before  # no run directory either
+    assert snapshot(tmp_path, dirs=True) == before  # no run directory either
 
 
 def test_evaluate_refuses_another_tasks_environment(tmp_path, tiny_minari, capsys):
     run = tmp_path / "run"
     assert main(tiny_train_argv(tmp_path, tiny_minari[0])) == 0
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     refused(capsys, ["evaluate", "--checkpoint", str(run), "--env-id", "Walker2d-v5", "--episodes", "1"],
             "is hopper data but --env-id=Walker2d-v5 is walker2d")  # fmt: skip
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 # ----- --force onto a run that holds something train did not write -----------------------------------------------
@@ -415,10 +406,10 @@ def test_force_refuses_a_run_holding_anything_train_did_not_write(tmp_path, tiny
     argv = tiny_train_argv(tmp_path, tiny_minari[0])
     assert main(argv) == 0
     put(tmp_path / "run")
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     refused(capsys, argv + ["--force"], "--force refused", f"it holds {name}, which train does not write",
             "nothing was deleted")  # fmt: skip
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 # ----- export never replaces a file it did not write ----------------------------------------------------------------
@@ -446,9 +437,9 @@ def test_export_refuses_to_replace_a_file_it_did_not_write(trained_run, tmp_path
     files, flags, message = EXPORT_CLASHES[case]
     for name, text in files.items():
         (out / name).write_text(text)
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     refused(capsys, ["export", "--checkpoint", str(run), "--out", str(out / "policy.onnx"), *flags], message)
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 @pytest.mark.slow  # ONNX exports
@@ -456,17 +447,17 @@ def test_export_force_replaces_an_earlier_export_and_a_failed_write_leaves_it(tr
     run, out = trained_run
     argv = ["export", "--checkpoint", str(run), "--out", str(out / "policy.onnx")]
     assert main(argv) == 0
-    first = snapshot(out)
+    first = snapshot(out, dirs=True)
     refused(capsys, argv, "already exist", "--force")
-    assert main(argv + ["--force"]) == 0 and set(snapshot(out)) == set(first)
+    assert main(argv + ["--force"]) == 0 and set(snapshot(out, dirs=True)) == set(first)
 
     def full_disk(self, *args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Path, "write_text", full_disk)  # the metadata write fails after the graph was saved
-    before = snapshot(out)
+    before = snapshot(out, dirs=True)
     refused(capsys, argv + ["--force"], "cannot write", "No space left on device")
-    assert snapshot(out) == before  # the earlier export, whole; no temporary left beside it
+    assert snapshot(out, dirs=True) == before  # the earlier export, whole; no temporary left beside it
 
 
 # ----- checkpoints whose restored values cannot be right --------------------------------------------------------
@@ -509,7 +500,7 @@ def test_a_checkpoint_with_impossible_values_is_refused(tmp_path, tiny_minari, c
     assert main(argv) == 0
     (ckpt,) = (tmp_path / "run" / "checkpoints").glob("step-*")
     damage(ckpt)
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     run = str(tmp_path / "run")
     commands = {
         "evaluate": ["evaluate", "--checkpoint", run, "--episodes", "1", "--max-steps", "5"],
@@ -519,7 +510,7 @@ def test_a_checkpoint_with_impossible_values_is_refused(tmp_path, tiny_minari, c
     if command == "export":
         pytest.importorskip("onnxscript")
     refused(capsys, commands[command], message)
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 # ----- a missing Minari id on a machine that cannot download ----------------------------------------------------
@@ -547,9 +538,9 @@ def test_a_missing_minari_id_fails_at_once_without_downloading(minari_root, caps
 
         monkeypatch.setattr(socket, "getaddrinfo", no_dns)
         message = "huggingface.co does not resolve"
-    before = snapshot(minari_root)
+    before = snapshot(minari_root, dirs=True)
     refused(capsys, ["datasets", "info", "mujoco/hopper/nowhere-v0"], "'mujoco/hopper/nowhere-v0' is not in", message)
-    assert snapshot(minari_root) == before
+    assert snapshot(minari_root, dirs=True) == before
 
 
 # ----- a signal during the final evaluation ---------------------------------------------------------------------
@@ -590,7 +581,7 @@ def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, tiny_minari, ca
     argv = tiny_train_argv(tmp_path, tiny_minari[0])
     if force:
         assert main(argv) == 0  # the earlier run that --force would replace
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
 
     def full_disk(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
@@ -599,7 +590,7 @@ def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, tiny_minari, ca
     refused(capsys, argv + (["--force"] if force else []), "cannot write checkpoint", "step-00000002",
             "the checkpoints before it are intact")  # fmt: skip
     if force:
-        assert snapshot(tmp_path) == before  # the replaced run is back, byte for byte
+        assert snapshot(tmp_path, dirs=True) == before  # the replaced run is back, byte for byte
     else:
         assert not list((tmp_path / "run").glob("checkpoints/*"))  # no half-written checkpoint
 
@@ -617,9 +608,9 @@ def test_report_and_compare_never_replace_a_users_file_in_out(two_sweeps, tmp_pa
     if users_file not in ours:
         assert main(argv) == 0 and (out / users_file).read_text() == "the user's"  # not a name it writes
         return
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     refused(capsys, argv, f"holds {users_file}, which an earlier {command} did not write", "nothing was replaced")
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 @pytest.mark.parametrize("command", ["report", "compare"])
@@ -628,8 +619,8 @@ def test_report_and_compare_rewrite_their_own_earlier_output(two_sweeps, tmp_pat
     dirs = [str(two_sweeps[0])] if command == "report" else [str(d) for d in two_sweeps]
     argv = [command, *dirs, "--out", str(tmp_path / "out"), "--reps", "100"]
     assert main(argv) == 0
-    first = snapshot(tmp_path / "out")
-    assert main(argv) == 0 and snapshot(tmp_path / "out") == first  # the same runs give the same files
+    first = snapshot(tmp_path / "out", dirs=True)
+    assert main(argv) == 0 and snapshot(tmp_path / "out", dirs=True) == first  # the same runs give the same files
 
 
 def test_evaluate_video_never_writes_over_a_file(tmp_path, tiny_minari, capsys):
@@ -638,10 +629,10 @@ def test_evaluate_video_never_writes_over_a_file(tmp_path, tiny_minari, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "Hopper-v5-target1800-seed0.mp4").write_text("the user's")  # the name the second target's video gets
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, dirs=True)
     argv = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--episodes", "1", "--max-steps", "5"]
     refused(capsys, argv + ["--video", str(videos)], "Hopper-v5-target1800-seed0.mp4 already exist", "remove them")
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, dirs=True) == before
 
 
 # ----- the one "replace only what we wrote" decision behind evaluate --sweep-out, export --out, report --out -------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import fake_run
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "memory_study.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "memory_study.py"
 ARMS = {"transformer-k20": "transformer", "mingru-k20": "mingru", "mingru-episodes": "mingru"}
 
 

@@ -16,7 +16,7 @@ from decision_minrnn.runs import model_from_checkpoint
 from decision_minrnn.train import train
 from decision_minrnn.update import masked_mse
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fit_windows.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fit_windows.py"
 spec = importlib.util.spec_from_file_location("fit_windows", SCRIPT)
 fit_windows = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fit_windows)
