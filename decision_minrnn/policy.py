@@ -13,8 +13,8 @@
 The Policy owns the observation view and normalization, the return-to-go (target minus rewards so far, divided
 by rtg_scale, as DT conditions), the timestep, the previous action and the clipping to the action space; its
 actor (acting.py) owns the backbone's state: the recurrent state (O(1) per step) or, in window mode, the last K
-steps that DT re-runs at every step (O(K)). It is what
-`decision-minrnn evaluate` rolls out, so a loop like the one above reaches the returns `evaluate` reports.
+steps that DT re-runs at every step (O(K)). It is what `decision-minrnn evaluate` rolls out, so a loop like the
+one above reaches the returns `evaluate` reports.
 Like d3rlpy's `StatefulWrapper` it is stateful; `predict` gives Stable-Baselines3's signature on top.
 """
 
@@ -152,11 +152,10 @@ class Policy:
                     f"act() got {obs.shape[0]} observations but reset() started {self.state.rtg.shape[0]} episodes"
                 )
             self.reset(obs.shape[0])
-        with cpu_threads(self.threads, self.device):
-            action, self.state = self.step(self._viewed(obs, self.state), reward, self.state)
-        action = action.float().cpu().numpy()
+        action, self.state = self._step_numpy(obs, reward, self.state)
         return action[0] if single else action
 
+    @torch.inference_mode()
     def predict(
         self, obs, state: PolicyState | None = None, episode_start=None, deterministic: bool = True, reward=None
     ):
@@ -167,24 +166,22 @@ class Policy:
         accepted for compatibility only."""
         single = np.ndim(obs) == 1
         obs = self._check_obs(obs)
-        with torch.inference_mode(), cpu_threads(self.threads, self.device):
-            if state is None:
-                state = self.initial_state(obs.shape[0], self.target_return)
-            elif state.rtg.shape[0] != obs.shape[0]:
-                raise UsageError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
-            if episode_start is not None:
-                flags = np.asarray(episode_start)
-                if flags.size != obs.shape[0] or not (flags.dtype == bool or np.issubdtype(flags.dtype, np.integer)):
-                    raise UsageError(
-                        f"episode_start must hold {obs.shape[0]} booleans (one per observation), got {flags.tolist()!r}"
-                    )
-                starts = flags.astype(bool).reshape(-1)
-                if starts.any():
-                    state = self._restart(state, starts)
-                    if reward is not None:  # a new episode has no previous reward
-                        reward = np.where(starts, 0.0, np.asarray(reward, dtype=np.float64).reshape(-1))
-            action, state = self.step(self._viewed(obs, state), reward, state)
-        action = action.float().cpu().numpy()
+        if state is None:
+            state = self.initial_state(obs.shape[0], self.target_return)
+        elif state.rtg.shape[0] != obs.shape[0]:
+            raise UsageError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
+        if episode_start is not None:
+            flags = np.asarray(episode_start)
+            if flags.size != obs.shape[0] or not (flags.dtype == bool or np.issubdtype(flags.dtype, np.integer)):
+                raise UsageError(
+                    f"episode_start must hold {obs.shape[0]} booleans (one per observation), got {flags.tolist()!r}"
+                )
+            starts = flags.astype(bool).reshape(-1)
+            if starts.any():
+                state = self._restart(state, starts)
+                if reward is not None:  # a new episode has no previous reward
+                    reward = np.where(starts, 0.0, np.asarray(reward, dtype=np.float64).reshape(-1))
+        action, state = self._step_numpy(obs, reward, state)
         return (action[0] if single else action), state
 
     # ----- one step, functional ------------------------------------------------------------------------
@@ -218,11 +215,14 @@ class Policy:
             action = torch.maximum(torch.minimum(action, self._bounds[1]), self._bounds[0])
         return action, PolicyState(rtg, state.t + 1, action, backbone, state.view)
 
-    def _viewed(self, obs: np.ndarray, state: PolicyState) -> torch.Tensor:
-        """The env's observations (N, env_obs_dim) as the model's view of them (N, obs_dim), on the device."""
+    def _step_numpy(self, obs: np.ndarray, reward, state: PolicyState) -> tuple[np.ndarray, PolicyState]:
+        """step() on the env's observations (N, env_obs_dim) in the model's view: act's and predict's path."""
         if state.view is not None:
             obs = state.view.step(obs, state.t.cpu().numpy())
-        return torch.as_tensor(np.ascontiguousarray(obs, dtype=np.float32), device=self.device)
+        obs = torch.as_tensor(np.ascontiguousarray(obs, dtype=np.float32), device=self.device)
+        with cpu_threads(self.threads, self.device):
+            action, state = self.step(obs, reward, state)
+        return action.float().cpu().numpy(), state
 
     def _restart(self, state: PolicyState, starts: np.ndarray) -> PolicyState:
         """Envs where starts (N,) is True begin new episodes: fresh return-to-go, timestep, action, backbone."""
