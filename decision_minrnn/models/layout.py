@@ -49,9 +49,9 @@ class TokenLayout:
         raise NotImplementedError
 
     def step(self, model, obs, rtg, timestep, prev_action, first, state):
-        """One env step's tokens through the backbone's O(1) step, token by token, for N envs; first (N,) bool
-        marks an episode's first step, masked rather than branched on (traceable). Returns (the last token's
-        output (N, D), the new state)."""
+        """One env step's tokens through the backbone with the carried state (O(1) in the episode's length), for N
+        envs; first (N,) bool marks an episode's first step, masked rather than branched on where the step is
+        traced. Returns (the last token's output (N, D), the new state)."""
         raise NotImplementedError
 
     def window_previous(self, window: dict, idx, pos):
