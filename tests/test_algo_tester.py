@@ -32,7 +32,8 @@ RECURRENT = [b for b in backbone_names() if BACKBONE_CLASSES[b].recurrent]
 def fit(run: Path, dataset_id: str, backbone: str, layout: str) -> Path:
     """train() a few steps on the tiny dataset: a finished run with a checkpoint and a finite loss."""
     sets = [f"data.source={dataset_id}", f"model.backbone={backbone}", f"model.token_layout={layout}"]
-    cfg = load_config(None, TINY + sets + [f"train.steps={STEPS}", "train.checkpoint_every=6", "model.dropout=0.0"])
+    budget = [f"train.steps={STEPS}", f"train.checkpoint_every={STEPS}", "train.loggers=[]", "model.dropout=0.0"]
+    cfg = load_config(None, TINY + sets + budget)
     summary = train(cfg, run, progress=False)
     assert summary["finished"] and summary["step"] == STEPS and np.isfinite(summary["final_loss"])
     assert json.loads((run / "final.json").read_text())["backbone"] == backbone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import DataError, EnvError, first_line
@@ -18,7 +20,13 @@ def make_env(env_id: str, **kwargs):
 
 
 def action_bounds(env_id: str):
-    """The action space's bounds of a Gymnasium env (made once, then closed)."""
+    """The action space's bounds of a Gymnasium env (made once per process, then closed): copies, (low, high)."""
+    low, high = _action_bounds(env_id)
+    return low.copy(), high.copy()
+
+
+@functools.cache
+def _action_bounds(env_id: str):
     env = make_env(env_id)
     try:
         return env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
