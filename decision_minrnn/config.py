@@ -77,9 +77,8 @@ class ModelConfig:
     # lanes of bulk random words, a few elementwise ops; docs/speed.md section 3b). gru / lstm keep torch's
     # dropout between their layers, inside the fused kernel.
     dropout_impl: str = rule("torch", choices=DROPOUT_IMPLS)
-    token_layout: str = rule(
-        "interleaved", choices=TOKEN_LAYOUTS
-    )  # interleaved (R, s, a) per step | fused (one token per step)
+    # interleaved (R, s, a) per step | fused (one token per step)
+    token_layout: str = rule("interleaved", choices=TOKEN_LAYOUTS)
     # Init of the return/state/action/timestep embeddings and the action head. torch: torch's defaults, as
     # kzl/decision-transformer (the timestep table starts N(0, 1)); gpt2: N(0, 0.02) weights and zero biases,
     # as transformers' DecisionTransformerModel and CORL's dt.py. Each backbone keeps its own init.
@@ -100,9 +99,8 @@ class TrainConfig:
     lr: float = rule(1e-4, finite=True)  # AdamW's peak rate, reached after the warmup (DT: 1e-4)
     weight_decay: float = rule(1e-4, finite=True, nonnegative=True)  # AdamW's (DT: 1e-4)
     warmup_steps: int = 10_000  # linear warmup from 0 (DT: 10k); refused when longer than train.steps
-    lr_schedule: str = rule(
-        "constant", choices=LR_SCHEDULES
-    )  # constant (DT) | cosine | linear: the decay after warmup, down to min_lr
+    # constant (DT) | cosine | linear: the decay after warmup, down to min_lr
+    lr_schedule: str = rule("constant", choices=LR_SCHEDULES)
     min_lr: float = rule(0.0, finite=True)  # floor of the cosine / linear decay, reached at train.steps
     grad_clip: float = rule(0.25, finite=True)  # gradient-norm clip (DT: 0.25)
     seed: int = rule(0, nonnegative=True)  # the model's init, the batches and dropout all follow from it
@@ -134,12 +132,10 @@ class EvalConfig:
     # score (final.json "eval") and its best checkpoint's test score are taken from. 0: no test evaluation;
     # the score is the last training evaluation's (eval.episodes from eval.seed). DT and CORL score 100.
     final_episodes: int = rule(0, nonnegative=True)
-    test_seed: int = rule(
-        1_000_000, nonnegative=True
-    )  # disjoint from eval.seed + [0, eval.episodes) (config.validate checks it)
-    mode: str = rule(
-        "auto", choices=POLICY_MODES
-    )  # auto (recurrent if the backbone can step, else window) | recurrent | window
+    # disjoint from eval.seed + [0, eval.episodes) (config.validate checks it)
+    test_seed: int = rule(1_000_000, nonnegative=True)
+    # auto (recurrent if the backbone can step, else window) | recurrent | window
+    mode: str = rule("auto", choices=POLICY_MODES)
     target_returns: list[float] | None = None  # raw returns; default: DT's per-task targets
     seed: int = rule(0, nonnegative=True)  # episode i uses seed + i
     max_steps: int = rule(1000, positive=True)  # steps per evaluation episode at most (the MuJoCo tasks end at 1000)

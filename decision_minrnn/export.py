@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from .envs.make import action_bounds
-from .errors import CheckpointError, EnvError, MissingExtraError, UsageError, install_hint
+from .errors import CheckpointError, MissingExtraError, UsageError, install_hint
 from .models.step import RecurrentStep, flatten_state
 from .rundir import earlier_output, replaced_atomically
-from .runs import eval_targets, model_from_checkpoint
+from .runs import env_of, eval_targets, model_from_checkpoint
 
 EXPORT_FORMAT = "decision-minrnn-onnx-step"
 EXPORT_VERSION = 1
@@ -153,9 +153,7 @@ def export_onnx(checkpoint, out: str | Path, force: bool = False) -> dict:
             f"the {cfg.model.backbone} backbone has no O(1) recurrent step to export; "
             "use load_policy(run, mode='window') in torch"
         )
-    if not data.env_id:
-        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
-    low, high = action_bounds(data.env_id)
+    low, high = action_bounds(env_of(data))
     return write_onnx(
         model,
         out,

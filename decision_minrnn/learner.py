@@ -76,11 +76,9 @@ class Learner:
         rng = {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        # train.keep_checkpoints applies to every save: a best save with save_checkpoint's default kept 2
         keep = self.cfg.train.keep_checkpoints
-        if name is None:
-            save_checkpoint(self.paths.root, step, self.model, self.optimizer, self.state, rng, keep=keep)
-        else:
-            save_checkpoint(self.paths.root, step, self.model, self.optimizer, self.state, rng, name=name)
+        save_checkpoint(self.paths.root, step, self.model, self.optimizer, self.state, rng, keep=keep, name=name)
 
 
 def restore_shared_rng(ckpt: Checkpoint | None, device: torch.device) -> int:

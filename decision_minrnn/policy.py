@@ -31,7 +31,7 @@ from .choices import POLICY_MODES
 from .data.info import DataInfo
 from .envs.make import action_bounds
 from .errors import DivergedError, EnvError, UsageError
-from .runs import acting_window, eval_targets, model_from_checkpoint
+from .runs import acting_window, env_of, eval_targets, model_from_checkpoint
 from .views import ViewStream
 
 
@@ -105,8 +105,7 @@ class Policy:
     def for_run(cls, model, cfg, data: DataInfo, target_return: float | None = None, **kwargs) -> Policy:
         """The policy of a run's model, config and data block; target_return: default the run's first target
         (DT's higher one). kwargs: the constructor's (mode, device, clip_to_env (default True), ...)."""
-        if not data.env_id:
-            raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
+        env_of(data)
         targets = eval_targets(cfg, data)
         kwargs.setdefault("clip_to_env", True)
         return cls(

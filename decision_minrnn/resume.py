@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, config_from_dict, resume_changes
 from .device import amp_reason, resolve_amp, resolve_device
@@ -18,12 +20,14 @@ from .rundir import RunDir, check_run_dir, probe_lock
 @dataclass
 class OpenRun:
     """A run to train: its final config, its directory, the checkpoint it resumes from (None: a new run),
-    its place in train()'s list of run directories, and its precision with the reason (for the start line)."""
+    its place in train()'s list of run directories, the device it trains on, and its precision with the reason
+    (for the start line)."""
 
     cfg: Config
     paths: RunDir
     ckpt: Checkpoint | None
     index: int
+    device: torch.device
     precision: str
 
 
@@ -68,7 +72,11 @@ def _open(cfg: Config, paths: RunDir, index: int, resume: bool, force: bool, ove
         cfg = config_from_dict(ckpt.state["config"], overrides)
         if group:  # the group's train.seeds override is the group's, not this member's
             cfg = replace(cfg, train=replace(cfg.train, seeds=[]))
-        changed = resume_changes(saved, cfg, resolve_amp(cfg.train.amp, resolve_device(cfg.train.device)))
+    # The precision it trains in, resolved once: config.yaml, final.json and the hparams record what ran.
+    device = resolve_device(cfg.train.device)
+    amp = resolve_amp(cfg.train.amp, device)
+    if ckpt is not None:
+        changed = resume_changes(saved, cfg, amp)
         if changed:
             raise ConfigError(
                 f"--resume cannot change {', '.join(changed)}: it changes what {paths.root} trained. A resume may "
@@ -80,11 +88,9 @@ def _open(cfg: Config, paths: RunDir, index: int, resume: bool, force: bool, ove
     if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:
         print(f"run {paths.root} already finished at step {ckpt.step}")
         return None, json.loads(paths.final.read_text())
-    # The precision it trains in: config.yaml, final.json and the hparams record what ran, not "auto".
-    device = resolve_device(cfg.train.device)
     precision = amp_reason(cfg.train.amp, device)
-    cfg = replace(cfg, train=replace(cfg.train, amp=resolve_amp(cfg.train.amp, device)))
-    return OpenRun(cfg, paths, ckpt, index, precision), None
+    cfg = replace(cfg, train=replace(cfg.train, amp=amp))
+    return OpenRun(cfg, paths, ckpt, index, device, precision), None
 
 
 def _check_group(runs: list[OpenRun]) -> None:

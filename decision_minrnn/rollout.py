@@ -30,6 +30,7 @@ from .envs.video import prepare_headless_rendering, render_frame, write_mp4
 from .errors import DivergedError, EnvError, UsageError
 from .memory import check_evaluation_memory
 from .policy import Policy
+from .runs import env_of
 
 
 class EpisodeBatch:
@@ -219,9 +220,7 @@ def evaluate_targets(
 ) -> list[TargetResult]:
     """One policy and one rollout batch per target return (DT evaluates each of its two targets separately).
     video_dir: one mp4 per target, of the episode seeded `seed` (video_paths); none of them may exist yet."""
-    if not data.env_id:
-        raise EnvError("the checkpoint's dataset names no environment; set data.env_id")
-    videos = video_paths(data.env_id, targets, seed, video_dir)
+    videos = video_paths(env_of(data), targets, seed, video_dir)
     taken = [str(p) for p in videos if p is not None and (p.exists() or p.is_symlink())]
     if taken:  # checked before any rollout: a video is never written over a file
         raise UsageError(f"--video: {', '.join(taken)} already exist(s); remove them or choose another directory")

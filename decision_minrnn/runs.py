@@ -10,7 +10,7 @@ from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .data.info import DataInfo
 from .data.scores import default_targets
-from .errors import CheckpointError, ConfigError, first_line
+from .errors import CheckpointError, ConfigError, EnvError, first_line
 from .models import build_model
 from .rundir import RunDir
 
@@ -34,6 +34,13 @@ def best_checkpoint(run_dir) -> Path:
     if not (path / "state.json").is_file():
         raise CheckpointError(f"{run_dir} has no best checkpoint (it is written when train.keep_best=true)")
     return path
+
+
+def env_of(data: DataInfo, hint: str = "") -> str:
+    """The environment a run acts in, from its data block; a run whose data names none is an EnvError."""
+    if not data.env_id:
+        raise EnvError(f"the checkpoint's dataset names no environment; set data.env_id{hint}")
+    return data.env_id
 
 
 def acting_window(cfg) -> int:

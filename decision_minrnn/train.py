@@ -75,7 +75,7 @@ def train(
             return _returned(cfg, summaries)
         run_cfg = runs[0].cfg  # every setting but the seed is the runs' common one (open_runs checked it)
         # 2. the data, 3. the learners, then the dropout generator they share
-        data = load_training_data(run_cfg, runs[0].ckpt, models=len(runs))
+        data = load_training_data(run_cfg, runs[0].ckpt, runs[0].device, models=len(runs))
         learners = [Learner(run, data.dataset, data.info, data.device) for run in runs]
         start = restore_shared_rng(runs[0].ckpt, data.device)
         end = min(run_cfg.train.steps, stop_at) if stop_at is not None else run_cfg.train.steps

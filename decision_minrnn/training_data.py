@@ -15,11 +15,10 @@ from .data.episodes import OfflineDataset, data_view, load_source, with_view
 from .data.info import DataInfo
 from .data.normalization import ObsNormalizer
 from .data.sampler import training_context
-from .device import resolve_device
 from .envs.make import check_data_fits_env
-from .errors import CheckpointError, ConfigError, EnvError
+from .errors import CheckpointError, ConfigError
 from .memory import check_training_memory
-from .runs import eval_targets
+from .runs import env_of, eval_targets
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,9 @@ class TrainingData:
     targets: list[float] | None
 
 
-def load_training_data(cfg: Config, ckpt: Checkpoint | None, models: int = 1) -> TrainingData:
+def load_training_data(cfg: Config, ckpt: Checkpoint | None, device: torch.device, models: int = 1) -> TrainingData:
     """cfg: the runs' common config (every setting but the seed); ckpt: the first run's checkpoint, or None;
-    models: how many train at once (the memory check)."""
+    device: what resume.open_runs resolved; models: how many train at once (the memory check)."""
     if not cfg.data.source:
         raise ConfigError("data.source is empty: name a Minari id or a D4RL hdf5 file")
     if cfg.train.threads:
@@ -64,7 +63,6 @@ def load_training_data(cfg: Config, ckpt: Checkpoint | None, models: int = 1) ->
     check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, training_context(cfg, dataset), models=models)
     targets = None
     if cfg.eval.episodes > 0:
-        if not info.env_id:
-            raise EnvError("the dataset names no environment to evaluate in; set data.env_id (or eval.episodes=0)")
+        env_of(info, hint=" (or eval.episodes=0 to train without evaluations)")
         targets = eval_targets(cfg, info)
-    return TrainingData(dataset, info, resolve_device(cfg.train.device), targets)
+    return TrainingData(dataset, info, device, targets)

@@ -114,6 +114,7 @@ class DecisionModel(nn.Module):
 
         return map_state(pick, state, fresh)
 
+    @torch.no_grad()  # acting, as `act` was: a caller outside inference_mode builds no graph
     def step(self, obs, rtg, timestep, prev_action, first, state):
         """One environment step for N envs, O(1): obs (N, obs_dim) normalized, rtg (N, 1) scaled, timestep (N,)
         long, prev_action (N, act_dim) (ignored where first), first (N,) bool: the env's episode starts here,

@@ -53,6 +53,16 @@ def test_without_final_episodes_the_score_is_the_last_training_evaluation(tmp_pa
     assert "eval_protocol" not in summary and "test" not in summary["best"]
 
 
+def test_saving_the_best_checkpoint_keeps_train_keep_checkpoints_step_checkpoints(tmp_path, tiny_minari):
+    # The first evaluation (step 4) always saves best; that save used to prune the step checkpoints to
+    # save_checkpoint's default of 2 whatever train.keep_checkpoints said.
+    sets = ["train.keep_best=true", "train.checkpoint_every=1", "train.keep_checkpoints=4"]
+    train(tiny_evaluated(tiny_minari[0], *sets), tmp_path / "r", progress=False, stop_at=4)
+    steps = sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("step-*"))
+    assert steps == [f"step-{s:08d}" for s in (1, 2, 3, 4)]
+    assert (tmp_path / "r" / "checkpoints" / "best").is_dir()
+
+
 @pytest.mark.parametrize(
     "sets",
     [
