@@ -11,7 +11,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from .collect import Run, backbones_of, datasets_of
+from .collect import Run, Target, backbones_of, datasets_of
 from .conditioning import ConditioningCurve, conditioning_stats
 from .published import published_cell
 from .selection import last_best_stats
@@ -196,7 +196,7 @@ def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
                 rows.append(
                     {
                         "dataset": d,
-                        "target_return": t,
+                        "target_return": t.value,
                         "backbone": b,
                         "n": len(curves),
                         "means": {str(step): m for step, m in means.items()},
@@ -207,12 +207,12 @@ def curve_stats(runs: list[Run], reps: int = DEFAULT_REPS) -> list[dict]:
     return rows
 
 
-def _scores_at(run: Run, target: float) -> float | None:
+def _scores_at(run: Run, target: Target | None) -> float | None:
     """The run's last-checkpoint score at one target return (runs written before eval_all_targets have only
     the headline one)."""
     if run.by_target:
         return run.by_target.get(target)
-    return run.normalized if run.target_return == target else None
+    return run.normalized if run.headline == target else None
 
 
 def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: int = DEFAULT_REPS) -> dict:
@@ -228,10 +228,10 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
             group_b = sorted((r for r in runs_b if r.dataset == d and r.backbone == b), key=lambda r: str(r.seed))
             if not group_a or not group_b:
                 continue
-            headline = {r.target_return for r in group_a + group_b}
-            targets = {t for r in group_a + group_b for t in (r.by_target or {r.target_return: r.normalized})}
+            headline = {r.headline for r in group_a + group_b}
+            targets = {t for r in group_a + group_b for t in (r.by_target or {r.headline: r.normalized})}
             # the headline target first, then the others from the highest down, as DT's tables order them
-            for t in sorted(targets, key=lambda t: (t not in headline, -(t or 0))):
+            for t in sorted(targets, key=lambda t: (t not in headline, -(t.tenths if t else 0))):
                 side_a = {str(r.seed): v for r in group_a if (v := _scores_at(r, t)) is not None}
                 side_b = {str(r.seed): v for r in group_b if (v := _scores_at(r, t)) is not None}
                 if not side_a or not side_b:
@@ -244,7 +244,7 @@ def compare_runs(runs_a: list[Run], runs_b: list[Run], labels=("A", "B"), reps: 
                     {
                         "dataset": d,
                         "backbone": b,
-                        "target_return": t,
+                        "target_return": None if t is None else t.value,
                         "a": {"n": len(x), "mean": mean_a, "mean_ci": list(ci_a), "seeds": side_a},
                         "b": {"n": len(y), "mean": mean_b, "mean_ci": list(ci_b), "seeds": side_b},
                         "difference": mean_a - mean_b,
@@ -263,7 +263,7 @@ def _compare_aggregate(rows: list[dict], reps: int) -> list[dict]:
     cell when the setting moves every backbone the same way. Seeds: those every cell has, on each side."""
     by_target = defaultdict(list)
     for row in rows:
-        by_target[row["target_return"]].append(row)
+        by_target[None if row["target_return"] is None else Target.of(row["target_return"])].append(row)
     cells = {(r["dataset"], r["backbone"]) for r in rows}
     aggregate = []
     for t, group in by_target.items():
@@ -276,7 +276,7 @@ def _compare_aggregate(rows: list[dict], reps: int) -> list[dict]:
         p, ci = probability_of_improvement(x, y, reps=reps)
         aggregate.append(
             {
-                "target_return": t,
+                "target_return": None if t is None else t.value,
                 "cells": len(group),
                 "a": {"n": len(x), "mean": float(x.mean())},
                 "b": {"n": len(y), "mean": float(y.mean())},

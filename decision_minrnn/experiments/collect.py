@@ -70,6 +70,22 @@ def read_sweep(run_dir: Path) -> tuple[Sweep | None, str | None]:
     return sweep, None
 
 
+@dataclass(frozen=True, order=True)
+class Target:
+    """A target return as a key: in tenths of a return (an int), so that the 3600 of final.json and the 3600.0
+    of metrics.jsonl are one target across runs and files, and no float is ever a dict key."""
+
+    tenths: int
+
+    @classmethod
+    def of(cls, value: float) -> Target:
+        return cls(round(float(value) * 10))
+
+    @property
+    def value(self) -> float:
+        return self.tenths / 10
+
+
 @dataclass
 class Run:
     dataset: str
@@ -81,8 +97,8 @@ class Run:
     reference: str | None = None
     behaviour: float | None = None  # the dataset's behaviour policy, normalized (None for older runs)
     target_return: float | None = None  # the headline target, whose score is `normalized`
-    curves: dict[float, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
-    by_target: dict[float, float | None] = field(default_factory=dict)
+    curves: dict[Target, list[tuple[int, float]]] = field(default_factory=dict)  # every evaluated target
+    by_target: dict[Target, float | None] = field(default_factory=dict)
     test_episodes: int | None = None  # eval.final_episodes of a run scored on test episodes, else None
     test_seed: int | None = None  # the first of those episodes' seeds (eval.test_seed)
     best_step: int | None = None  # train.keep_best's checkpoint
@@ -94,9 +110,14 @@ class Run:
     protocol: dict = field(default_factory=dict)
 
     @property
+    def headline(self) -> Target | None:
+        """The headline target (None for a run whose final.json does not say)."""
+        return None if self.target_return is None else Target.of(self.target_return)
+
+    @property
     def curve(self) -> list[tuple[int, float]]:
         """(step, score) at the headline target."""
-        return self.curves.get(self.target_return, [])
+        return self.curves.get(self.headline, [])
 
     @property
     def max_over_training(self) -> float | None:
@@ -111,15 +132,15 @@ class Skipped:
     reason: str
 
 
-def _read_curves(metrics: Path, notes: list[Skipped]) -> dict[float, list[tuple[int, float]]]:
+def _read_curves(metrics: Path, notes: list[Skipped]) -> dict[Target, list[tuple[int, float]]]:
     """Per target return: (step, normalized score) of every evaluation in metrics.jsonl, by step."""
-    by_target: dict[float, dict[int, float]] = defaultdict(dict)
+    by_target: dict[Target, dict[int, float]] = defaultdict(dict)
     for number, line in enumerate(metrics.read_text().splitlines(), 1):
         try:
             record = json.loads(line)
             if record.get("normalized_mean") is not None:
                 # last write wins after a resume
-                by_target[float(record["target_return"])][int(record["step"])] = float(record["normalized_mean"])
+                by_target[Target.of(record["target_return"])][int(record["step"])] = float(record["normalized_mean"])
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             notes.append(
                 Skipped(str(metrics.parent), f"metrics.jsonl line {number} unreadable; the curve uses the rest")
@@ -173,7 +194,7 @@ def _run_from_final(final: Path, skipped: list[Skipped]) -> Run | None:
             reference=evaluation.get("score_reference"),
             behaviour=summary.get("behaviour_normalized"),
             by_target={
-                float(r["target_return"]): r.get("normalized_mean") for r in summary.get("eval_all_targets", [])
+                Target.of(r["target_return"]): r.get("normalized_mean") for r in summary.get("eval_all_targets", [])
             },
         )
     except (KeyError, TypeError, ValueError) as exc:

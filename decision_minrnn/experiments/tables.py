@@ -106,7 +106,7 @@ def markdown_targets_table(runs: list[Run]) -> str:
         for b in backbones:
             v = groups.get((d, t, b))
             cells.append("-" if not v else f"{np.mean(v):.1f} (n={len(v)})")
-        lines.append(f"| {d} | {t:.0f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {d} | {t.value:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
