@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConfigError, UsageError
@@ -35,43 +34,26 @@ def _print_eval(results: list[dict]) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config, validate
+    from .config import load_config
     from .train import train
 
-    config_path, overrides = args.config, list(args.set)
     run = RunDir(args.run_dir) if args.run_dir else None
-    group_seeds = run.member_seeds() if args.resume and run else []
-    resumable = run is not None and run.resumable
-    if args.resume and config_path is not None and resumable:
+    if args.resume and args.config is not None and run is not None and run.resumable:
         raise ConfigError(
             "--resume continues the run with its own config.yaml; --config would be ignored, so it "
             "is refused (change settings with --set, e.g. --set train.steps=20000)"
         )
-    if config_path is None:
-        if not (args.resume and args.run_dir):
-            raise UsageError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
-        config_path = run.config
-        if group_seeds:  # a seed group's directory: its seeds' runs, resumed together
-            config_path = run.member(group_seeds[0]).config
-    cfg = load_config(config_path, overrides)
-    if group_seeds:
-        asked = cfg.train.seeds
-        if asked and sorted(asked) != group_seeds:
-            raise ConfigError(
-                f"--resume continues the seeds {group_seeds} of {run.root}, not train.seeds={list(asked)}; "
-                "train another seed as a new run (--run-dir NEW)"
-            )
-        overrides.append(f"train.seeds=[{','.join(map(str, group_seeds))}]")  # train() gives each member these
-        # the members' saved names end in /seedN; the group's is what comes before
-        group_train = replace(cfg.train, seeds=list(group_seeds))
-        cfg = validate(replace(cfg, name=cfg.name.rsplit("/", 1)[0], train=group_train), new_run=True)
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
+    if args.config is None and not (args.resume and run is not None):
+        raise UsageError("train needs --config FILE (or --resume --run-dir DIR to continue a run)")
+    # --resume --run-dir DIR: the run's own config, built once by train() from its checkpoint and --set
+    cfg = None if args.config is None else load_config(args.config, args.set)
+    run_dir = run.root if run is not None else Path(args.runs_root) / cfg.name
     summary = train(
         cfg,
         run_dir,
         resume=args.resume,
         force=args.force,
-        overrides=overrides,
+        overrides=list(args.set),
         progress=not args.no_progress,
         stop_at=args.stop_at,
     )
@@ -84,7 +66,7 @@ def cmd_train(args) -> int:
     for path, run in runs.items():
         if not run.get("finished"):
             print(
-                f"run {path}: stopped at step {run['step']} of {cfg.train.steps} with a checkpoint; continue with "
+                f"run {path}: stopped at step {run['step']} of {run['steps']} with a checkpoint; continue with "
                 f"decision-minrnn train --resume --run-dir {run_dir}"
             )
             continue

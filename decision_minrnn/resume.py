@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import Config, config_from_dict, resume_changes
+from .config import Config, config_from_dict, load_config, resume_changes
 from .device import amp_reason, resolve_amp, resolve_device
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, UsageError
 from .rundir import RunDir, check_run_dir, probe_lock
 
 
@@ -37,13 +37,19 @@ def member_config(cfg: Config, seed: int) -> Config:
 
 
 def open_runs(
-    cfgs: list[Config], run_dirs: list[Path], resume: bool, force: bool, overrides: list[str] | None, group: bool
+    cfgs: list[Config | None],
+    run_dirs: list[Path],
+    resume: bool,
+    force: bool,
+    overrides: list[str] | None,
+    seeds: list[int],
 ) -> tuple[list[OpenRun], list]:
     """(the runs still to train, every run's summary slot: final.json of the runs that had finished already).
-    group: the runs are the seeds of train.seeds (even just one), in RUN_DIR/seed<N>."""
+    seeds: a seed group's (train.seeds, even just one), whose runs are RUN_DIR/seed<N>; [] for one run. A cfg of
+    None is the run's own, built here from its checkpoint (train --resume --run-dir)."""
     runs, summaries = [], [None] * len(cfgs)
     for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
-        run, finished = _open(cfg, RunDir(run_dir), i, resume, force, overrides, group)
+        run, finished = _open(cfg, RunDir(run_dir), i, resume, force, overrides, seeds)
         if run is None:
             summaries[i] = finished
         else:
@@ -53,11 +59,11 @@ def open_runs(
     return runs, summaries
 
 
-def _open(cfg: Config, paths: RunDir, index: int, resume: bool, force: bool, overrides, group: bool):
+def _open(cfg: Config | None, paths: RunDir, index: int, resume: bool, force: bool, overrides, seeds: list[int]):
     """(run, None), or (None, its final.json) if it finished already."""
     probe_lock(paths.root)  # a live run first: its holder is the most useful thing to name
     check_run_dir(paths.root, resume, force)
-    ckpt = None
+    ckpt = saved = None
     if resume and paths.has_checkpoint:
         ckpt = load_checkpoint(paths.root)
         if "rng.torch" not in ckpt.train or "rng.sampler" not in ckpt.train:
@@ -67,11 +73,30 @@ def _open(cfg: Config, paths: RunDir, index: int, resume: bool, force: bool, ove
             )
         # The run's own config wins, except what the user overrides now and a resume may change (more
         # train.steps, evaluation and logging settings: config.RESUME_MAY_CHANGE).
-        seed = cfg.train.seed
         saved = config_from_dict(ckpt.state["config"])
-        cfg = config_from_dict(ckpt.state["config"], overrides)
-        if group:  # the group's train.seeds override is the group's, not this member's
-            cfg = replace(cfg, train=replace(cfg.train, seeds=[]))
+        built = config_from_dict(ckpt.state["config"], overrides)
+    elif cfg is None:  # stopped before its first checkpoint: it starts again from the config it wrote
+        if not paths.config.is_file():
+            raise UsageError(
+                f"nothing to resume in {paths.root}: no checkpoint and no {paths.config.name}; start the run "
+                "with --config FILE"
+            )
+        built = load_config(paths.config, overrides)
+    else:
+        built = cfg
+    # The seed it must hold: the caller's, or a group member's directory's (None: a run resumed by its directory).
+    seed = cfg.train.seed if cfg is not None else (RunDir.seed_of(paths.root) if seeds else None)
+    if seeds:
+        asked = built.train.seeds  # set only by an override now: a member's saved config has none
+        if asked and sorted(asked) != sorted(seeds):
+            raise ConfigError(
+                f"--resume continues the seeds {sorted(seeds)} of {paths.root.parent}, not "
+                f"train.seeds={list(asked)}; train another seed as a new run (--run-dir NEW)"
+            )
+        # a member stays the plain run it is on disk: its own name and no train.seeds (the group's override)
+        name = cfg.name if cfg is not None else (saved or built).name
+        built = replace(built, name=name, train=replace(built.train, seeds=[]))
+    cfg = built
     # The precision it trains in, resolved once: config.yaml, final.json and the hparams record what ran.
     device = resolve_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)
@@ -83,7 +108,7 @@ def _open(cfg: Config, paths: RunDir, index: int, resume: bool, force: bool, ove
                 "change eval.*, train.steps, the logging and checkpoint cadence, train.device and train.threads; "
                 "for other settings start a new run (--run-dir NEW)"
             )
-        if cfg.train.seed != seed:
+        if seed is not None and cfg.train.seed != seed:
             raise CheckpointError(f"{paths.root} holds a run of seed {cfg.train.seed}, not of seed {seed}")
     if paths.final.exists() and ckpt is not None and ckpt.step >= cfg.train.steps:
         print(f"run {paths.root} already finished at step {ckpt.step}")

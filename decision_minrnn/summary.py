@@ -22,11 +22,12 @@ class EvalSummary(TypedDict):
 
 class RunSummary(TypedDict, total=False):
     """What train() returns and final.json holds (report.py reads it back). eval, eval_all_targets and best
-    are present when the run evaluated (and kept a best checkpoint); a run stopped early has step and
-    finished only."""
+    are present when the run evaluated (and kept a best checkpoint); a run stopped early has name, step,
+    steps and finished only."""
 
     name: str
     step: int
+    steps: int  # a run stopped early (stop_at): the train.steps it continues to
     finished: bool
     final_loss: float
     backbone: str

@@ -43,7 +43,7 @@ ETA_AFTER = 20  # steps timed before the first ETA line
 
 
 def train(
-    cfg: Config,
+    cfg: Config | None,
     run_dir: str | Path,
     resume: bool = False,
     force: bool = False,
@@ -54,7 +54,7 @@ def train(
     on_checkpoint: list | None = None,
 ) -> RunSummary | GroupSummary:
     """Train (or resume) a run; returns the final summary. stop_at: train only up to that step, write a checkpoint
-    there and return {"step", "finished": False} without the final evaluation, so that a run longer than one
+    there and return {"name", "step", "steps", "finished": False} without the final evaluation, so that a run longer than one
     sitting (a job time limit, a shared machine) continues later with resume=True.
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
@@ -62,17 +62,22 @@ def train(
     to storage that outlives this machine, as the sweep's --storage does).
     With train.seeds, every seed trains at once into RUN_DIR/seed<N>, a complete run of its own (resumable
     and evaluable alone), and the summary is {"name", "seeds": {seed: that run's summary}}.
-    train.threads applies while the run lasts; the caller's torch thread count is restored afterwards."""
+    train.threads applies while the run lasts; the caller's torch thread count is restored afterwards.
+    cfg None (with resume=True): continue the run, or the seed group, in run_dir with its own config, the
+    checkpoint's with `overrides` on top (`train --resume --run-dir DIR`); resume.open_runs builds it, once."""
     if stop_at is not None and stop_at < 1:
         raise UsageError(f"--stop-at must be a step >= 1, got {stop_at}")
-    group, resume_dir = bool(cfg.train.seeds), Path(run_dir)
-    cfgs = [member_config(cfg, seed) for seed in cfg.train.seeds] if group else [cfg]
-    run_dirs = [RunDir(run_dir).member(seed).root for seed in cfg.train.seeds] if group else [resume_dir]
+    if cfg is None and not resume:
+        raise UsageError("train() without a config continues a run: it needs resume=True")
+    resume_dir = Path(run_dir)
+    seeds = RunDir(run_dir).member_seeds() if cfg is None else list(cfg.train.seeds)
+    cfgs = [cfg and member_config(cfg, seed) for seed in seeds] if seeds else [cfg]
+    run_dirs = [RunDir(run_dir).member(seed).root for seed in seeds] if seeds else [resume_dir]
     with _threads_restored():
         # 1. open the runs: a run that finished already has its final.json as its summary
-        runs, summaries = open_runs(cfgs, run_dirs, resume, force, overrides, group)
+        runs, summaries = open_runs(cfgs, run_dirs, resume, force, overrides, seeds)
         if not runs:
-            return _returned(cfg, summaries)
+            return _returned(seeds, summaries)
         run_cfg = runs[0].cfg  # every setting but the seed is the runs' common one (open_runs checked it)
         # 2. the data, 3. the learners, then the dropout generator they share
         data = load_training_data(run_cfg, runs[0].ckpt, runs[0].device, models=len(runs))
@@ -130,8 +135,13 @@ def train(
                 if end < t.steps:  # stopped at stop_at on purpose: no final evaluation
                     _finish_loggers(learners, None)
                     for m in learners:
-                        summaries[m.index] = {"step": max(end, start), "finished": False}
-                    return _returned(cfg, summaries)
+                        summaries[m.index] = {
+                            "name": m.cfg.name,
+                            "step": max(end, start),
+                            "steps": t.steps,
+                            "finished": False,
+                        }
+                    return _returned(seeds, summaries)
                 transaction.started()  # a resumed-at-the-end run checkpointed nothing new but has started
                 # 5. the final evaluation, then final.json
                 finals = _final_evaluation(learners, data, callbacks or [], resume_dir)
@@ -144,7 +154,7 @@ def train(
                 m.loggers.finish(summary)
                 write_atomic(m.paths.final, json.dumps(summary, indent=1))
                 summaries[m.index] = summary
-    return _returned(cfg, summaries)
+    return _returned(seeds, summaries)
 
 
 @contextmanager
@@ -157,10 +167,12 @@ def _threads_restored():
         torch.set_num_threads(before)
 
 
-def _returned(cfg: Config, summaries: list) -> RunSummary | GroupSummary:
-    """The one run's summary, or a seed group's {"name", "seeds": {seed: its run's summary}}."""
-    if cfg.train.seeds:
-        return GroupSummary(name=cfg.name, seeds=dict(zip(cfg.train.seeds, summaries)))
+def _returned(seeds: list[int], summaries: list) -> RunSummary | GroupSummary:
+    """The one run's summary, or a seed group's {"name", "seeds": {seed: its run's summary}} (the group's name:
+    what comes before its members' /seed<N>)."""
+    if seeds:
+        name = str(summaries[0].get("name", "")).rsplit("/", 1)[0]
+        return GroupSummary(name=name, seeds=dict(zip(seeds, summaries)))
     return summaries[0]
 
 

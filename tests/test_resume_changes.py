@@ -78,3 +78,24 @@ def test_a_seed_group_resumed_with_other_seeds_is_refused(tmp_path, tiny_minari,
     err = capsys.readouterr().err
     assert "continues the seeds [0, 1]" in err and not (run / "seed2").exists()
     assert main(resume + ["--set", "train.seeds=[1,0]"]) == 0  # the same seeds, in any order
+
+
+def test_a_resume_builds_its_config_from_the_checkpoint_alone(stopped_run, capsys):
+    """train --resume --run-dir builds the run's config once, from its checkpoint (and --set): a damaged
+    config.yaml is neither read nor in the way, and is written again from the checkpoint's config."""
+    saved = yaml.safe_load((stopped_run / "config.yaml").read_text())
+    (stopped_run / "config.yaml").write_text("model: [this is not a config\n")
+    assert main(["train", "--resume", "--run-dir", str(stopped_run), "--no-progress"]) == 0
+    assert yaml.safe_load((stopped_run / "config.yaml").read_text()) == saved
+    assert json.loads((stopped_run / "final.json").read_text())["step"] == 20
+
+
+def test_resuming_a_directory_with_nothing_in_it_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for run in (tmp_path / "empty", tmp_path / "missing"):
+        assert main(["train", "--resume", "--run-dir", str(run), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"error: nothing to resume in {run}: no checkpoint and no config.yaml; start the run with --config FILE"
+        ), err
+    assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "missing").exists()

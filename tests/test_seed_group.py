@@ -150,3 +150,18 @@ def test_a_group_of_one_seed_resumes_as_a_group_and_its_run_stays_a_plain_run(tm
     assert load_config(run / "config.yaml").train.seeds == []  # the group's setting is not the run's
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=15"]) == 0
     assert weights(run)[1].name == "step-00000015" and not (run / "seed3").exists()
+
+
+def test_a_group_resumed_with_the_sweeps_overrides_keeps_its_members_names(tmp_path, tiny_minari):
+    """The sweep resumes a seed group with name=<group> and train.seeds among its overrides: the checkpoint's
+    config takes them, and each member must still be the run <group>/seed<N> (its final.json's name)."""
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    group = ["train.seeds=[0,1]", "name=hopper/mingru"]
+    cfg = load_config(path, overrides + group)
+    train(cfg, tmp_path / "g", progress=False, stop_at=5)
+    summary = train(cfg, tmp_path / "g", resume=True, overrides=overrides + group, progress=False)
+    assert summary["name"] == "hopper/mingru"
+    for seed in (0, 1):
+        final = json.loads((tmp_path / "g" / f"seed{seed}" / "final.json").read_text())
+        assert final["name"] == f"hopper/mingru/seed{seed}" and final["seed"] == seed
+        assert load_config(tmp_path / "g" / f"seed{seed}" / "config.yaml").name == f"hopper/mingru/seed{seed}"
