@@ -134,8 +134,9 @@ class Policy:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise UsageError(f"reset(n={n!r}): n must be an integer >= 1 (the number of episodes)")
         target = self.target_return if target_return is None else check_target(target_return)
-        self.state = self.initial_state(n, target, seeds)
+        # inside inference_mode, as every later step's tensors are: a compiled step guards on the difference
         with torch.inference_mode(), cpu_threads(self.threads, self.device):
+            self.state = self.initial_state(n, target, seeds)
             self.actor.prepare(n, self.device, self.obs_dim, self.act_dim)
 
     @torch.inference_mode()

@@ -2,6 +2,7 @@
 SB3's predict; one-line errors."""
 
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -152,6 +153,35 @@ def test_compiled_policy_acts_like_the_eager_one(runs, variant, recwarn):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     if shutil.which("g++") or shutil.which("gcc"):
         assert compiled.actor.compiled is not None, [str(w.message) for w in recwarn]  # did not silently fall back
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("gcc")), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.parametrize("variant", [("mingru", "interleaved"), ("minlstm", "fused")], ids=lambda v: "-".join(v))
+def test_the_compiled_step_is_one_graph_compiled_once_per_batch_size(runs, variant):
+    """What made the compiled Policy slower than the eager one at 10 envs (docs/speed.md 4a): the scan's out=
+    writes broke the traced step's graph in every layer, and an episode's first step (return-to-go made outside
+    inference_mode) missed the graph compiled for the later ones. One graph, and no recompile after reset()."""
+    from decision_minrnn.models.step import RecurrentStep, flatten_state
+
+    torch._dynamo.reset()  # other tests' graphs of the same code would count as recompiles
+    policy = load_policy(runs[variant], compile=True)
+    obs = np.random.default_rng(0).normal(size=(2, 11))
+    policy.reset(2)  # compiles for 2 envs
+    with torch._dynamo.config.patch(error_on_recompile=True), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed compile falls back to eager with a warning
+        for _ in range(2):
+            policy.reset(2)
+            for t in range(4):
+                policy.act(obs, None if t == 0 else [1.0, 1.0])
+    assert policy.actor.compiled is not None
+    model = policy.model
+    with torch.inference_mode():
+        inputs = (torch.zeros(2, 11), torch.zeros(2, 1), torch.zeros(2, dtype=torch.long), torch.zeros(2, 3))
+        first = torch.tensor([[1.0], [0.0]])
+        explained = torch._dynamo.explain(RecurrentStep(model))(*inputs, first, *flatten_state(model.initial_state(2)))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()
 
 
 def test_policy_from_run_is_what_load_policy_returns(runs):

@@ -65,6 +65,14 @@ def _sequential_forward(a_tm, b_tm, h0, reverse=False):
     reverse=True:  g_t = b_t + a_{t+1} g_{t+1}, with g_T = 0 (the adjoint recurrence of the backward).
     """
     T = a_tm.shape[0]
+    if torch.compiler.is_compiling() and not reverse:
+        # Dynamo cannot trace out= into a slice of a strided buffer (a graph break in every layer of the compiled
+        # Policy's step); the same addcmul per step, stacked, traces whole.
+        steps, h = [], h0
+        for t in range(T):
+            h = b_tm[t] if h is None else torch.addcmul(b_tm[t], a_tm[t], h)
+            steps.append(h)
+        return torch.stack(steps)
     out = torch.empty_like(b_tm)
     if not reverse:
         if h0 is None:
