@@ -7,9 +7,9 @@
 
     python -m decision_minrnn.onnx_runner policy.onnx --episodes 10 --seed 0   # roll it out in Gymnasium
 
-This file imports nothing from torch or the rest of the package but views.py (numpy only, loaded from this
-file's own folder), so the two can be copied next to the exported files and used on their own (numpy,
-onnxruntime; gymnasium for the command line).
+This file imports nothing from torch or the rest of the package but views.py and policy_inputs.py (numpy only,
+loaded from this file's own folder), so the three can be copied next to the exported files and used on their
+own (numpy, onnxruntime; gymnasium for the command line).
 """
 
 from __future__ import annotations
@@ -25,20 +25,22 @@ from pathlib import Path
 import numpy as np
 
 
-def _load_views():
-    """views.py from this file's folder (in the package, or copied beside this file): the observation view
-    the torch Policy applies, the same code."""
-    name = "decision_minrnn.views"
+def _load_beside(module: str):
+    """decision_minrnn/<module>.py from this file's folder (in the package, or copied beside this file): the
+    torch Policy's own code (the observation view, the input checks), loaded without the package."""
+    name = f"decision_minrnn.{module}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location("_decision_minrnn_views", Path(__file__).with_name("views.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    spec = importlib.util.spec_from_file_location(
+        f"_decision_minrnn_{module}", Path(__file__).with_name(f"{module}.py")
+    )
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded  # dataclasses look their module up there
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
-views = _load_views()
+views, check = _load_beside("views"), _load_beside("policy_inputs")
 
 
 class PolicyInputError(ValueError):
@@ -79,8 +81,7 @@ class OnnxPolicy:
             raise PolicyInputError(f"{meta_path} is not the metadata of an export ({_first_line(exc)})") from None
         if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all() and (self.std > 0).all()):
             raise PolicyInputError(f"{meta_path}: obs_mean / obs_std must be finite, with every std > 0")
-        if not np.isfinite(self.target_return):
-            raise PolicyInputError(f"target return {self.target_return} is not finite")
+        self.target_return = check.target_return(self.target_return, PolicyInputError)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -104,11 +105,8 @@ class OnnxPolicy:
     def reset(self, n: int = 1, target_return: float | None = None, seeds=None) -> None:
         """seeds: the environments' reset seeds, which a flicker view draws its dropped frames from (default
         0..n-1), as Policy.reset. Refuses what Policy.reset refuses."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise PolicyInputError(f"reset(n={n!r}): n must be an integer >= 1 (the number of episodes)")
-        target = self.target_return if target_return is None else float(target_return)
-        if not np.isfinite(target):
-            raise PolicyInputError(f"target return {target_return} is not finite")
+        n = check.episode_count(n, PolicyInputError)
+        target = check.target_return(self.target_return if target_return is None else target_return, PolicyInputError)
         self.n = n
         self.view_stream = self.view.start(n, range(n) if seeds is None else list(seeds))
         self.rtg = np.full((n, 1), target / self.meta["rtg_scale"], dtype=np.float32)
@@ -122,22 +120,13 @@ class OnnxPolicy:
 
     def act(self, obs, reward=None) -> np.ndarray:
         """obs (obs_dim,) or (N, obs_dim) raw; reward (N,) of the previous step or None at the first step."""
-        obs = np.asarray(obs, dtype=np.float32)
-        single = obs.ndim == 1
-        obs = obs.reshape(1, -1) if single else obs
-        if obs.ndim != 2 or obs.shape[1] != self.env_obs_dim:
-            raise PolicyInputError(f"observation of shape {obs.shape} does not fit obs_dim {self.env_obs_dim}")
-        if not np.isfinite(obs).all():
-            raise PolicyInputError("observation contains NaN or inf")
-        if self.n != obs.shape[0]:
-            if self.n and reward is not None:  # as Policy.act: a batch that changes mid-episode is a mistake
-                raise PolicyInputError(f"act() got {obs.shape[0]} observations but reset() started {self.n} episodes")
+        single = np.ndim(obs) == 1
+        obs = check.observations(obs, self.env_obs_dim, self.view.name, PolicyInputError)
+        if not check.same_batch(obs.shape[0], self.n, reward, PolicyInputError):
             self.reset(obs.shape[0])
         rtg = self.rtg
         if reward is not None:
-            r = np.asarray(reward, dtype=np.float64).reshape(-1)
-            if r.shape[0] != self.n or not np.isfinite(r).all():
-                raise PolicyInputError(f"reward must hold {self.n} finite values")
+            r = check.rewards(reward, self.n, PolicyInputError)
             # RTG_{t+1} = RTG_t - r_t / scale, in float32 as the torch policy computes it
             rtg = rtg - r.astype(np.float32)[:, None] / np.float32(self.meta["rtg_scale"])
         shown = self.view_stream.step(obs, self.t)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import policy_inputs as check
 from .acting import RecurrentActor, WindowActor, cpu_threads
 from .choices import POLICY_MODES
 from .data.info import DataInfo
@@ -86,7 +87,7 @@ class Policy:
         self.model, self.data = model.eval(), data
         self.device = torch.device(device)
         self.mode, self.context_len, self.rtg_scale = mode, context_len, rtg_scale
-        self.target_return, self.targets = check_target(target_return), targets
+        self.target_return, self.targets = check.target_return(target_return, UsageError), targets
         self.threads = threads
         self.env_id, self.view, self.obs_norm = data.env_id, data.view, data.obs_norm
         self.obs_dim, self.act_dim, self.env_obs_dim = model.obs_dim, model.act_dim, data.view.env_obs_dim
@@ -131,9 +132,8 @@ class Policy:
         """Start n episodes, conditioned on target_return (raw; default: the policy's). seeds: the seeds the
         n environments were reset with, which a flicker view draws each episode's dropped frames from, as
         `evaluate` does (default 0..n-1); other views ignore them."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise UsageError(f"reset(n={n!r}): n must be an integer >= 1 (the number of episodes)")
-        target = self.target_return if target_return is None else check_target(target_return)
+        n = check.episode_count(n, UsageError)
+        target = self.target_return if target_return is None else check.target_return(target_return, UsageError)
         # inside inference_mode, as every later step's tensors are: a compiled step guards on the difference
         with torch.inference_mode(), cpu_threads(self.threads, self.device):
             self.state = self.initial_state(n, target, seeds)
@@ -145,12 +145,9 @@ class Policy:
         for the previous action (None at an episode's first step). Returns the action(s), clipped to the
         action space when it is known, with the shape of the input's batch."""
         single = np.ndim(obs) == 1
-        obs = self._check_obs(obs)
-        if self.state is None or self.state.rtg.shape[0] != obs.shape[0]:
-            if self.state is not None and reward is not None:
-                raise UsageError(
-                    f"act() got {obs.shape[0]} observations but reset() started {self.state.rtg.shape[0]} episodes"
-                )
+        obs = check.observations(obs, self.env_obs_dim, self.view.name, UsageError)
+        started = 0 if self.state is None else self.state.rtg.shape[0]
+        if not check.same_batch(obs.shape[0], started, reward, UsageError):
             self.reset(obs.shape[0])
         action, self.state = self._step_numpy(obs, reward, self.state)
         return action[0] if single else action
@@ -165,18 +162,13 @@ class Policy:
         policy stays conditioned on the full target. The policy is deterministic: `deterministic` is
         accepted for compatibility only."""
         single = np.ndim(obs) == 1
-        obs = self._check_obs(obs)
+        obs = check.observations(obs, self.env_obs_dim, self.view.name, UsageError)
         if state is None:
             state = self.initial_state(obs.shape[0], self.target_return)
         elif state.rtg.shape[0] != obs.shape[0]:
             raise UsageError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
         if episode_start is not None:
-            flags = np.asarray(episode_start)
-            if flags.size != obs.shape[0] or not (flags.dtype == bool or np.issubdtype(flags.dtype, np.integer)):
-                raise UsageError(
-                    f"episode_start must hold {obs.shape[0]} booleans (one per observation), got {flags.tolist()!r}"
-                )
-            starts = flags.astype(bool).reshape(-1)
+            starts = check.episode_starts(episode_start, obs.shape[0], UsageError)
             if starts.any():
                 state = self._restart(state, starts)
                 if reward is not None:  # a new episode has no previous reward
@@ -200,12 +192,8 @@ class Policy:
         reward (N,) or None -> (action (N, act_dim), new state)."""
         rtg = state.rtg
         if reward is not None:
-            reward = torch.as_tensor(
-                np.asarray(reward, dtype=np.float64).reshape(-1), dtype=torch.float32, device=self.device
-            )
-            if reward.shape[0] != rtg.shape[0] or not torch.isfinite(reward).all():
-                raise UsageError(f"reward must hold {rtg.shape[0]} finite values")
-            rtg = rtg - reward.unsqueeze(1) / self.rtg_scale  # RTG_{t+1} = RTG_t - r_t / scale (DT)
+            reward = torch.as_tensor(check.rewards(reward, rtg.shape[0], UsageError), dtype=torch.float32)
+            rtg = rtg - reward.to(self.device).unsqueeze(1) / self.rtg_scale  # RTG_{t+1} = RTG_t - r_t / scale (DT)
         timestep = state.t.clamp(max=self.model.max_ep_len - 1)
         obs = (obs - self._mean) / self._std
         action, backbone = self.actor.act(obs, rtg, timestep, state.prev_action, state.t == 0, state.backbone)
@@ -237,28 +225,6 @@ class Policy:
             self.actor.restart(state.backbone, keep),
             state.view,
         )
-
-    def _check_obs(self, obs) -> np.ndarray:
-        """The env's observations as (N, env_obs_dim) float32; anything else is a UsageError."""
-        array = np.asarray(obs, dtype=np.float32)
-        if array.ndim == 1:
-            array = array[None]
-        if array.ndim != 2 or array.shape[1] != self.env_obs_dim:
-            seen = "" if self.view.name == "full" else f" (whole; we take the {self.view.name} view)"
-            raise UsageError(
-                f"observation of shape {np.shape(obs)} does not fit the policy's obs_dim "
-                f"{self.env_obs_dim}{seen}: pass (obs_dim,) or (N, obs_dim)"
-            )
-        if not np.isfinite(array).all():
-            raise UsageError("observation contains NaN or inf")
-        return array
-
-
-def check_target(target_return) -> float:
-    value = float(target_return)
-    if not np.isfinite(value):
-        raise UsageError(f"target return {target_return} is not finite")
-    return value
 
 
 # The policy of a run directory's newest checkpoint (or of a checkpoint directory); see Policy.from_run.

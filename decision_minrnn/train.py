@@ -54,8 +54,8 @@ def train(
     on_checkpoint: list | None = None,
 ) -> RunSummary | GroupSummary:
     """Train (or resume) a run; returns the final summary. stop_at: train only up to that step, write a checkpoint
-    there and return {"name", "step", "steps", "finished": False} without the final evaluation, so that a run longer than one
-    sitting (a job time limit, a shared machine) continues later with resume=True.
+    there and return {"name", "step", "steps", "finished": False} without the final evaluation, so that a run
+    longer than one sitting (a job time limit, a shared machine) continues later with resume=True.
     callbacks: functions called as fn(step, results) after every evaluation (results: one dict per target
     return, as in metrics.jsonl), e.g. to log elsewhere or to stop early by raising.
     on_checkpoint: functions called as fn(step, run_dir) after every checkpoint is written (e.g. to copy it

@@ -2,8 +2,10 @@
 `evaluate` through the numpy + onnxruntime runner, and one-line refusals."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ pytest.importorskip("onnxscript")
 
 from helpers import make_minari_dataset, synthetic_episodes  # noqa: E402
 
+import decision_minrnn  # noqa: E402
 from decision_minrnn import load_policy  # noqa: E402
 from decision_minrnn.cli import main  # noqa: E402
 from decision_minrnn.config import load_config  # noqa: E402
@@ -99,14 +102,22 @@ def test_runner_reaches_the_returns_of_evaluate(exported, variant):
     assert ran["normalized_mean"] == pytest.approx(reported["normalized_mean"], rel=1e-5)
 
 
-def test_runner_needs_no_torch(exported):
+def test_runner_needs_no_torch(exported, tmp_path):
+    """From the package, and copied on its own with the two numpy-only files it loads from its folder."""
     _, onnx = exported[("mingru", "fused")]
-    code = (
-        "import sys, numpy as np; from decision_minrnn.onnx_runner import OnnxPolicy; "
-        f"p = OnnxPolicy({str(onnx)!r}); a = p.act(np.zeros(11)); a = p.act(np.zeros(11), 1.0); "
-        "assert a.shape == (3,); assert 'torch' not in sys.modules, 'torch was imported'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    package = Path(decision_minrnn.__file__).parent
+    for name in ("onnx_runner.py", "views.py", "policy_inputs.py"):
+        shutil.copy(package / name, tmp_path / name)
+    for module, cwd, absent in (
+        ("decision_minrnn.onnx_runner", None, "torch"),
+        ("onnx_runner", tmp_path, "decision_minrnn"),
+    ):
+        code = (
+            f"import sys, numpy as np; from {module} import OnnxPolicy; "
+            f"p = OnnxPolicy({str(onnx)!r}); a = p.act(np.zeros(11)); a = p.act(np.zeros(11), 1.0); "
+            f"assert a.shape == (3,); assert 'torch' not in sys.modules and {absent!r} not in sys.modules"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=cwd)
 
 
 def test_export_writes_what_the_step_needs(exported):

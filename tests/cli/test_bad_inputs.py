@@ -178,7 +178,7 @@ BAD_STEPS = {
     "inf observation": (lambda obs: obs + np.inf, None, "observation contains NaN or inf"),
     "NaN reward": (lambda obs: obs, [np.nan, 1.0], "reward must hold 2 finite values"),
     "reward of the wrong length": (lambda obs: obs, [1.0], "reward must hold 2 finite values"),
-    "observation of the wrong width": (lambda obs: obs[:, :5], None, "does not fit obs_dim 11"),
+    "observation of the wrong width": (lambda obs: obs[:, :5], None, "does not fit the policy's obs_dim 11"),
 }
 
 
