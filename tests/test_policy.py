@@ -156,7 +156,9 @@ def test_compiled_policy_acts_like_the_eager_one(runs, variant, recwarn):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("gcc")), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("gcc")), reason="torch.compile on CPU needs a C++ compiler"
+)
 @pytest.mark.parametrize("variant", [("mingru", "interleaved"), ("minlstm", "fused")], ids=lambda v: "-".join(v))
 def test_the_compiled_step_is_one_graph_compiled_once_per_batch_size(runs, variant):
     """What made the compiled Policy slower than the eager one at 10 envs (docs/speed.md 4a): the scan's out=
