@@ -1,8 +1,11 @@
 """One seed's training state, with its own save and load: the model, its AdamW, its batch stream (whose generator
 fixes every batch), and what its checkpoints carry besides (config, data block, best, last loss, and the
-timesteps and seconds summed over resumes). train.py steps a list of them in lockstep (update.SeedGroup)."""
+timesteps and seconds summed over resumes). train.py steps a list of them in lockstep (update.SeedGroup), and a
+Clock adds up their seconds."""
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -90,3 +93,48 @@ def restore_shared_rng(ckpt: Checkpoint | None, device: torch.device) -> int:
     if device.type == "cuda" and "rng.cuda" in ckpt.train:
         torch.cuda.set_rng_state(ckpt.train["rng.cuda"], device)
     return ckpt.step
+
+
+class Clock:
+    """The learners' seconds (in updates; wall, with evaluations and checkpoints: a seed group's members share
+    each second), the samples per second between log lines, and the ETA."""
+
+    def __init__(self, learners: list[Learner]):
+        self.learners = learners
+        self.window_start, self.window_samples = time.perf_counter(), 0
+        self.wall_mark = time.perf_counter()  # wall_seconds: counted up to each checkpoint and to final.json
+        self.seconds_before = learners[0].train_seconds  # a resumed run's earlier sittings: not in its ETA
+
+    def add(self, seconds: float, which: str) -> None:
+        for m in self.learners:
+            setattr(m, which, getattr(m, which) + seconds / len(self.learners))
+
+    def add_wall(self) -> None:
+        now = time.perf_counter()
+        self.add(now - self.wall_mark, "wall_seconds")
+        self.wall_mark = now
+
+    def stepped(self, seconds: float, samples: int) -> None:
+        """One update took `seconds` and trained on `samples` windows per learner."""
+        self.add(seconds, "train_seconds")
+        self.window_samples += samples
+
+    def log(self, step: int, grad_norms, lr: float) -> None:
+        elapsed = time.perf_counter() - self.window_start
+        for m, grad_norm in zip(self.learners, grad_norms):
+            scalars = {
+                "train/loss": m.loss,
+                "train/lr": lr,
+                "train/grad_norm": float(grad_norm),
+                "train/samples_per_s": self.window_samples / max(elapsed, 1e-9),
+            }
+            m.loggers.scalars(scalars, step)
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def eta_line(self, start: int, done: int, end: int) -> str:
+        """The first estimate of the training time left, once ETA_AFTER steps are timed (the start line says
+        what the run is; this, how long its updates will take; evaluations come on top)."""
+        timed = (self.learners[0].train_seconds - self.seconds_before) * len(self.learners)
+        per_step = timed / max(1, done - start)
+        left = per_step * (end - done)
+        return f"ETA: about {left / 60:.1f} min of training left ({1e3 * per_step:.0f} ms a step), evaluations extra"

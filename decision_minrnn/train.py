@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint
 from .config import Config, save_config
 from .errors import DivergedError, Interrupted, UsageError
-from .learner import Learner, restore_shared_rng
+from .learner import Clock, Learner, restore_shared_rng
 from .nn.scan import opaque_to_compile
 from .resume import OpenRun, member_config, open_runs
 from .rollout import TargetResult, evaluate_targets, without_timing
@@ -94,7 +94,7 @@ def train(
             for m in learners:
                 save_config(m.cfg, m.paths.config)
                 m.open_loggers(start)
-            clock = _Clock(learners)
+            clock = Clock(learners)
             bar = tqdm(
                 total=t.steps,
                 initial=start,
@@ -224,52 +224,7 @@ def _check_finite(losses: torch.Tensor, learners: list[Learner], step: int) -> N
     )
 
 
-class _Clock:
-    """The learners' seconds (in updates; wall, with evaluations and checkpoints: a seed group's members share
-    each second), the samples per second between log lines, and the ETA."""
-
-    def __init__(self, learners: list[Learner]):
-        self.learners = learners
-        self.window_start, self.window_samples = time.perf_counter(), 0
-        self.wall_mark = time.perf_counter()  # wall_seconds: counted up to each checkpoint and to final.json
-        self.seconds_before = learners[0].train_seconds  # a resumed run's earlier sittings: not in its ETA
-
-    def add(self, seconds: float, which: str) -> None:
-        for m in self.learners:
-            setattr(m, which, getattr(m, which) + seconds / len(self.learners))
-
-    def add_wall(self) -> None:
-        now = time.perf_counter()
-        self.add(now - self.wall_mark, "wall_seconds")
-        self.wall_mark = now
-
-    def stepped(self, seconds: float, samples: int) -> None:
-        """One update took `seconds` and trained on `samples` windows per learner."""
-        self.add(seconds, "train_seconds")
-        self.window_samples += samples
-
-    def log(self, step: int, grad_norms, lr: float) -> None:
-        elapsed = time.perf_counter() - self.window_start
-        for m, grad_norm in zip(self.learners, grad_norms):
-            scalars = {
-                "train/loss": m.loss,
-                "train/lr": lr,
-                "train/grad_norm": float(grad_norm),
-                "train/samples_per_s": self.window_samples / max(elapsed, 1e-9),
-            }
-            m.loggers.scalars(scalars, step)
-        self.window_start, self.window_samples = time.perf_counter(), 0
-
-    def eta_line(self, start: int, done: int, end: int) -> str:
-        """The first estimate of the training time left, once ETA_AFTER steps are timed (the start line says
-        what the run is; this, how long its updates will take; evaluations come on top)."""
-        timed = (self.learners[0].train_seconds - self.seconds_before) * len(self.learners)
-        per_step = timed / max(1, done - start)
-        left = per_step * (end - done)
-        return f"ETA: about {left / 60:.1f} min of training left ({1e3 * per_step:.0f} ms a step), evaluations extra"
-
-
-def _checkpoint(learners: list[Learner], step: int, clock: _Clock, run_dirs: RunDirTransaction, hooks) -> None:
+def _checkpoint(learners: list[Learner], step: int, clock: Clock, run_dirs: RunDirTransaction, hooks) -> None:
     clock.add_wall()
     for m in learners:
         m.save(step)
@@ -284,18 +239,8 @@ def _evaluate(learners: list[Learner], data: TrainingData, step: int, callbacks)
     keep_best's selection and the evaluation callbacks."""
     all_results = []
     for m in learners:
-        cfg, ev = m.cfg, m.cfg.eval
-        results = evaluate_targets(
-            m.model,
-            cfg,
-            data.info,
-            data.targets,
-            ev.episodes,
-            eval_mode(cfg, m.model),
-            ev.seed,
-            ev.max_steps,
-            data.device,
-        )
+        cfg = m.cfg
+        results = _rollouts(m, m.model, data, cfg.eval.episodes, cfg.eval.seed)
         m.model.train()
         with m.paths.metrics.open("a") as f:
             for r in without_timing(results):
@@ -309,6 +254,15 @@ def _evaluate(learners: list[Learner], data: TrainingData, step: int, callbacks)
             callback(step, results)
         all_results.append(results)
     return all_results
+
+
+def _rollouts(m: Learner, net, data: TrainingData, episodes: int, seed: int) -> list[TargetResult]:
+    """`episodes` rollouts per target of `net` (the learner's model, or its best checkpoint's) from `seed`, in the
+    mode and with the step limit of the run's config."""
+    cfg = m.cfg
+    return evaluate_targets(
+        net, cfg, data.info, data.targets, episodes, eval_mode(cfg, net), seed, cfg.eval.max_steps, data.device
+    )
 
 
 def _final_evaluation(learners: list[Learner], data: TrainingData, callbacks, resume_dir: Path) -> list[RunSummary]:
@@ -336,22 +290,10 @@ def _test_evaluation(m: Learner, summary: RunSummary, data: TrainingData) -> Non
     """eval.final_episodes episodes per target on the test seeds (eval.test_seed + i), which no training
     evaluation used: the last checkpoint's become the run's score, the best checkpoint's (train.keep_best,
     selected on the training evaluations) its honest score. Both are scored on the same episodes."""
-    cfg, ev = m.cfg, m.cfg.eval
+    ev = m.cfg.eval
 
     def scored(net):
-        return without_timing(
-            evaluate_targets(
-                net,
-                cfg,
-                data.info,
-                data.targets,
-                ev.final_episodes,
-                eval_mode(cfg, net),
-                ev.test_seed,
-                ev.max_steps,
-                data.device,
-            )
-        )
+        return without_timing(_rollouts(m, net, data, ev.final_episodes, ev.test_seed))
 
     last = scored(m.model)
     summary["eval"], summary["eval_all_targets"] = summarize_eval(last), last
