@@ -215,3 +215,40 @@ def snapshot(root: Path, dirs: bool = False, exclude: tuple[str, ...] = ()) -> d
         for p in sorted(root.rglob("*"))
         if p.name not in exclude and (p.is_file() or (dirs and p.is_dir()))
     }
+
+
+def one_line_error(capsys, *fragments):
+    """The one line a refused command wrote to stderr (no traceback), holding every fragment."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def flip_bytes(path: Path, count: int = 16) -> None:
+    """Invert the last `count` bytes of a file (a damaged checkpoint or export)."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - count, len(data)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def refused(capsys, argv: list[str], *fragments: str) -> str:
+    """Runs the CLI, expects exit 2 with one line on stderr holding every fragment; returns that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def tiny_train_argv(tmp_path: Path, source) -> list[str]:
+    """`train` of a tiny model for two steps on `source` into tmp_path/run (the config file written now)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"data:\n  source: [{source}]\n")
+    tiny = ["model.embed_dim=8", "model.n_layers=1", "train.steps=2", "train.batch_size=2", "eval.episodes=0"]
+    tiny.append("train.warmup_steps=1")
+    argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    return argv + [x for o in tiny for x in ("--set", o)]

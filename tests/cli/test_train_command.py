@@ -1,6 +1,8 @@
-"""Never lose a user's files: --force replaces only run directories and only once the new run has started,
-one process per run directory, non-finite values stop with one line, signals leave a checkpoint. Every case
-checks the exit code, a single line without a traceback, and that the files that existed are unchanged."""
+"""`decision-minrnn train` refuses bad input with one line and exit code 2, never touching what was there:
+--force replaces only run directories and only once the new run has started; one process per run directory;
+data checked against its environment before training; a non-finite loss, a signal or a full disk stops with
+one line and loses nothing; a resume refuses what would change what was trained. Every case checks the exit
+code, a single line without a traceback, and that the files that existed are unchanged."""
 
 import json
 import os
@@ -12,18 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_sets, cli_trained_run, save_weights_as_written, snapshot, tiny_config
+from helpers import (
+    cli_sets,
+    cli_trained_run,
+    flip_bytes,
+    one_line_error,
+    refused,
+    snapshot,
+    tiny_config,
+    tiny_train_argv,
+)
 
 from decision_minrnn.cli import main
 from decision_minrnn.rundir import foreign_entry
-
-
-def one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def test_force_refuses_a_directory_that_is_not_a_run(tmp_path, tiny_minari, capsys):
@@ -150,21 +153,6 @@ def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_min
     assert snapshot(Path(run), exclude=(".lock",)) == before
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--max-steps", "0"], "eval.max_steps must be > 0"),
-        (["--seed", "-1"], "eval.seed=-1 must be >= 0"),
-        (["--target-return", "inf"], "must be finite"),
-    ],
-)
-def test_evaluate_refuses_bad_numbers(tmp_path, tiny_minari, capsys, args, message):
-    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
-    capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", run, "--episodes", "1", *args]) == 2
-    one_line_error(capsys, message)
-
-
 def _start_training(tmp_path, dataset_id, run, steps=100000):
     path, overrides = tiny_config(tmp_path, dataset_id, steps, ["train.threads=1"])
     cmd = [
@@ -256,62 +244,12 @@ def test_the_default_recipe_fits():
     assert 50 * 2**20 < need < 500 * 2**20
 
 
-def _damage(run, how):
-    (ckpt,) = sorted((Path(run) / "checkpoints").glob("step-*"))[-1:]
-    state_file = ckpt / "state.json"
-    state = json.loads(state_file.read_text())
-    if how == "train.safetensors":
-        (ckpt / "train.safetensors").unlink()
-        return
-    if how.startswith("flip "):  # bytes flipped inside the tensor data: safetensors itself reads it happily
-        _flip_bytes(ckpt / how.split()[1])
-        return
-    if how == "step":
-        state["step"] = "abc"
-    elif how == "obs_norm":
-        state["data"]["obs_norm"]["mean"] = state["data"]["obs_norm"]["mean"][:3]
-    elif how == "config":
-        state["config"] = None
-    state_file.write_text(json.dumps(state))
-
-
-@pytest.mark.parametrize(
-    "how,message",
-    [
-        ("step", "step is 'abc'"),
-        ("obs_norm", "obs_norm must hold"),
-        ("config", "config is missing"),
-        ("train.safetensors", "has no train.safetensors"),
-        ("flip train.safetensors", "train.safetensors is damaged (its SHA-256"),
-        ("flip model.safetensors", "model.safetensors is damaged (its SHA-256"),
-    ],
-)
-def test_a_damaged_checkpoint_is_one_line_and_left_alone(tmp_path, tiny_minari, capsys, how, message):
-    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
-    _damage(run, how)
-    before = snapshot(Path(run), exclude=(".lock",))
-    capsys.readouterr()
-    assert main(["train", "--resume", "--run-dir", run, "--no-progress", "--set", "train.steps=20"]) == 2
-    one_line_error(capsys, message)
-    if how != "train.safetensors":
-        assert main(["evaluate", "--checkpoint", run, "--episodes", "1"]) == 2
-        one_line_error(capsys, "is damaged")
-    assert snapshot(Path(run), exclude=(".lock",)) == before
-
-
-def _flip_bytes(path: Path, count: int = 16) -> None:
-    data = bytearray(path.read_bytes())
-    for i in range(len(data) - count, len(data)):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def test_a_damaged_checkpoint_names_the_newest_intact_one_and_resume_goes_on_from_it(tmp_path, tiny_minari, capsys):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 20)
     run = tmp_path / "run"
     assert main(["train", "--config", str(path), "--run-dir", str(run), "--no-progress", *cli_sets(overrides)]) == 0
     first, newest = sorted((run / "checkpoints").glob("step-*"))
-    _flip_bytes(newest / "train.safetensors")  # the optimizer moments and RNG state a resume would load
+    flip_bytes(newest / "train.safetensors")  # the optimizer moments and RNG state a resume would load
     capsys.readouterr()
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=30"]) == 2
     one_line_error(capsys, f"the newest intact checkpoint is {first}")
@@ -319,75 +257,11 @@ def test_a_damaged_checkpoint_names_the_newest_intact_one_and_resume_goes_on_fro
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress", "--set", "train.steps=30"]) == 0
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [(["--device", "foo"], "--device='foo' is not a device"), (["--video", "FILE"], "is a file; give a directory")],
-)
-def test_evaluate_argument_errors_before_any_rollout(tmp_path, tiny_minari, capsys, args, message):
-    pytest.importorskip("imageio_ffmpeg")
-    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
-    (tmp_path / "FILE").write_text("keep")
-    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
-    capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", run, "--episodes", "1", *args]) == 2
-    one_line_error(capsys, message)
-    assert (tmp_path / "FILE").read_text() == "keep"
-
-
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message when CUDA is missing")
-def test_bench_on_a_missing_device_is_one_line(capsys):
-    assert main(["bench", "--quick", "--device", "cuda"]) == 2
-    one_line_error(capsys, "--device=cuda but no CUDA device is available")
-    assert main(["bench", "--quick", "--device", "foo"]) == 2
-    one_line_error(capsys, "is not a device")
-
-
 def test_malformed_yaml_names_line_and_column(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  source: [a, b\nmodel:\n  backbone: mingru\n")
     assert main(["train", "--config", str(bad)]) == 2
     one_line_error(capsys, "is not valid YAML at line 3, column")
-
-
-def test_string_rewards_in_an_hdf5_are_one_line(tmp_path, capsys):
-    import h5py
-    import numpy as np
-
-    path = tmp_path / "hopper-medium-v2.hdf5"
-    with h5py.File(path, "w") as f:
-        f["observations"] = np.zeros((4, 11))
-        f["actions"] = np.zeros((4, 3))
-        f["rewards"] = np.array([b"a", b"b", b"c", b"d"])
-        f["terminals"] = np.array([0, 0, 0, 1])
-        f["timeouts"] = np.zeros(4)
-    assert main(["datasets", "info", str(path)]) == 2
-    one_line_error(capsys, "rewards has dtype")
-
-
-def test_a_runs_root_that_is_a_file_and_a_read_only_run_dir(tmp_path, tiny_minari, capsys):
-    grid = tmp_path / "g.yaml"
-    path, overrides = tiny_config(tmp_path, tiny_minari[0], 4)
-    grid.write_text(f"datasets: {{hopper-medium: {path}}}\nbackbones: [mingru]\nset: {overrides}\n")
-    (tmp_path / "rootfile").write_text("x")
-    assert main(["sweep", "--grid", str(grid), "--runs-root", str(tmp_path / "rootfile"), "--no-ray"]) == 2
-    one_line_error(capsys, "rootfile")
-    if os.geteuid() == 0:
-        return  # root writes through read-only permissions; the case needs an unprivileged user
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    assert main(["train", "--config", str(path), "--run-dir", str(locked / "r"), *cli_sets(overrides)]) == 2
-    one_line_error(capsys, "Permission denied")
-
-
-def test_an_unlabelled_file_is_not_given_another_parts_environment(tmp_path, capsys):
-    from helpers import make_d4rl_file, synthetic_episodes
-
-    walker = make_d4rl_file(tmp_path / "walker2d-medium-v2.hdf5", synthetic_episodes(3, obs_dim=17, act_dim=6))
-    unknown = make_d4rl_file(tmp_path / "mystery.hdf5", synthetic_episodes(3, obs_dim=17, act_dim=6))
-    assert main(["datasets", "info", f"{unknown}+{walker}"]) == 2
-    one_line_error(capsys, "cannot tell which environment mystery comes from")
-    assert main(["datasets", "info", f"{unknown}+{walker}", "--env-id", "Walker2d-v5"]) == 0
 
 
 @pytest.mark.slow
@@ -440,49 +314,190 @@ def test_resume_after_a_kill_during_the_final_evaluation_keeps_the_final_loss(tm
     assert again["final_loss"] == first["final_loss"] and again["step"] == 10
 
 
-def test_evaluating_nan_weights_is_an_error_not_a_score(tmp_path, tiny_minari, capsys):
-    from safetensors.torch import load_file
+def _hdf5(tmp_path: Path, name: str, change=None, obs_dim=11, act_dim=3, lengths=None) -> Path:
+    import h5py
+    from helpers import make_d4rl_file, synthetic_episodes
 
-    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
-    (ckpt,) = sorted((Path(run) / "checkpoints").glob("step-*"))[-1:]
-    weights = load_file(str(ckpt / "model.safetensors"))
-    weights["predict_action.0.bias"][:] = float("nan")
-    save_weights_as_written(ckpt, weights)
-    capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", run, "--episodes", "2", "--max-steps", "20"]) == 2
-    one_line_error(capsys, "non-finite")
-
-
-def test_every_file_is_replaced_whole_or_not_at_all(tmp_path):
-    """rundir.replaced_atomically, behind every file the package writes outside a checkpoint (final.json,
-    config.yaml, scalars.csv, the sweep, the export pair, the report): an error while writing leaves every
-    earlier file byte for byte and no temporary; success replaces them all."""
-    from decision_minrnn.rundir import replaced_atomically, write_atomic
-
-    a, b = tmp_path / "a.onnx", tmp_path / "a.json"
-    a.write_text("old a")
-    b.write_text("old b")
-    with pytest.raises(OSError):
-        with replaced_atomically(a, b) as (tmp_a, tmp_b):
-            tmp_a.write_text("new a")
-            raise OSError(28, "No space left on device")  # as a full disk would, before the second file
-    assert (a.read_text(), b.read_text()) == ("old a", "old b")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.onnx"]
-    with replaced_atomically(a, b) as (tmp_a, tmp_b):
-        tmp_a.write_text("new a")
-        tmp_b.write_text("new b")
-    assert (a.read_text(), b.read_text()) == ("new a", "new b")
-    write_atomic(b, "newer b")
-    assert b.read_text() == "newer b" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.onnx"]
+    episodes = synthetic_episodes(len(lengths or [0] * 3), lengths=lengths, seed=2, obs_dim=obs_dim, act_dim=act_dim)
+    path = make_d4rl_file(tmp_path / name, episodes)
+    if change is not None:
+        with h5py.File(path, "a") as f:
+            change(f)
+    return path
 
 
-def test_a_temporary_left_by_a_kill_is_part_of_the_run(tmp_path, tiny_minari):
-    """A process killed between writing a temporary and renaming it leaves .NAME.tmp-PID in the run: it is
-    ours, so --force may still replace the run, and a file of the user's beside it is still refused."""
-    from decision_minrnn.rundir import is_run_dir
+def _scale(key, factor, column=None):
+    def change(f):
+        data = f[key][...]
+        if column is None:
+            data *= factor
+        else:
+            data[:, column] *= factor
+        f[key][...] = data
 
-    _, _, run = cli_trained_run(tmp_path, tiny_minari[0])
-    (Path(run) / ".final.json.tmp-4242").write_text("{")
-    assert is_run_dir(Path(run))
-    (Path(run) / "notes.tmp-1").write_text("mine")
-    assert not is_run_dir(Path(run))
+    return change
+
+
+def _no_episode_ends(f):
+    """The terminals and timeouts of every episode but the last gone: the file reads as one long episode."""
+    for key in ("terminals", "timeouts"):
+        flags = f[key][...]
+        flags[:-1] = False
+        f[key][...] = flags
+
+
+def _set(key, index, value):
+    def change(f):
+        f[key][index] = value
+
+    return change
+
+
+BAD_DATA = {
+    "walker2d data with a HalfCheetah env": (
+        dict(name="walker2d-medium-v2.hdf5", obs_dim=17, act_dim=6),
+        ["--set", "data.env_id=HalfCheetah-v5"],
+        "walker2d-medium-v2.hdf5 is walker2d data but data.env_id=HalfCheetah-v5 is halfcheetah",
+    ),
+    "actions x50": (
+        dict(name="hopper-medium-v2.hdf5", change=_scale("actions", 50.0)),
+        [],
+        "outside Hopper-v5's action space [-1, 1]",
+    ),
+    "a column of 1e30": (
+        dict(name="hopper-medium-v2.hdf5", change=_scale("observations", 1e30, column=5)),
+        [],
+        "observations hold -3.25e+29 at step 0, column 5, beyond any MuJoCo value",
+    ),
+    "a reward of 3e38": (
+        dict(name="hopper-medium-v2.hdf5", change=_set("rewards", 4, 3e38)),
+        [],
+        "rewards hold 3e+38 at step 4, beyond any MuJoCo value",
+    ),
+    # Issue 36, class 6: data whose units or episode ends are wrong, which trained and reported before.
+    "a reward of 9e5": (
+        dict(name="hopper-medium-v2.hdf5", change=_set("rewards", 4, 9e5)),
+        [],
+        "episode 0 step 4: reward 9e+05, beyond any hopper step",
+    ),
+    "observations x100": (
+        dict(name="hopper-medium-v2.hdf5", change=_scale("observations", 100.0), lengths=[30, 30, 30]),
+        [],
+        "episodes start",
+    ),
+    "no episode ends": (
+        dict(name="hopper-medium-v2.hdf5", change=_no_episode_ends, lengths=[600, 500, 400]),
+        [],
+        "episode 0 has 1500 steps, more than Hopper-v5's limit of 1000: its episode ends are missing",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+@pytest.mark.parametrize("command", ["train", "datasets info"])
+def test_data_is_checked_against_its_environment_before_training(tmp_path, capsys, case, command):
+    hdf5_kw, sets, message = BAD_DATA[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    path = _hdf5(data, **hdf5_kw)
+    if command == "train":
+        argv = tiny_train_argv(tmp_path, path) + sets
+    else:  # info's --env-id is what data.env_id is to train
+        argv = ["datasets", "info", str(path)] + (["--env-id", sets[1].split("=")[1]] if sets else [])
+    before = snapshot(tmp_path, dirs=True)
+    refused(capsys, argv, message)
+    assert snapshot(tmp_path, dirs=True) == before  # no run directory either
+
+
+def _put(relative: str, kind: str = "file"):
+    def put(run: Path) -> None:
+        target = run / relative
+        if kind == "file":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("the user's")
+        elif kind == "dir":
+            target.mkdir(parents=True)
+            (target / "inside.txt").write_text("the user's")
+        elif kind == "dir instead of file":
+            target.unlink()
+            target.mkdir()
+            (target / "kept.txt").write_text("the user's")
+        elif kind == "link":
+            target.unlink()
+            (run.parent / "elsewhere.jsonl").write_text("the user's")
+            target.symlink_to(run.parent / "elsewhere.jsonl")
+
+    return put
+
+
+FOREIGN = {
+    "a file in checkpoints/": (_put("checkpoints/notes.txt"), "checkpoints/notes.txt"),
+    "a file inside a checkpoint": (_put("checkpoints/step-00000002/mine.txt"), "checkpoints/step-00000002/mine.txt"),
+    "a file in tb/": (_put("tb/plot.png"), "tb/plot.png"),
+    "a folder in tb/": (_put("tb/sub", "dir"), "tb/sub"),
+    "a file in wandb/": (_put("wandb/notes.md"), "wandb/notes.md"),
+    "final.json as a folder": (_put("final.json", "dir instead of file"), "final.json"),
+    "config.yaml as a link": (_put("config.yaml", "link"), "config.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+def test_force_refuses_a_run_holding_anything_train_did_not_write(tmp_path, tiny_minari, capsys, case):
+    put, name = FOREIGN[case]
+    argv = tiny_train_argv(tmp_path, tiny_minari[0])
+    assert main(argv) == 0
+    put(tmp_path / "run")
+    before = snapshot(tmp_path, dirs=True)
+    refused(capsys, argv + ["--force"], "--force refused", f"it holds {name}, which train does not write",
+            "nothing was deleted")  # fmt: skip
+    assert snapshot(tmp_path, dirs=True) == before
+
+
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_during_the_final_evaluation_is_one_line(tmp_path, tiny_minari, capsys, monkeypatch, sig, code):
+    import os
+    import signal
+
+    import decision_minrnn.train as train_module
+
+    real = train_module.evaluate_targets
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal, sig))  # arrives while the rollouts run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_targets", signalled)
+    argv = tiny_train_argv(tmp_path, tiny_minari[0]) + ["--set", "eval.episodes=1", "--set", "eval.max_steps=5"]
+    run = tmp_path / "run"
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err == f"interrupted: {sig}: stopped at step 2 with a checkpoint; continue with --resume --run-dir {run}", (
+        err
+    )
+    assert not (run / "final.json").exists() and (run / "checkpoints" / "step-00000002").is_dir()
+    monkeypatch.setattr(train_module, "evaluate_targets", real)
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "final.json").read_text())["step"] == 2
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, tiny_minari, capsys, monkeypatch, force):
+    from safetensors import SafetensorError
+
+    import decision_minrnn.checkpoint as checkpoint_module
+
+    argv = tiny_train_argv(tmp_path, tiny_minari[0])
+    if force:
+        assert main(argv) == 0  # the earlier run that --force would replace
+    before = snapshot(tmp_path, dirs=True)
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_disk)
+    refused(capsys, argv + (["--force"] if force else []), "cannot write checkpoint", "step-00000002",
+            "the checkpoints before it are intact")  # fmt: skip
+    if force:
+        assert snapshot(tmp_path, dirs=True) == before  # the replaced run is back, byte for byte
+    else:
+        assert not list((tmp_path / "run").glob("checkpoints/*"))  # no half-written checkpoint
