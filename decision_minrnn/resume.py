@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import Config, config_from_dict, load_config, resume_changes
+from .config import Config, config_from_dict, load_config, resume_changes, validate
 from .device import amp_reason, resolve_amp, resolve_device
 from .errors import CheckpointError, ConfigError, UsageError
 from .rundir import RunDir, check_run_dir, probe_lock
@@ -75,6 +75,8 @@ def _open(cfg: Config | None, paths: RunDir, index: int, resume: bool, force: bo
         # train.steps, evaluation and logging settings: config.RESUME_MAY_CHANGE).
         saved = config_from_dict(ckpt.state["config"])
         built = config_from_dict(ckpt.state["config"], overrides)
+        if overrides:  # what is set now meets a new run's rules (a budget that cannot learn, a setting doing nothing)
+            built = validate(built, new_run=True)
     elif cfg is None:  # stopped before its first checkpoint: it starts again from the config it wrote
         if not paths.config.is_file():
             raise UsageError(

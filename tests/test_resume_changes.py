@@ -99,3 +99,16 @@ def test_resuming_a_directory_with_nothing_in_it_is_one_line(tmp_path, capsys):
             f"error: nothing to resume in {run}: no checkpoint and no config.yaml; start the run with --config FILE"
         ), err
     assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "missing").exists()
+
+
+def test_what_a_resume_sets_meets_a_new_runs_rules(stopped_run, capsys):
+    """An override on resume is held to the rules a new run's config is (config._check_budget): an evaluation
+    cadence beyond the run's steps would silently never evaluate."""
+    before = snapshot(stopped_run)
+    assert (
+        main(["train", "--resume", "--run-dir", str(stopped_run), "--no-progress", "--set", "train.eval_every=1000"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.eval_every=1000 is beyond train.steps=20" in err, err
+    assert snapshot(stopped_run) == before
