@@ -4,8 +4,8 @@
 # work tree, the runs already committed under docs/ copied in first (the sweep skips them), and a loop that
 # harvests each finished run into docs/ every 5 minutes (the clone's scripts/harvest_grid.sh; committing stays yours).
 #     scripts/grid_background.sh bench-cpu-nine 770b98e
-# Logs: ~/GRID.log (the sweep), ~/GRID-harvest.log. Stop: kill -INT the pids in ~/GRID.pids (the sweep stops its Ray workers; a run
-# cut off resumes from its last checkpoint next time).
+# Logs: ~/GRID.log (the sweep), ~/GRID-harvest.log. Stop: scripts/grid_stop.sh GRID (the sweep, the harvester and
+# the Ray workers; a run cut off resumes from its last checkpoint next time).
 set -eu
 if [ $# -ne 2 ]; then
   echo "usage: scripts/grid_background.sh GRID_NAME PINNED_COMMIT (e.g. bench-cpu-nine 770b98e)" >&2
