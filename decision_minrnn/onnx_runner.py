@@ -40,7 +40,7 @@ def _load_beside(module: str):
     return loaded
 
 
-views, check = _load_beside("views"), _load_beside("policy_inputs")
+views, inputs = _load_beside("views"), _load_beside("policy_inputs")
 
 
 class PolicyInputError(ValueError):
@@ -81,7 +81,7 @@ class OnnxPolicy:
             raise PolicyInputError(f"{meta_path} is not the metadata of an export ({_first_line(exc)})") from None
         if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all() and (self.std > 0).all()):
             raise PolicyInputError(f"{meta_path}: obs_mean / obs_std must be finite, with every std > 0")
-        self.target_return = check.target_return(self.target_return, PolicyInputError)
+        self.target_return = inputs.check_target_return(self.target_return, PolicyInputError)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -105,8 +105,9 @@ class OnnxPolicy:
     def reset(self, n: int = 1, target_return: float | None = None, seeds=None) -> None:
         """seeds: the environments' reset seeds, which a flicker view draws its dropped frames from (default
         0..n-1), as Policy.reset. Refuses what Policy.reset refuses."""
-        n = check.episode_count(n, PolicyInputError)
-        target = check.target_return(self.target_return if target_return is None else target_return, PolicyInputError)
+        n = inputs.check_episode_count(n, PolicyInputError)
+        target = self.target_return if target_return is None else target_return
+        target = inputs.check_target_return(target, PolicyInputError)
         self.n = n
         self.view_stream = self.view.start(n, range(n) if seeds is None else list(seeds))
         self.rtg = np.full((n, 1), target / self.meta["rtg_scale"], dtype=np.float32)
@@ -121,12 +122,12 @@ class OnnxPolicy:
     def act(self, obs, reward=None) -> np.ndarray:
         """obs (obs_dim,) or (N, obs_dim) raw; reward (N,) of the previous step or None at the first step."""
         single = np.ndim(obs) == 1
-        obs = check.observations(obs, self.env_obs_dim, self.view.name, PolicyInputError)
-        if not check.same_batch(obs.shape[0], self.n, reward, PolicyInputError):
+        obs = inputs.check_observations(obs, self.env_obs_dim, self.view.name, PolicyInputError)
+        if not inputs.check_same_batch(obs.shape[0], self.n, reward, PolicyInputError):
             self.reset(obs.shape[0])
         rtg = self.rtg
         if reward is not None:
-            r = check.rewards(reward, self.n, PolicyInputError)
+            r = inputs.check_rewards(reward, self.n, PolicyInputError)
             # RTG_{t+1} = RTG_t - r_t / scale, in float32 as the torch policy computes it
             rtg = rtg - r.astype(np.float32)[:, None] / np.float32(self.meta["rtg_scale"])
         shown = self.view_stream.step(obs, self.t)

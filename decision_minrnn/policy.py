@@ -26,12 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import policy_inputs as check
 from .acting import RecurrentActor, WindowActor, cpu_threads
 from .choices import POLICY_MODES
 from .data.info import DataInfo
 from .envs.make import action_bounds
 from .errors import DivergedError, EnvError, UsageError
+from .policy_inputs import (
+    check_episode_count,
+    check_episode_starts,
+    check_observations,
+    check_rewards,
+    check_same_batch,
+    check_target_return,
+)
 from .runs import acting_window, env_of, eval_targets, model_from_checkpoint
 from .views import ViewStream
 
@@ -87,7 +94,7 @@ class Policy:
         self.model, self.data = model.eval(), data
         self.device = torch.device(device)
         self.mode, self.context_len, self.rtg_scale = mode, context_len, rtg_scale
-        self.target_return, self.targets = check.target_return(target_return, UsageError), targets
+        self.target_return, self.targets = check_target_return(target_return, UsageError), targets
         self.threads = threads
         self.env_id, self.view, self.obs_norm = data.env_id, data.view, data.obs_norm
         self.obs_dim, self.act_dim, self.env_obs_dim = model.obs_dim, model.act_dim, data.view.env_obs_dim
@@ -132,8 +139,8 @@ class Policy:
         """Start n episodes, conditioned on target_return (raw; default: the policy's). seeds: the seeds the
         n environments were reset with, which a flicker view draws each episode's dropped frames from, as
         `evaluate` does (default 0..n-1); other views ignore them."""
-        n = check.episode_count(n, UsageError)
-        target = self.target_return if target_return is None else check.target_return(target_return, UsageError)
+        n = check_episode_count(n, UsageError)
+        target = self.target_return if target_return is None else check_target_return(target_return, UsageError)
         # inside inference_mode, as every later step's tensors are: a compiled step guards on the difference
         with torch.inference_mode(), cpu_threads(self.threads, self.device):
             self.state = self.initial_state(n, target, seeds)
@@ -145,9 +152,9 @@ class Policy:
         for the previous action (None at an episode's first step). Returns the action(s), clipped to the
         action space when it is known, with the shape of the input's batch."""
         single = np.ndim(obs) == 1
-        obs = check.observations(obs, self.env_obs_dim, self.view.name, UsageError)
+        obs = check_observations(obs, self.env_obs_dim, self.view.name, UsageError)
         started = 0 if self.state is None else self.state.rtg.shape[0]
-        if not check.same_batch(obs.shape[0], started, reward, UsageError):
+        if not check_same_batch(obs.shape[0], started, reward, UsageError):
             self.reset(obs.shape[0])
         action, self.state = self._step_numpy(obs, reward, self.state)
         return action[0] if single else action
@@ -162,13 +169,13 @@ class Policy:
         policy stays conditioned on the full target. The policy is deterministic: `deterministic` is
         accepted for compatibility only."""
         single = np.ndim(obs) == 1
-        obs = check.observations(obs, self.env_obs_dim, self.view.name, UsageError)
+        obs = check_observations(obs, self.env_obs_dim, self.view.name, UsageError)
         if state is None:
             state = self.initial_state(obs.shape[0], self.target_return)
         elif state.rtg.shape[0] != obs.shape[0]:
             raise UsageError(f"predict() got {obs.shape[0]} observations for a state of {state.rtg.shape[0]} envs")
         if episode_start is not None:
-            starts = check.episode_starts(episode_start, obs.shape[0], UsageError)
+            starts = check_episode_starts(episode_start, obs.shape[0], UsageError)
             if starts.any():
                 state = self._restart(state, starts)
                 if reward is not None:  # a new episode has no previous reward
@@ -192,7 +199,7 @@ class Policy:
         reward (N,) or None -> (action (N, act_dim), new state)."""
         rtg = state.rtg
         if reward is not None:
-            reward = torch.as_tensor(check.rewards(reward, rtg.shape[0], UsageError), dtype=torch.float32)
+            reward = torch.as_tensor(check_rewards(reward, rtg.shape[0], UsageError), dtype=torch.float32)
             rtg = rtg - reward.to(self.device).unsqueeze(1) / self.rtg_scale  # RTG_{t+1} = RTG_t - r_t / scale (DT)
         timestep = state.t.clamp(max=self.model.max_ep_len - 1)
         obs = (obs - self._mean) / self._std

@@ -8,21 +8,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def episode_count(n, error: type[Exception]) -> int:
+def check_episode_count(n, error: type[Exception]) -> int:
     """reset(n): the number of episodes, an integer >= 1 (not a bool, not 2.5)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise error(f"reset(n={n!r}): n must be an integer >= 1 (the number of episodes)")
     return int(n)
 
 
-def target_return(value, error: type[Exception]) -> float:
+def check_target_return(value, error: type[Exception]) -> float:
     target = float(value)
     if not np.isfinite(target):
         raise error(f"target return {value} is not finite")
     return target
 
 
-def observations(obs, env_obs_dim: int, view_name: str, error: type[Exception]) -> np.ndarray:
+def check_observations(obs, env_obs_dim: int, view_name: str, error: type[Exception]) -> np.ndarray:
     """The env's whole observations, (env_obs_dim,) or (N, env_obs_dim), as (N, env_obs_dim) float32."""
     array = np.asarray(obs, dtype=np.float32)
     if array.ndim == 1:
@@ -38,7 +38,7 @@ def observations(obs, env_obs_dim: int, view_name: str, error: type[Exception]) 
     return array
 
 
-def same_batch(n_obs: int, started: int, reward, error: type[Exception]) -> bool:
+def check_same_batch(n_obs: int, started: int, reward, error: type[Exception]) -> bool:
     """act(): whether the batch is the one reset() started. Another size with a reward is a batch that changed
     mid-episode (a mistake, refused); without one it starts new episodes (False)."""
     if n_obs == started:
@@ -48,7 +48,7 @@ def same_batch(n_obs: int, started: int, reward, error: type[Exception]) -> bool
     return False
 
 
-def rewards(reward, n: int, error: type[Exception]) -> np.ndarray:
+def check_rewards(reward, n: int, error: type[Exception]) -> np.ndarray:
     """The reward each of n envs received for the previous action, (n,) float64."""
     values = np.asarray(reward, dtype=np.float64).reshape(-1)
     if values.shape[0] != n or not np.isfinite(values).all():
@@ -56,7 +56,7 @@ def rewards(reward, n: int, error: type[Exception]) -> np.ndarray:
     return values
 
 
-def episode_starts(flags, n: int, error: type[Exception]) -> np.ndarray:
+def check_episode_starts(flags, n: int, error: type[Exception]) -> np.ndarray:
     """predict()'s episode_start: n booleans (or 0/1 integers), as (n,) bool."""
     array = np.asarray(flags)
     if array.size != n or not (array.dtype == bool or np.issubdtype(array.dtype, np.integer)):
