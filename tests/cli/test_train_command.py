@@ -90,27 +90,8 @@ def test_force_whose_new_run_diverges_puts_the_old_run_back(tmp_path, tiny_minar
     capsys.readouterr()
     # An infinite learning rate is finite-checked away, so diverge through a huge one: the first update
     # overflows the weights and the next loss is not finite.
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(path),
-                "--run-dir",
-                run,
-                "--force",
-                "--no-progress",
-                *sets,
-                "--set",
-                "train.lr=1e20",
-                "--set",
-                "train.warmup_steps=0",
-                "--set",
-                "train.grad_clip=1e10",
-            ]
-        )
-        == 2
-    )
+    diverging = cli_sets(["train.lr=1e20", "train.warmup_steps=0", "train.grad_clip=1e10"])
+    assert main(["train", "--config", str(path), "--run-dir", run, "--force", "--no-progress", *sets, *diverging]) == 2
     one_line_error(capsys, "loss became", "at step", "no checkpoint was written")
     assert snapshot(Path(run), exclude=(".lock",)) == before
     assert not [p for p in Path(run).parent.iterdir() if ".replaced-" in p.name]
@@ -131,42 +112,23 @@ def test_resume_with_an_incompatible_override_changes_nothing(tmp_path, tiny_min
     path, sets, run = cli_trained_run(tmp_path, tiny_minari[0])
     before = snapshot(Path(run), exclude=(".lock",))
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "train",
-                "--resume",
-                "--run-dir",
-                run,
-                "--no-progress",
-                "--set",
-                "model.backbone=transformer",
-                "--set",
-                "train.steps=20",
-            ]
-        )
-        == 2
-    )
+    changed = cli_sets(["model.backbone=transformer", "train.steps=20"])
+    assert main(["train", "--resume", "--run-dir", run, "--no-progress", *changed]) == 2
     one_line_error(capsys, "--resume cannot change model.backbone (mingru -> transformer)")
     assert main(["train", "--resume", "--run-dir", run, "--config", str(path), "--no-progress"]) == 2
     one_line_error(capsys, "--config would be ignored")
     assert snapshot(Path(run), exclude=(".lock",)) == before
 
 
+def _train_in_a_fresh_interpreter(path, run, overrides) -> list[str]:
+    """`decision-minrnn train` as a user runs it: its own process."""
+    argv = ["train", "--config", str(path), "--no-progress", "--run-dir", str(run), *cli_sets(overrides)]
+    return [sys.executable, "-m", "decision_minrnn.cli", *argv]
+
+
 def _start_training(tmp_path, dataset_id, run, steps=100000):
     path, overrides = tiny_config(tmp_path, dataset_id, steps, ["train.threads=1"])
-    cmd = [
-        sys.executable,
-        "-m",
-        "decision_minrnn.cli",
-        "train",
-        "--config",
-        str(path),
-        "--no-progress",
-        "--run-dir",
-        str(run),
-        *cli_sets(overrides),
-    ]
+    cmd = _train_in_a_fresh_interpreter(path, run, overrides)
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
     ckpts = run / "checkpoints"
     deadline = time.time() + 120
@@ -268,18 +230,7 @@ def test_malformed_yaml_names_line_and_column(tmp_path, capsys):
 def test_two_trainings_started_together_into_one_new_directory(tmp_path, tiny_minari):
     path, overrides = tiny_config(tmp_path, tiny_minari[0], 40, ["train.threads=1"])
     run = tmp_path / "shared"
-    cmd = [
-        sys.executable,
-        "-m",
-        "decision_minrnn.cli",
-        "train",
-        "--config",
-        str(path),
-        "--no-progress",
-        "--run-dir",
-        str(run),
-        *cli_sets(overrides),
-    ]
+    cmd = _train_in_a_fresh_interpreter(path, run, overrides)
     procs = [
         subprocess.Popen(cmd + ["--set", f"train.seed={seed}"], stderr=subprocess.PIPE, text=True) for seed in (1, 2)
     ]
