@@ -161,12 +161,17 @@ def test_compiled_policy_acts_like_the_eager_one(runs, variant, recwarn):
 )
 @pytest.mark.parametrize("variant", [("mingru", "interleaved"), ("minlstm", "fused")], ids=lambda v: "-".join(v))
 def test_the_compiled_step_is_one_graph_compiled_once_per_batch_size(runs, variant):
-    """What made the compiled Policy slower than the eager one at 10 envs (docs/speed.md 4a): the scan's out=
-    writes broke the traced step's graph in every layer, and an episode's first step (return-to-go made outside
-    inference_mode) missed the graph compiled for the later ones. One graph, and no recompile after reset()."""
+    """What made the compiled Policy slower than the eager one at 10 envs (docs/speed.md 4a): the scan broke the
+    traced step's graph in every layer (its out= writes; or, once opaque_to_compile ran, the opaque call), and an
+    episode's first step (return-to-go made outside inference_mode, or a state of other strides) missed the
+    graph compiled for the later ones. One graph, and no recompile after reset()."""
     from decision_minrnn.models.step import RecurrentStep, flatten_state
+    from decision_minrnn.nn.scan import opaque_to_compile
 
     torch._dynamo.reset()  # other tests' graphs of the same code would count as recompiles
+    # As in a process that compiled a training run first (what CI's order once did): the scans are then opaque,
+    # and the step's short sequences must still unroll into one graph (nn/scan.py UNROLL_STEPS).
+    opaque_to_compile()
     policy = load_policy(runs[variant], compile=True)
     obs = np.random.default_rng(0).normal(size=(2, 11))
     policy.reset(2)  # compiles for 2 envs

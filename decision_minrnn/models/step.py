@@ -43,4 +43,6 @@ class RecurrentStep(nn.Module):
     def forward(self, obs, rtg, timestep, prev_action, first, *state_flat):
         state = unflatten_state(self.template, list(state_flat))
         action, state = self.model.step(obs, rtg, timestep, prev_action, first.view(-1) > 0.5, state)
-        return (action, *flatten_state(state))
+        # contiguous, as initial_state's are: a state that is a view (the last step of a scan's output) has other
+        # strides, and the compiled step would compile a second graph for the steps after an episode's first
+        return (action, *[s.contiguous() for s in flatten_state(state)])

@@ -65,14 +65,6 @@ def _sequential_forward(a_tm, b_tm, h0, reverse=False):
     reverse=True:  g_t = b_t + a_{t+1} g_{t+1}, with g_T = 0 (the adjoint recurrence of the backward).
     """
     T = a_tm.shape[0]
-    if torch.compiler.is_compiling() and not reverse:
-        # Dynamo cannot trace out= into a slice of a strided buffer (a graph break in every layer of the compiled
-        # Policy's step); the same addcmul per step, stacked, traces whole.
-        steps, h = [], h0
-        for t in range(T):
-            h = b_tm[t] if h is None else torch.addcmul(b_tm[t], a_tm[t], h)
-            steps.append(h)
-        return torch.stack(steps)
     out = torch.empty_like(b_tm)
     if not reverse:
         if h0 is None:
@@ -225,10 +217,11 @@ def scan_chunked(
 
 def opaque_to_compile() -> None:
     """Hide the scans from torch.compile: its tracer would unroll their time loop T times. With the scans
-    opaque, compiling a model still fuses the elementwise gate math around them. Called by every path of
-    this package that compiles (train.compile, compile_gates, Policy(compile=True)); call it yourself before
-    torch.compile-ing one of our modules. Not done at import, because torch.compiler.disable imports
-    torch._dynamo, which doubles the start-up of every command (docs/speed.md section 8)."""
+    opaque, compiling a model still fuses the elementwise gate math around them. Called by the paths of this
+    package that compile training (train.compile, compile_gates); call it yourself before torch.compile-ing one
+    of our modules over long sequences. A sequence of at most UNROLL_STEPS tokens (the compiled Policy's step)
+    is unrolled into the graph either way (linear_scan). Not done at import, because torch.compiler.disable
+    imports torch._dynamo, which doubles the start-up of every command (docs/speed.md section 8)."""
     global scan_sequential, scan_chunked
     if not getattr(scan_sequential, "_opaque", False):
         scan_sequential = torch.compiler.disable(scan_sequential)
@@ -242,6 +235,21 @@ def resolve_method(method: str, device: torch.device) -> str:
     if method not in SCAN_METHODS:
         raise ValueError(f"unknown scan method {method!r}; choose one of auto, {', '.join(SCAN_METHODS)}")
     return method
+
+
+# Under torch.compile, sequences up to this long (one env step's tokens: the compiled Policy) are unrolled into the
+# graph: an opaque scan (opaque_to_compile) would break it in every layer, and the scans' out= writes into a
+# strided buffer cannot be traced.
+UNROLL_STEPS = 4
+
+
+def _unrolled(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """The sequential scan's addcmul per step, stacked: what torch.compile traces whole for a short sequence."""
+    steps, h = [], h0
+    for t in range(a.shape[1]):
+        h = b[:, t] if h is None else torch.addcmul(b[:, t], a[:, t], h)
+        steps.append(h)
+    return torch.stack(steps, dim=1)
 
 
 def linear_scan(
@@ -259,6 +267,8 @@ def linear_scan(
     with torch.autocast(device_type=a.device.type, enabled=False):
         a, b, h0 = at_least_float32(a), at_least_float32(b), at_least_float32(h0)
         h0 = None if h0 is None else h0.to(a.dtype)
+        if torch.compiler.is_compiling() and a.shape[1] <= UNROLL_STEPS and method != "log":
+            return _unrolled(a, b, h0)
         if method == "log":
             return scan_log(torch.log(a), torch.log(b), h0)
         if method == "chunked":
