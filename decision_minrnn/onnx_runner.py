@@ -121,8 +121,7 @@ class OnnxPolicy:
 
     def act(self, obs, reward=None) -> np.ndarray:
         """obs (obs_dim,) or (N, obs_dim) raw; reward (N,) of the previous step or None at the first step."""
-        single = np.ndim(obs) == 1
-        obs = inputs.check_observations(obs, self.env_obs_dim, self.view.name, PolicyInputError)
+        obs, single = inputs.check_observations(obs, self.env_obs_dim, self.view.name, PolicyInputError)
         if not inputs.check_same_batch(obs.shape[0], self.n, reward, PolicyInputError):
             self.reset(obs.shape[0])
         rtg = self.rtg

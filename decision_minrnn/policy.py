@@ -151,8 +151,7 @@ class Policy:
         """obs: one raw observation (obs_dim,) or a batch (N, obs_dim); reward: the reward each env received
         for the previous action (None at an episode's first step). Returns the action(s), clipped to the
         action space when it is known, with the shape of the input's batch."""
-        single = np.ndim(obs) == 1
-        obs = check_observations(obs, self.env_obs_dim, self.view.name, UsageError)
+        obs, single = check_observations(obs, self.env_obs_dim, self.view.name, UsageError)
         started = 0 if self.state is None else self.state.rtg.shape[0]
         if not check_same_batch(obs.shape[0], started, reward, UsageError):
             self.reset(obs.shape[0])
@@ -168,8 +167,7 @@ class Policy:
         Stable-Baselines3 passes no rewards; give `reward` to lower the return-to-go as DT does, or the
         policy stays conditioned on the full target. The policy is deterministic: `deterministic` is
         accepted for compatibility only."""
-        single = np.ndim(obs) == 1
-        obs = check_observations(obs, self.env_obs_dim, self.view.name, UsageError)
+        obs, single = check_observations(obs, self.env_obs_dim, self.view.name, UsageError)
         if state is None:
             state = self.initial_state(obs.shape[0], self.target_return)
         elif state.rtg.shape[0] != obs.shape[0]:

@@ -16,16 +16,24 @@ def check_episode_count(n, error: type[Exception]) -> int:
 
 
 def check_target_return(value, error: type[Exception]) -> float:
-    target = float(value)
+    try:
+        target = float(value)
+    except (TypeError, ValueError):
+        raise error(f"target return {value!r} is not a number") from None
     if not np.isfinite(target):
         raise error(f"target return {value} is not finite")
     return target
 
 
-def check_observations(obs, env_obs_dim: int, view_name: str, error: type[Exception]) -> np.ndarray:
-    """The env's whole observations, (env_obs_dim,) or (N, env_obs_dim), as (N, env_obs_dim) float32."""
-    array = np.asarray(obs, dtype=np.float32)
-    if array.ndim == 1:
+def check_observations(obs, env_obs_dim: int, view_name: str, error: type[Exception]) -> tuple[np.ndarray, bool]:
+    """The env's whole observations, (env_obs_dim,) or (N, env_obs_dim), as (N, env_obs_dim) float32, and whether
+    a single one came (its action goes back unbatched)."""
+    try:
+        array = np.asarray(obs, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise error(f"observation {_short(obs)} is not an array of numbers") from None
+    single = array.ndim == 1
+    if single:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != env_obs_dim:
         seen = "" if view_name == "full" else f" (whole; we take the {view_name} view)"
@@ -35,7 +43,7 @@ def check_observations(obs, env_obs_dim: int, view_name: str, error: type[Except
         )
     if not np.isfinite(array).all():
         raise error("observation contains NaN or inf")
-    return array
+    return array, single
 
 
 def check_same_batch(n_obs: int, started: int, reward, error: type[Exception]) -> bool:
@@ -50,7 +58,10 @@ def check_same_batch(n_obs: int, started: int, reward, error: type[Exception]) -
 
 def check_rewards(reward, n: int, error: type[Exception]) -> np.ndarray:
     """The reward each of n envs received for the previous action, (n,) float64."""
-    values = np.asarray(reward, dtype=np.float64).reshape(-1)
+    try:
+        values = np.asarray(reward, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise error(f"reward must hold {n} finite values, got {_short(reward)}") from None
     if values.shape[0] != n or not np.isfinite(values).all():
         raise error(f"reward must hold {n} finite values")
     return values
@@ -62,3 +73,8 @@ def check_episode_starts(flags, n: int, error: type[Exception]) -> np.ndarray:
     if array.size != n or not (array.dtype == bool or np.issubdtype(array.dtype, np.integer)):
         raise error(f"episode_start must hold {n} booleans (one per observation), got {array.tolist()!r}")
     return array.astype(bool).reshape(-1)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -126,8 +126,11 @@ def test_onnx_policy_refuses_what_the_torch_policy_refuses(exported, case):
         (lambda p, obs: p.reset(0), "n must be an integer >= 1"),
         (lambda p, obs: p.reset(2, target_return=float("nan")), "is not finite"),
         (lambda p, obs: p.act(obs[:1], [1.0]), "act() got 1 observations but reset() started 2 episodes"),
+        (lambda p, obs: p.reset(2, target_return="high"), "target return 'high' is not a number"),
+        (lambda p, obs: p.act(obs, ["a", "b"]), "reward must hold 2 finite values, got ['a', 'b']"),
+        (lambda p, obs: p.act([[1.0, 2.0], [3.0]]), "observation [[1.0, 2.0], [3.0]] is not an array of numbers"),
     ],
-    ids=["reset-2.5", "reset-0", "nan-target", "batch-shrinks-mid-episode"],
+    ids=["reset-2.5", "reset-0", "nan-target", "batch-shrinks-mid-episode", "text-target", "text-reward", "ragged"],
 )
 def test_the_torch_and_onnx_policies_refuse_the_same_calls(exported, tmp_path, call, message):
     """Issue 36, class 8: the Python API refuses with its one-line error (UsageError, PolicyInputError), never a
