@@ -71,7 +71,7 @@ def train(
         raise UsageError("train() without a config continues a run: it needs resume=True")
     resume_dir = Path(run_dir)
     seeds = RunDir(run_dir).member_seeds() if cfg is None else list(cfg.train.seeds)
-    cfgs = [cfg and member_config(cfg, seed) for seed in seeds] if seeds else [cfg]
+    cfgs = [None if cfg is None else member_config(cfg, seed) for seed in seeds] if seeds else [cfg]
     run_dirs = [RunDir(run_dir).member(seed).root for seed in seeds] if seeds else [resume_dir]
     with _threads_restored():
         # 1. open the runs: a run that finished already has its final.json as its summary
