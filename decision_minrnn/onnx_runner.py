@@ -74,14 +74,15 @@ class OnnxPolicy:
             self.std = np.asarray(m["obs_std"], dtype=np.float32).reshape(self.obs_dim)
             self.low = np.asarray(m["action_low"], dtype=np.float32).reshape(self.act_dim)
             self.high = np.asarray(m["action_high"], dtype=np.float32).reshape(self.act_dim)
-            target = m["target_returns"][0] if target_return is None else target_return
-            self.target_return = float(target)
+            first_target = float(m["target_returns"][0])
             float(m["rtg_scale"]), int(m["max_ep_len"]), list(m["state"])
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise PolicyInputError(f"{meta_path} is not the metadata of an export ({_first_line(exc)})") from None
         if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all() and (self.std > 0).all()):
             raise PolicyInputError(f"{meta_path}: obs_mean / obs_std must be finite, with every std > 0")
-        self.target_return = inputs.check_target_return(self.target_return, PolicyInputError)
+        # the caller's target is checked as the caller's, not blamed on the metadata
+        target = first_target if target_return is None else target_return
+        self.target_return = inputs.check_target_return(target, PolicyInputError)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -119,6 +119,14 @@ def test_onnx_policy_refuses_what_the_torch_policy_refuses(exported, case):
 
 
 @pytest.mark.slow  # ONNX exports
+def test_a_target_that_is_not_a_number_is_the_callers_error_not_the_metadatas(exported):
+    from decision_minrnn.onnx_runner import OnnxPolicy, PolicyInputError
+
+    with pytest.raises(PolicyInputError, match=re.escape("target return 'high' is not a number")):
+        OnnxPolicy(exported, target_return="high")
+
+
+@pytest.mark.slow  # ONNX exports
 @pytest.mark.parametrize(
     "call,message",
     [
