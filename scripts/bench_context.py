@@ -2,6 +2,7 @@
 
     python scripts/bench_context.py --contexts 20 100 300 1000            # prints JSON
     python scripts/bench_context.py --contexts 20 1000 --repeats 1 --quick   # a smoke run
+    python scripts/bench_context.py --act-only --act-layouts fused interleaved  # acting only, both token layouts
 
 Training: one optimizer step (forward, masked MSE, backward, AdamW) of a DT-size model (embed 128, 3 layers,
 Hopper's dims) per backbone and token layout, on batches of about --timesteps real timesteps (batch =
@@ -170,7 +171,7 @@ def mujoco_step_ms(n_steps: int = 500) -> float:
     return seconds / n_steps * 1e3
 
 
-def acting_fns(K: int, n_envs: int, steps: int) -> dict:
+def acting_fns(K: int, n_envs: int, steps: int, layout: str = "fused") -> dict:
     """Zero-argument functions, each acting `steps` env steps for n_envs episodes at step K of an episode."""
     norm = ObsNormalizer(np.zeros(OBS_DIM, np.float32), np.ones(OBS_DIM, np.float32))
     data = DataInfo("random", OBS_DIM, ACT_DIM, norm)
@@ -178,7 +179,7 @@ def acting_fns(K: int, n_envs: int, steps: int) -> dict:
     reward = np.ones(n_envs)
     fns = {}
     for name in ("mingru", "minlstm"):
-        model, _ = build(name, K, "fused")
+        model, _ = build(name, K, layout)
         policy = Policy(model, data, 3600.0, context_len=K, mode="recurrent")
 
         def recurrent(policy=policy):
@@ -188,7 +189,7 @@ def acting_fns(K: int, n_envs: int, steps: int) -> dict:
                 _, state = policy.predict(obs, state, reward=reward)
 
         fns[f"{name}_recurrent"] = recurrent
-    model, _ = build("transformer", K, "fused")
+    model, _ = build("transformer", K, layout)
     for cached in (True, False):
         # with the cache: room for the K - 1 steps already seen and the timed ones; without: DT's K-step window
         window = K - 1 + steps if cached else K
@@ -223,6 +224,8 @@ def prefilled(policy: Policy, n: int, filled: int):
                 w["timesteps"][:, :filled],
                 w["prev_act"][:, :filled],
             )
+            if m.token_layout == "interleaved":  # the cache holds (R_t, s_t) of the last step, not a_t (not yet acted)
+                tokens = tokens[:, :-1]
             m.backbone.forward_cached(tokens, w["kv"], 0)
         w["kv_len"][:] = tokens.shape[1]
     return state
@@ -249,11 +252,11 @@ def memory_rows(contexts, timesteps: int) -> list[dict]:
     return rows
 
 
-def act_rows(contexts, n_envs: int, steps: int, repeats: int) -> list[dict]:
+def act_rows(contexts, n_envs: int, steps: int, repeats: int, layout: str = "fused") -> list[dict]:
     rows = []
     torch.set_num_threads(1)  # the Policy's default while acting (policy.cpu_threads)
     for K in contexts:
-        fns = acting_fns(K, n_envs, steps)
+        fns = acting_fns(K, n_envs, steps, layout)
         fns["mujoco_step"] = lambda: [mujoco_step_ms(steps * n_envs)]
         times = time_interleaved(fns, repeats, torch.device("cpu"))
         per_env_step = {k: v / (steps * n_envs) * 1e3 for k, v in times.items()}
@@ -261,6 +264,7 @@ def act_rows(contexts, n_envs: int, steps: int, repeats: int) -> list[dict]:
         rows.append(
             {
                 "K": K,
+                "layout": layout,
                 "envs": n_envs,
                 "ms_per_env_step": {k: round(v, 4) for k, v in per_env_step.items()},
                 "mujoco_ms_per_env_step": round(mujoco, 4),
@@ -282,6 +286,14 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--quick", action="store_true", help="training rows only for K's ends, no memory")
     parser.add_argument("--memory-only", action="store_true", help="only the peak memory of each training row")
+    parser.add_argument("--act-only", action="store_true", help="only the acting rows (no training, no memory)")
+    parser.add_argument(
+        "--act-layouts",
+        nargs="+",
+        choices=["fused", "interleaved"],
+        default=["fused"],
+        help="token layouts of the acting rows (fused: the memory study's; interleaved: the package's default)",
+    )
     parser.add_argument("--memory-of", nargs=4, metavar=("BACKBONE", "K", "LAYOUT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
@@ -299,14 +311,15 @@ def main() -> None:
         print(json.dumps({"benchmark": "context_memory", "machine": machine_info(), "train": rows}, indent=1))
         return
     train_contexts = [contexts[0], contexts[-1]] if args.quick else contexts
-    out = {
-        "benchmark": "context_costs",
-        "machine": machine_info(),
-        "timesteps_per_batch": args.timesteps,
-        "repeats": args.repeats,
-        "train": train_rows(train_contexts, args.timesteps, args.repeats, not (args.no_memory or args.quick)),
-        "act": act_rows(contexts, args.envs, args.act_steps, args.repeats),
-    }
+    out = {"benchmark": "context_costs", "machine": machine_info(), "timesteps_per_batch": args.timesteps}
+    out["repeats"] = args.repeats
+    if not args.act_only:
+        out["train"] = train_rows(train_contexts, args.timesteps, args.repeats, not (args.no_memory or args.quick))
+    out["act"] = [
+        row
+        for layout in args.act_layouts
+        for row in act_rows(contexts, args.envs, args.act_steps, args.repeats, layout)
+    ]
     print(json.dumps(out, indent=1))
 
 

@@ -171,3 +171,31 @@ def test_the_context_cost_script_reports_training_memory_and_acting_per_backbone
     paths = {"mingru_recurrent", "minlstm_recurrent", "transformer_window_kv_cache", "transformer_window_rerun"}
     assert [r["K"] for r in out["act"]] == [4, 8]
     assert all(set(r["vs_mujoco"]) == paths and r["mujoco_ms_per_env_step"] > 0 for r in out["act"])
+
+
+@pytest.mark.slow
+def test_the_context_cost_script_acts_alone_in_each_token_layout():
+    """--act-only skips training and memory; --act-layouts gives one acting row per (layout, K), the package's
+    default interleaved layout included (its KV cache prefilled without the last step's action token)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_context.py"
+    args = ["--contexts", "4", "8", "--repeats", "1", "--envs", "2", "--act-steps", "2", "--act-only"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--act-layouts", "fused", "interleaved"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(done.stdout)
+    assert "train" not in out
+    assert [(r["layout"], r["K"]) for r in out["act"]] == [
+        ("fused", 4),
+        ("fused", 8),
+        ("interleaved", 4),
+        ("interleaved", 8),
+    ]
+    assert all(v > 0 for r in out["act"] for v in r["ms_per_env_step"].values())
