@@ -92,8 +92,13 @@ def peak_rss() -> int:
 
 
 def measure_memory(name: str, K: int, layout: str, batch: int) -> dict:
-    """In this (fresh) process: the peak RSS of two training steps above the RSS before the model."""
+    """In this (fresh) process: the peak RSS of two training steps above the RSS before the model, with every
+    library the step imports already loaded (the peer's transformers; torch._dynamo, which torch's optimizers
+    import when first built): the step's memory, not code pages."""
     torch.set_num_threads(1)
+    if name == PEER:
+        import bench_peer_dt  # noqa: F401
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     before = rss()
     try:
         step = step_fn(name, K, layout, batch)
