@@ -24,8 +24,9 @@ ACTIVATIONS_PER_TOKEN_LAYER = 24  # floats x width kept per token per layer: nor
 ENV_BYTES = 8 * 2**20  # one MuJoCo env with its Gymnasium wrappers, generously
 SAFETY = 0.9  # of the memory available now
 ALLOCATOR_SLACK = 2.0  # peak RSS over the activations' bytes: at most 1.9 measured (module docstring)
-# What a training step holds whatever its size (autograd's and the allocator's working set, the optimizer's
-# scratch): small settings peaked up to 70 MiB above their tensors' bytes (docs/speed.md section 13b).
+# What a training process adds whatever its size: small settings peaked up to 70 MiB above their tensors' bytes,
+# which is mostly torch._dynamo's code, imported when torch's AdamW is first built (docs/speed.md section 13b);
+# the rest is autograd's and the allocator's working set and the optimizer's scratch.
 FIXED_BYTES = 128 * 2**20
 
 
