@@ -83,6 +83,7 @@ def _open(cfg: Config | None, paths: RunDir, index: int, resume: bool, force: bo
                 f"nothing to resume in {paths.root}: no checkpoint and no {paths.config.name}; start the run "
                 "with --config FILE"
             )
+        saved = load_config(paths.config)  # what it wrote, before this call's overrides (a member's own name)
         built = load_config(paths.config, overrides)
     else:
         built = cfg

@@ -165,3 +165,24 @@ def test_a_group_resumed_with_the_sweeps_overrides_keeps_its_members_names(tmp_p
         final = json.loads((tmp_path / "g" / f"seed{seed}" / "final.json").read_text())
         assert final["name"] == f"hopper/mingru/seed{seed}" and final["seed"] == seed
         assert load_config(tmp_path / "g" / f"seed{seed}" / "config.yaml").name == f"hopper/mingru/seed{seed}"
+
+
+def test_a_group_resumed_before_its_first_checkpoint_keeps_its_members_names(tmp_path, tiny_minari):
+    """Members stopped before their first checkpoint start again from the config.yaml they wrote; a name=
+    override on the group's resume must not rename them (as it does not once they have checkpoints)."""
+    import shutil
+
+    path, overrides = tiny_config(tmp_path, tiny_minari[0], 10)
+    train(
+        load_config(path, overrides + ["train.seeds=[0,1]", "name=hopper/mingru"]),
+        tmp_path / "g",
+        progress=False,
+        stop_at=5,
+    )
+    for seed in (0, 1):
+        shutil.rmtree(tmp_path / "g" / f"seed{seed}" / "checkpoints")  # as if killed before the first one
+    args = ["train", "--resume", "--run-dir", str(tmp_path / "g"), "--no-progress", "--set", "name=renamed"]
+    assert main(args) == 0
+    for seed in (0, 1):
+        final = json.loads((tmp_path / "g" / f"seed{seed}" / "final.json").read_text())
+        assert final["name"] == f"hopper/mingru/seed{seed}" and final["seed"] == seed
