@@ -199,3 +199,23 @@ def test_the_context_cost_script_acts_alone_in_each_token_layout():
         ("interleaved", 8),
     ]
     assert all(v > 0 for r in out["act"] for v in r["ms_per_env_step"].values())
+
+
+@pytest.mark.slow
+def test_the_context_ab_script_times_two_checkouts_alternately():
+    """scripts/bench_context_ab.py: one JSON line per checkout and round, each from its own package."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = [str(root / "scripts" / "bench_context_ab.py"), str(root), str(root), "--contexts", "4", "--rounds", "1"]
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [line["root"] for line in lines] == [str(root), str(root)]
+    for line in lines:
+        assert [(r["K"], r["layout"]) for r in line["train"]] == [(4, "interleaved"), (4, "fused")]
+        assert set(line["ms_per_step_4_sequences"]) == {
+            f"{n}_{layout}_b4_K4" for n in ("mingru", "minlstm") for layout in ("fused", "interleaved")
+        }

@@ -76,7 +76,10 @@ class _MinCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x: (B, T, D), h0: (B, H) or None (zeros) -> y: (B, T, D), h_T: (B, H)."""
-        if self.time_chunk and x.device.type == "cpu" and x.shape[1] > self.time_chunk:
+        # the chunked scan that scan="auto" picks for a long sequence over few lanes runs it in one pass
+        lanes = x.shape[0] * self.hidden_dim
+        whole = self.scan == "auto" and resolve_method("auto", x.device, lanes, x.shape[1]) == "chunked"
+        if self.time_chunk and x.device.type == "cpu" and x.shape[1] > self.time_chunk and not whole:
             ys, h = [], h0
             for x_chunk in x.split(self.time_chunk, dim=1):
                 y, h = self._forward_chunk(x_chunk, h)
@@ -88,7 +91,7 @@ class _MinCell(nn.Module):
         # Gates are computed in float32 even under autocast: the scan needs them exact.
         pre = at_least_float32(self.to_gates(x))
         h0 = None if h0 is None else h0.to(pre.dtype)
-        log_space = resolve_method(self.scan, x.device) == "log"
+        log_space = self.scan == "log"
         coeff_fn = self.log_coeffs if log_space else self.coeffs
         # Compiled only when training: inference steps feed a few tokens, where the compiled call's guard
         # checks would cost more than the fused loop saves.

@@ -38,6 +38,13 @@ from ..choices import SCAN_METHODS
 # saturated gates the log-space scan's float32 error grows with T, the linear-space scans' does not. Its
 # speed on a GPU is not measured yet.
 AUTO_METHOD = {"cpu": "sequential", "cuda": "chunked"}
+# CPU, except a long sequence over few lanes (batch x hidden per step: 1-2 whole episodes at width 128): then
+# the sequential loop's per-step ops are too small to pay their launch, and the chunked scan over the whole
+# sequence (no time chunks: _MinCell.forward) is faster, in the cell and in the model's training step
+# (scripts/bench_scan.py --shapes, docs/speed.md section 1b). At 4 x 128 lanes the cell gains but the model's
+# step did not measurably; from 16 x 128 it is slower.
+FEW_LANES = 256
+LONG_SEQUENCE = 128
 
 
 def at_least_float32(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -229,8 +236,12 @@ def opaque_to_compile() -> None:
         scan_sequential._opaque = scan_chunked._opaque = True
 
 
-def resolve_method(method: str, device: torch.device) -> str:
+def resolve_method(method: str, device: torch.device, lanes: int | None = None, length: int | None = None) -> str:
+    """The scan `method` names; for "auto", the one measured fastest on the device, for a (B, T, H) scan of
+    lanes = B * H and length = T where they are given."""
     if method == "auto":
+        if device.type == "cpu" and lanes is not None and lanes <= FEW_LANES and (length or 0) > LONG_SEQUENCE:
+            return "chunked"
         return AUTO_METHOD.get(device.type, "sequential")
     if method not in SCAN_METHODS:
         raise ValueError(f"unknown scan method {method!r}; choose one of auto, {', '.join(SCAN_METHODS)}")
@@ -263,7 +274,7 @@ def linear_scan(
     method "log" takes a and b in linear space here and goes through their logs (b must be > 0);
     the cells call ``scan_log`` directly with stably computed logs instead.
     """
-    method = resolve_method(method, a.device)
+    method = resolve_method(method, a.device, a.shape[0] * a.shape[2], a.shape[1])
     with torch.autocast(device_type=a.device.type, enabled=False):
         a, b, h0 = at_least_float32(a), at_least_float32(b), at_least_float32(h0)
         h0 = None if h0 is None else h0.to(a.dtype)

@@ -187,3 +187,45 @@ def test_the_cuda_scan_is_accurate_at_T5000_with_saturated_gates(kind):
 
         assert error(AUTO_METHOD["cuda"]) <= 1e-4
         assert error("log") > 1e-3  # why the choice changed
+
+
+def test_auto_picks_the_chunked_scan_on_cpu_only_for_a_long_sequence_over_few_lanes():
+    from decision_minrnn.nn.scan import FEW_LANES, LONG_SEQUENCE, resolve_method
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_method("auto", cpu, FEW_LANES, LONG_SEQUENCE + 1) == "chunked"  # 2 episodes x 128 of width
+    assert resolve_method("auto", cpu, FEW_LANES + 1, 1000) == "sequential"  # a training batch's lanes
+    assert resolve_method("auto", cpu, 2, LONG_SEQUENCE) == "sequential"  # K = 20's windows, an acting step
+    assert resolve_method("auto", cpu) == "sequential" and resolve_method("auto", cuda, 2, 5000) == "chunked"
+    assert resolve_method("log", cpu, 2, 5000) == "log"  # a method named is the method run
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_a_few_lane_long_sequence_runs_the_chunked_scan_in_one_pass_and_equals_the_sequential_one(kind, monkeypatch):
+    """scan="auto" on 2 x 8 lanes, T = 300: one pass of the chunked scan (no time chunks), the sequential scan's
+    outputs, final state and gradients to float64 rounding; 33 x 8 lanes keep the sequential scan in time chunks."""
+    from decision_minrnn.nn import scan as scans
+
+    auto, sequential = make(kind, time_chunk=128), make(kind, scan="sequential", time_chunk=128)
+    calls, original = [], scans.scan_chunked
+
+    def spy(*args, **kwargs):
+        calls.append("chunked")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(scans, "scan_chunked", spy)
+    x = torch.randn(2, 300, 8, dtype=torch.float64, requires_grad=True)
+    h0 = torch.rand(2, 8, dtype=torch.float64)
+    (y1, h1), (y2, h2) = auto(x, h0), sequential(x, h0)
+    assert calls == ["chunked"]  # one pass over the 300 steps
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h1, h2, rtol=1e-12, atol=1e-12)
+    g1 = torch.autograd.grad(y1.square().sum(), x)[0]
+    g2 = torch.autograd.grad(y2.square().sum(), x)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
+    calls.clear()
+    auto(torch.randn(32, 300, 8, dtype=torch.float64))  # 256 lanes: few enough
+    assert calls == ["chunked"]
+    calls.clear()
+    auto(torch.randn(33, 300, 8, dtype=torch.float64))
+    assert calls == []
