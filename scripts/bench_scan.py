@@ -5,9 +5,9 @@
 
 Prints JSON. Ratios are taken between variants timed round-robin in this one run.
 
---shapes: the CPU scan choice by batch and length (what `scan="auto"` picks, nn/scan.py AUTO_METHOD and
-auto_method): one cell layer forward+backward per (batch, T), with the sequential and the chunked scan, each with
-the cell's time chunks of 128 steps and without them.
+--shapes: the CPU scan choice by batch and length (what `scan="auto"` picks: nn/scan.py resolve_method, with
+AUTO_METHOD and FEW_LANES): one cell layer forward+backward per (batch, T), with the sequential and the chunked
+scan, each with the cell's time chunks of 128 steps and without them.
 """
 
 import argparse

@@ -76,22 +76,24 @@ class _MinCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """x: (B, T, D), h0: (B, H) or None (zeros) -> y: (B, T, D), h_T: (B, H)."""
-        # the chunked scan that scan="auto" picks for a long sequence over few lanes runs it in one pass
-        lanes = x.shape[0] * self.hidden_dim
-        whole = self.scan == "auto" and resolve_method("auto", x.device, lanes, x.shape[1]) == "chunked"
+        # resolved once for the whole sequence; the chunked scan that scan="auto" picks for a long sequence over
+        # few lanes runs in one pass, not in time chunks
+        method = resolve_method(self.scan, x.device, x.shape[0] * self.hidden_dim, x.shape[1])
+        whole = self.scan == "auto" and method == "chunked"
         if self.time_chunk and x.device.type == "cpu" and x.shape[1] > self.time_chunk and not whole:
             ys, h = [], h0
             for x_chunk in x.split(self.time_chunk, dim=1):
-                y, h = self._forward_chunk(x_chunk, h)
+                y, h = self._forward_chunk(x_chunk, h, method)
                 ys.append(y)
             return torch.cat(ys, dim=1), h
-        return self._forward_chunk(x, h0)
+        return self._forward_chunk(x, h0, method)
 
-    def _forward_chunk(self, x: torch.Tensor, h0: torch.Tensor | None):
+    def _forward_chunk(self, x: torch.Tensor, h0: torch.Tensor | None, method: str):
+        """method: a resolved scan method (resolve_method), never "auto"."""
         # Gates are computed in float32 even under autocast: the scan needs them exact.
         pre = at_least_float32(self.to_gates(x))
         h0 = None if h0 is None else h0.to(pre.dtype)
-        log_space = self.scan == "log"
+        log_space = method == "log"
         coeff_fn = self.log_coeffs if log_space else self.coeffs
         # Compiled only when training: inference steps feed a few tokens, where the compiled call's guard
         # checks would cost more than the fused loop saves.
@@ -103,7 +105,7 @@ class _MinCell(nn.Module):
             with torch.autocast(device_type=x.device.type, enabled=False):
                 h = scan_log(a, b, h0)  # a, b are log a, log b here
         else:
-            h = linear_scan(a, b, h0, method=self.scan)
+            h = linear_scan(a, b, h0, method=method)
         y = self.to_out(h.to(x.dtype))
         return y, h[:, -1]
 
