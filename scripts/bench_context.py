@@ -8,8 +8,14 @@ Training: one optimizer step (forward, masked MSE, backward, AdamW) of a DT-size
 Hopper's dims) per backbone and token layout, on batches of about --timesteps real timesteps (batch =
 timesteps // K, at least 1, no padding), so that every K trains on the same data per step. Reported: the
 median milliseconds per step and per 1000 real timesteps, timed round-robin in one process per (K, layout)
-(the ratios are the numbers to trust), and each step's peak memory, measured in a fresh process (peak RSS
-minus the RSS before the model was built), beside memory.training_bytes' estimate, which train checks first.
+(the ratios are the numbers to trust), and each step's peak memory, measured in fresh processes (peak RSS
+minus the RSS before the model was built; the median of --memory-repeats processes, with their range), beside
+memory.training_bytes' estimate, which train checks first. glibc's malloc keeps a heap of freed blocks whose
+size moves from process to process (its mmap threshold grows with the blocks freed), which makes that peak vary
+by several percent between identical runs; so each row also has `alloc_peak_mb`, one more process with
+MALLOC_MMAP_THRESHOLD_ fixed at 128 KiB: every large tensor is mmapped and given back when freed, so the peak
+is the tensors' own, the same in every run (what a model change saves shows there; on a libc other than glibc
+the variable does nothing and the two columns measure the same thing).
 Backbones: minGRU, minLSTM, our transformer, and the peer DT
 (transformers' DecisionTransformerModel, scripts/bench_peer_dt.py) in the interleaved layout its users run,
 with GPT-2's position table grown to the sequence; where a step fails to allocate, "OOM".
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -113,18 +120,47 @@ def measure_memory(name: str, K: int, layout: str, batch: int) -> dict:
     return {"peak_mb": round((peak - before) / 2**20, 1), "estimate_mb": round(estimate / 2**20, 1)}
 
 
-def peak_memory(name: str, K: int, layout: str, batch: int) -> dict:
-    """{"peak_mb", "estimate_mb"} (memory.training_bytes, the check train makes before it starts), or
-    {"peak_mb": "OOM"}."""
+# glibc's threshold above which malloc mmaps a block (and munmaps it when freed); set, it stops moving.
+MMAP_THRESHOLD = 128 * 1024
+
+
+def _peak_in_process(name: str, K: int, layout: str, batch: int, env: dict | None = None) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--memory-of", name, str(K), layout, str(batch)], capture_output=True, text=True
+        [sys.executable, __file__, "--memory-of", name, str(K), layout, str(batch)],
+        capture_output=True,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
     )
     if done.returncode != 0:  # killed by the kernel's OOM killer, or an allocation that aborted
         return {"peak_mb": "OOM"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def train_rows(contexts, timesteps: int, repeats: int, with_memory: bool) -> list[dict]:
+def peak_memory(name: str, K: int, layout: str, batch: int, repeats: int = 3) -> dict:
+    """{"peak_mb" (median of `repeats` processes), "peak_range_mb", "alloc_peak_mb" (large blocks mmapped: the
+    tensors' own peak, module docstring), "estimate_mb"} (memory.training_bytes, the check train makes before it
+    starts); "OOM" for a measure whose process failed to allocate."""
+    runs = [_peak_in_process(name, K, layout, batch) for _ in range(repeats)]
+    fixed = _peak_in_process(name, K, layout, batch, {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)})
+    peaks = [r["peak_mb"] for r in runs]
+    if "OOM" in peaks:
+        return {"peak_mb": "OOM", "alloc_peak_mb": fixed["peak_mb"]}
+    return {
+        "peak_mb": round(float(np.median(peaks)), 1),
+        "peak_range_mb": [min(peaks), max(peaks)],
+        "alloc_peak_mb": fixed["peak_mb"],
+        "estimate_mb": runs[0]["estimate_mb"],
+    }
+
+
+def memory_columns(measured: dict) -> dict:
+    """A row's memory columns, {column: {backbone: value}}, from peak_memory's result per backbone."""
+    columns = ("peak_mb", "peak_range_mb", "alloc_peak_mb", "estimate_mb")
+    return {col: {name: m.get(col) for name, m in measured.items()} for col in columns}
+
+
+def train_rows(contexts, timesteps: int, repeats: int, memory_repeats: int) -> list[dict]:
+    """memory_repeats: processes for each default-allocator peak (0: no memory columns)."""
     rows = []
     for K in contexts:
         batch = max(1, timesteps // K)
@@ -150,10 +186,9 @@ def train_rows(contexts, timesteps: int, repeats: int, with_memory: bool) -> lis
             }
             if PEER in times:
                 row["vs_peer_dt"] = {k: round(v / times[PEER], 3) for k, v in times.items()}
-            if with_memory:
-                measured = {name: peak_memory(name, K, layout, batch) for name in fns}
-                row["peak_mb"] = {name: m["peak_mb"] for name, m in measured.items()}
-                row["estimate_mb"] = {name: m.get("estimate_mb") for name, m in measured.items()}
+            if memory_repeats:
+                measured = {name: peak_memory(name, K, layout, batch, memory_repeats) for name in fns}
+                row.update(memory_columns(measured))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)  # progress: the rows as they come
     return rows
@@ -236,23 +271,15 @@ def prefilled(policy: Policy, n: int, filled: int):
     return state
 
 
-def memory_rows(contexts, timesteps: int) -> list[dict]:
+def memory_rows(contexts, timesteps: int, memory_repeats: int) -> list[dict]:
     """Only the peak-memory processes of the training rows (no timing), e.g. to measure them again alone."""
     rows = []
     for K in contexts:
         batch = max(1, timesteps // K)
         for layout in ("interleaved", "fused"):
             names = [*BACKBONES, PEER] if layout == "interleaved" else list(BACKBONES)
-            measured = {name: peak_memory(name, K, layout, batch) for name in names}
-            rows.append(
-                {
-                    "K": K,
-                    "layout": layout,
-                    "batch": batch,
-                    "peak_mb": {name: m["peak_mb"] for name, m in measured.items()},
-                    "estimate_mb": {name: m.get("estimate_mb") for name, m in measured.items()},
-                }
-            )
+            measured = {name: peak_memory(name, K, layout, batch, memory_repeats) for name in names}
+            rows.append({"K": K, "layout": layout, "batch": batch, **memory_columns(measured)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -291,6 +318,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--quick", action="store_true", help="training rows only for K's ends, no memory")
     parser.add_argument("--memory-only", action="store_true", help="only the peak memory of each training row")
+    parser.add_argument(
+        "--memory-repeats", type=int, default=3, help="fresh processes per default-allocator peak (median)"
+    )
     parser.add_argument("--act-only", action="store_true", help="only the acting rows (no training, no memory)")
     parser.add_argument(
         "--act-layouts",
@@ -305,21 +335,23 @@ def main() -> None:
         name, K, layout, batch = args.memory_of
         print(json.dumps(measure_memory(name, int(K), layout, int(batch))))
         return
-    if min(args.contexts) < 2 or args.timesteps < 1 or args.repeats < 1 or args.envs < 1 or args.act_steps < 1:
+    counts = (args.timesteps, args.repeats, args.envs, args.act_steps, args.memory_repeats)
+    if min(args.contexts) < 2 or min(counts) < 1:
         print("error: --contexts must be >= 2 and the counts >= 1", file=sys.stderr)
         sys.exit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
     contexts = sorted(set(args.contexts))
     if args.memory_only:
-        rows = memory_rows(contexts, args.timesteps)
+        rows = memory_rows(contexts, args.timesteps, args.memory_repeats)
         print(json.dumps({"benchmark": "context_memory", "machine": machine_info(), "train": rows}, indent=1))
         return
     train_contexts = [contexts[0], contexts[-1]] if args.quick else contexts
     out = {"benchmark": "context_costs", "machine": machine_info(), "timesteps_per_batch": args.timesteps}
     out["repeats"] = args.repeats
     if not args.act_only:
-        out["train"] = train_rows(train_contexts, args.timesteps, args.repeats, not (args.no_memory or args.quick))
+        memory_repeats = 0 if args.no_memory or args.quick else args.memory_repeats
+        out["train"] = train_rows(train_contexts, args.timesteps, args.repeats, memory_repeats)
     out["act"] = [
         row
         for layout in args.act_layouts

@@ -154,22 +154,23 @@ def test_the_context_cost_script_reports_training_memory_and_acting_per_backbone
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_context.py"
-    args = ["--contexts", "4", "8", "--timesteps", "16", "--repeats", "1", "--envs", "2", "--act-steps", "2"]
+    # one K: each memory cell is two fresh processes (the default allocator's peak, the fixed-threshold one)
+    args = ["--contexts", "4", "--timesteps", "16", "--repeats", "1", "--envs", "2", "--act-steps", "2"]
+    args += ["--memory-repeats", "1"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
     out = json.loads(done.stdout)
-    assert [(r["K"], r["layout"]) for r in out["train"]] == [
-        (4, "interleaved"),
-        (4, "fused"),
-        (8, "interleaved"),
-        (8, "fused"),
-    ]
+    assert [(r["K"], r["layout"]) for r in out["train"]] == [(4, "interleaved"), (4, "fused")]
     for row in out["train"]:
         names = {"mingru", "minlstm", "transformer"} | ({"peer_dt"} if row["layout"] == "interleaved" else set())
         assert set(row["ms_per_1000_timesteps"]) == set(row["peak_mb"]) == names
         assert row["batch"] * row["K"] == row["real_timesteps"] and row["vs_transformer"]["transformer"] == 1.0
-        assert all(isinstance(v, float) and v > 0 for v in row["peak_mb"].values())
+        assert set(row["alloc_peak_mb"]) == set(row["peak_range_mb"]) == names
+        for name in names:
+            assert isinstance(row["peak_mb"][name], float) and row["peak_mb"][name] > 0
+            assert isinstance(row["alloc_peak_mb"][name], float) and row["alloc_peak_mb"][name] > 0
+            assert row["peak_range_mb"][name] == [row["peak_mb"][name]] * 2  # one process: its own range
     paths = {"mingru_recurrent", "minlstm_recurrent", "transformer_window_kv_cache", "transformer_window_rerun"}
-    assert [r["K"] for r in out["act"]] == [4, 8]
+    assert [r["K"] for r in out["act"]] == [4]
     assert all(set(r["vs_mujoco"]) == paths and r["mujoco_ms_per_env_step"] > 0 for r in out["act"])
 
 
@@ -219,3 +220,67 @@ def test_the_context_ab_script_times_two_checkouts_alternately():
         assert set(line["ms_per_step_4_sequences"]) == {
             f"{n}_{layout}_b4_K4" for n in ("mingru", "minlstm") for layout in ("fused", "interleaved")
         }
+
+
+def _memory_savers_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_memory_savers.py"
+    spec = importlib.util.spec_from_file_location("bench_memory_savers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+def test_the_memory_savers_variants_swap_what_they_name():
+    """Each variant of scripts/bench_memory_savers.py keeps what it claims for the backward at a short (K = 20)
+    sequence: float or bool dropout masks, one or two hidden tensors in the MLP; the package's rules come back
+    after."""
+    import torch
+
+    from decision_minrnn.nn import dropout as dropout_module
+    from decision_minrnn.nn import mlp as mlp_module
+    from decision_minrnn.nn.mlp import GeluMLP
+    from decision_minrnn.nn.scan import LONG_SEQUENCE
+
+    bench, _ = _memory_savers_script()
+    mlp = GeluMLP(8, 32).train()
+    x = torch.randn(2, 20, 8, requires_grad=True)
+
+    def kept(variant):
+        bench.use(variant)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            mlp(x)
+            dropout_module.dropout(x, 0.1, True)
+        hidden = {t.data_ptr() for t in saved if t.dim() and t.shape[-1] == 32 and t.numel() == 2 * 20 * 32}
+        masks = {t.dtype for t in saved if t.shape == x.shape and not t.requires_grad and t.data_ptr() != x.data_ptr()}
+        return len(hidden), masks
+
+    try:
+        assert kept("plain") == (2, {torch.float32})
+        assert kept("masks") == (2, {torch.bool})
+        assert kept("recompute") == (1, {torch.float32})
+        assert kept("package") == (2, {torch.float32})  # K = 20: below both savers' length
+    finally:
+        bench.use("package")
+    assert dropout_module.LONG_SEQUENCE == mlp_module.LONG_SEQUENCE == LONG_SEQUENCE
+
+
+@pytest.mark.slow
+def test_the_memory_savers_script_reports_every_variant_against_the_plain_step():
+    import json
+    import subprocess
+    import sys
+
+    _, path = _memory_savers_script()
+    args = ["--repeats", "1", "--settings", "4:interleaved:2", "4:fused:2"]
+    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert [(r["K"], r["layout"], r["batch"]) for r in out["rows"]] == [(4, "interleaved", 2), (4, "fused", 2)]
+    for row in out["rows"]:
+        assert set(row["vs_plain"]) == {"plain", "masks", "recompute", "package"}
+        assert row["vs_plain"]["plain"] == 1.0 and row["plain_ms"] > 0
+    bad = subprocess.run([sys.executable, str(path), "--settings", "4:sideways:2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -20,6 +20,7 @@ from torch import nn
 
 from .cells import MinGRU, MinLSTM
 from .dropout import Dropout
+from .mlp import GeluMLP
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM}
 
@@ -71,7 +72,7 @@ class ResidualBlock(nn.Module):
         if mlp_ratio > 0:
             hidden = int(dim * mlp_ratio)
             self.norm_mlp = nn.LayerNorm(dim)
-            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            self.mlp = GeluMLP(dim, hidden)
         self.dropout = Dropout(dropout, dropout_impl)
 
     def _conv_and_cell(self, x, state: BlockState | None, cell_fn, last_only: bool = False):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..choices import DROPOUT_IMPLS
+from .scan import LONG_SEQUENCE
 
 LANE_BITS = 16
 _LANES = 64 // LANE_BITS
@@ -44,17 +45,38 @@ def fast_keep_mask(shape: torch.Size | tuple, p: float, device: torch.device | N
     return (lanes >= -(2**15) + round(p * _LANE_VALUES)).view(shape)
 
 
+def _masked(x: torch.Tensor, keep: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """x * scale where keep, 0 elsewhere. torch.where keeps only the bool mask for the backward (x * scale by a
+    constant keeps nothing): a quarter of the float mask that x * (mask * scale) keeps."""
+    return torch.where(keep, x * scale, 0.0)
+
+
+def _long(x: torch.Tensor) -> bool:
+    """Whether x is a long sequence's activations ((..., T, D) or attention's (..., L, L) with T, L above
+    LONG_SEQUENCE): where memory binds, and where the bool mask is worth its extra elementwise pass in the
+    backward (at DT's K = 20 it was not measurably cheaper or dearer; docs/speed.md section 13b)."""
+    return x.dim() >= 3 and x.shape[-2] > LONG_SEQUENCE
+
+
 def dropout(x: torch.Tensor, p: float, training: bool, impl: str = "torch") -> torch.Tensor:
-    """Inverted dropout of x at rate p with the named mask generator (see the module docstring)."""
+    """Inverted dropout of x at rate p with the named mask generator (see the module docstring). Over a long
+    sequence the backward keeps a bool mask, not a float one (_masked), with the same numbers."""
     if not training or p == 0.0:
         return x
     if impl == "torch":
-        return F.dropout(x, p, training=True)
+        if x.device.type != "cpu" or not _long(x):  # CUDA's fused dropout keeps a bool mask already
+            return F.dropout(x, p, training=True)
+        # ATen's CPU dropout (_dropout_impl) as it draws and scales, the same random stream and the same
+        # numbers (tests/nn/test_dropout.py), but drawn into and kept as a bool mask, not the float noise tensor.
+        keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - p)
+        return _masked(x, keep, torch.ones((), dtype=x.dtype).div_(1 - p))
     q = keep_probability(p)
     if q == 0.0:
         raise ValueError(f"dropout p={p} drops every element")
-    # x * (mask / q): autograd keeps the one scaled mask for the backward, as torch's dropout keeps its own.
-    return x * (fast_keep_mask(x.shape, p, x.device).to(x.dtype) * (1.0 / q))
+    keep = fast_keep_mask(x.shape, p, x.device)
+    if _long(x):
+        return _masked(x, keep, 1.0 / q)
+    return x * (keep.to(x.dtype) * (1.0 / q))  # autograd keeps the one scaled float mask
 
 
 class Dropout(nn.Module):

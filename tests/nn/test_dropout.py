@@ -8,6 +8,7 @@ import torch
 from torch.func import vmap
 
 from decision_minrnn.nn.dropout import Dropout, dropout, fast_keep_mask, keep_probability
+from decision_minrnn.nn.scan import LONG_SEQUENCE
 
 N = 1 << 20  # 4 sd of a Bernoulli(0.9) mean over N elements: 1.2e-3
 
@@ -136,3 +137,53 @@ def test_the_transformers_fast_attention_path_is_sdpa_without_the_mask(monkeypat
     explicit = attn(x)
     attn.eval()
     assert torch.allclose(explicit, attn(x), atol=1e-6)
+
+
+LONG = LONG_SEQUENCE + 8  # a sequence long enough for the bool masks
+
+
+@pytest.mark.parametrize("shape", [(4, LONG, 32), (2, 1, LONG, LONG), (64, 60, 32)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_the_torch_impl_on_cpu_is_torchs_dropout_number_for_number(dtype, shape):
+    """Same generator draws, same scale, same values and gradient as nn.functional.dropout on CPU, over a long
+    sequence (bool masks; attention's (B, H, L, L) too) and a short one (torch's own dropout)."""
+    x = torch.randn(*shape, dtype=dtype)
+    out = []
+    for fn in (torch.nn.functional.dropout, dropout):
+        torch.manual_seed(7)
+        xi = x.clone().requires_grad_(True)
+        y = fn(xi, 0.1, True)
+        (y * 2).sum().backward()
+        out.append((y, xi.grad))
+    assert torch.equal(out[0][0], out[1][0])
+    assert torch.equal(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("impl", ["torch", "fast"])
+def test_over_a_long_sequence_the_backward_keeps_a_bool_mask_not_a_float_one(impl):
+    def kept(shape):
+        saved = []
+        x = torch.randn(*shape, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            dropout(x, 0.1, training=True, impl=impl)
+        return [t.dtype for t in saved if t.numel() > 1]  # (the torch impl's scale is a 0-dim tensor, also kept)
+
+    assert kept((2, LONG, 16)) == [torch.bool]
+    assert kept((2, LONG_SEQUENCE, 16)) == [torch.float32]  # DT's windows: the float mask, as before
+
+
+def test_the_fast_impl_gives_the_same_numbers_with_either_mask():
+    x = torch.randn(2, LONG, 16)
+    torch.manual_seed(9)
+    bool_kept = dropout(x, 0.1, training=True, impl="fast")
+    torch.manual_seed(9)
+    float_kept = x * (fast_keep_mask(x.shape, 0.1).float() * (1.0 / keep_probability(0.1)))
+    assert torch.equal(bool_kept, float_kept)
+
+
+def test_vmapped_seeds_draw_different_masks_with_the_torch_impl():
+    torch.manual_seed(8)
+    y = vmap(lambda t: dropout(t, 0.5, training=True), randomness="different")(torch.ones(4, 2, LONG, 64))
+    masks = (y != 0).flatten(1)
+    assert all(not torch.equal(masks[i], masks[j]) for i in range(4) for j in range(i + 1, 4))
+    assert within(masks.float().mean().item(), 0.5, masks.numel())
