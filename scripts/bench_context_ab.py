@@ -23,7 +23,7 @@ import decision_minrnn, bench_context as bc
 from decision_minrnn.benchmarks import time_interleaved
 assert decision_minrnn.__file__.startswith(root), decision_minrnn.__file__
 contexts = [int(k) for k in sys.argv[2:]]
-rows = bc.train_rows(contexts, 2000, 5, False)
+rows = bc.train_rows(contexts, 2000, 5, 0)  # 0: no memory processes
 out = {"root": root, "train": [{"K": r["K"], "layout": r["layout"], "ms": r["ms_per_1000_timesteps"]} for r in rows]}
 fns = {f"{n}_{l}_b4_K{k}": bc.step_fn(n, k, l, 4) for k in contexts for n in ("mingru", "minlstm")
        for l in ("fused", "interleaved")}
