@@ -159,12 +159,15 @@ def memory_columns(measured: dict) -> dict:
     return {col: {name: m.get(col) for name, m in measured.items()} for col in columns}
 
 
-def train_rows(contexts, timesteps: int, repeats: int, memory_repeats: int) -> list[dict]:
+LAYOUTS = ("interleaved", "fused")
+
+
+def train_rows(contexts, timesteps: int, repeats: int, memory_repeats: int, layouts=LAYOUTS) -> list[dict]:
     """memory_repeats: processes for each default-allocator peak (0: no memory columns)."""
     rows = []
     for K in contexts:
         batch = max(1, timesteps // K)
-        for layout in ("interleaved", "fused"):
+        for layout in layouts:
             names = [*BACKBONES, PEER] if layout == "interleaved" else list(BACKBONES)
             fns, failed = {}, {}
             for name in names:
@@ -271,12 +274,12 @@ def prefilled(policy: Policy, n: int, filled: int):
     return state
 
 
-def memory_rows(contexts, timesteps: int, memory_repeats: int) -> list[dict]:
+def memory_rows(contexts, timesteps: int, memory_repeats: int, layouts=LAYOUTS) -> list[dict]:
     """Only the peak-memory processes of the training rows (no timing), e.g. to measure them again alone."""
     rows = []
     for K in contexts:
         batch = max(1, timesteps // K)
-        for layout in ("interleaved", "fused"):
+        for layout in layouts:
             names = [*BACKBONES, PEER] if layout == "interleaved" else list(BACKBONES)
             measured = {name: peak_memory(name, K, layout, batch, memory_repeats) for name in names}
             rows.append({"K": K, "layout": layout, "batch": batch, **memory_columns(measured)})
@@ -323,6 +326,13 @@ def main() -> None:
     )
     parser.add_argument("--act-only", action="store_true", help="only the acting rows (no training, no memory)")
     parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=LAYOUTS,
+        default=list(LAYOUTS),
+        help="token layouts of the training and memory rows (the peer DT runs interleaved only)",
+    )
+    parser.add_argument(
         "--act-layouts",
         nargs="+",
         choices=["fused", "interleaved"],
@@ -343,7 +353,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     contexts = sorted(set(args.contexts))
     if args.memory_only:
-        rows = memory_rows(contexts, args.timesteps, args.memory_repeats)
+        rows = memory_rows(contexts, args.timesteps, args.memory_repeats, args.layouts)
         print(json.dumps({"benchmark": "context_memory", "machine": machine_info(), "train": rows}, indent=1))
         return
     train_contexts = [contexts[0], contexts[-1]] if args.quick else contexts
@@ -351,7 +361,7 @@ def main() -> None:
     out["repeats"] = args.repeats
     if not args.act_only:
         memory_repeats = 0 if args.no_memory or args.quick else args.memory_repeats
-        out["train"] = train_rows(train_contexts, args.timesteps, args.repeats, memory_repeats)
+        out["train"] = train_rows(train_contexts, args.timesteps, args.repeats, memory_repeats, args.layouts)
     out["act"] = [
         row
         for layout in args.act_layouts
