@@ -1,7 +1,7 @@
 """Issue 35's study (configs/grids/memory.yaml): the K=20 minRNN arm scored in window mode, and the tables.
 
     python scripts/memory_study.py measure ~/grid-runs/memory     # needs the checkpoints; RUN/window_score.json
-    python scripts/memory_study.py report docs/memory/runs --out docs/memory/report   # report.md, .json, .png
+    python scripts/memory_study.py report docs/memory/runs --grid configs/grids/memory.yaml --out docs/memory/report
 
 `measure`: a minRNN trained on 20-step windows is evaluated recurrently from t=0 (its state has then seen more
 than 20 steps: a distribution shift) in the grid's headline; here its last checkpoint is also scored the way it
@@ -12,8 +12,11 @@ episodes (final.json's eval_protocol). The result goes beside final.json as wind
 one seed), P(arm > transformer-k20) with its interval, the arm's real timesteps and wall seconds (and the wall
 ratio to transformer-k20: the median over seeds of the same seed's ratio), and whether its curve had plateaued
 (analysis.curve_stats: every mean of the last third of training inside the final interval); per view,
-P(arm > transformer-k20) over both tasks (stratified); and a figure of score against context, a panel per task
-x view. Needs only the committed small files.
+P(arm > transformer-k20) over both tasks (stratified); the issue's hypothesis read per view and whole-episode
+minRNN arm (it holds where the arm's P interval lies above 0.5 on every task and its wall ratio is at most
+1.5x), and, given the grid file (--grid), how many of its runs have finished and whether each verdict rests on
+every planned seed; and a figure of score against context, a panel per task x view. Needs only the committed
+small files (and the grid file).
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ from decision_minrnn.errors import UsageError, guarded
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.experiments.analysis import curve_stats
 from decision_minrnn.experiments.collect import Run, collect_runs, measure_runs, read_side_file
-from decision_minrnn.experiments.stats import probability_of_improvement, score_stats
+from decision_minrnn.experiments.stats import DEFAULT_REPS, probability_of_improvement, score_stats
 from decision_minrnn.rundir import write_atomic
 
 WINDOW_FILE = "window_score.json"
 WINDOW_ARMS = ("mingru-k20",)  # the K=20 arms that can also act recurrently: scored both ways
 BASELINE = "transformer-k20"
 VIEWS = ("velocities", "flicker", "full", "positions")
+# Issue 35's hypothesis: these arms beat BASELINE with P intervals above 0.5 on every task, within this wall ratio.
+HYPOTHESIS_ARMS = ("mingru-episodes", "minlstm-episodes")
+HYPOTHESIS_WALL = 1.5
 # The arms in table order; "mingru-k20-window" is mingru-k20's last checkpoint scored in window mode.
 ARMS = (
     "transformer-k20",
@@ -114,14 +120,63 @@ def _interval(stats, what):
     return None if stats.n < 2 else list(getattr(stats, f"{what}_ci"))
 
 
-def report(runs_dir: Path, out: Path | None) -> dict:
+def planned_runs(grid_file: Path) -> dict[tuple[str, str, str], int]:
+    """(task, view, arm) -> the number of seeds the grid file plans for it."""
+    from decision_minrnn.experiments.grid import load_grid
+
+    planned: dict = {}
+    for spec in load_grid(grid_file).runs:
+        key = (*split_label(spec.dataset), spec.backbone)
+        planned[key] = planned.get(key, 0) + 1
+    return planned
+
+
+def hypothesis(rows: list[dict], planned: dict | None) -> list[dict]:
+    """Per view and HYPOTHESIS_ARMS arm with a row on every task of the view: each task's P interval and wall
+    ratio, whether the hypothesis holds on what has finished, and (given the grid's plan) whether every planned
+    seed is in."""
+    verdicts = []
+    for view in VIEWS:
+        tasks = sorted({r["task"] for r in rows if r["view"] == view})
+        for arm in HYPOTHESIS_ARMS:
+            cell = {r["task"]: r for r in rows if r["view"] == view and r["arm"] == arm}
+            if len(tasks) < 2 or set(cell) != set(tasks) or any("p_ci" not in r for r in cell.values()):
+                continue
+            per_task = {
+                t: {
+                    "n": r["n"],
+                    "p": r["p_vs_baseline"],
+                    "p_ci": r["p_ci"],
+                    "wall_vs_baseline": r.get("wall_vs_baseline"),
+                }
+                for t, r in cell.items()
+            }
+            above = all(v["p_ci"][0] > 0.5 for v in per_task.values())
+            walls = [v["wall_vs_baseline"] for v in per_task.values()]
+            cheap = all(w is not None and w <= HYPOTHESIS_WALL for w in walls)
+            verdict = {"view": view, "arm": arm, "tasks": per_task, "p_above_half": above, "wall_within": cheap}
+            verdict["holds"] = above and cheap
+            if planned is not None:
+                n_of = {(r["task"], r["view"], r["arm"]): r["n"] for r in rows}
+                every_task = {t for t, v, _ in planned if v == view} <= set(tasks)
+                verdict["complete"] = every_task and all(
+                    n_of.get((t, view, a), 0) >= planned.get((t, view, a), 0) for t in tasks for a in (arm, BASELINE)
+                )
+            verdicts.append(verdict)
+    return verdicts
+
+
+def report(runs_dir: Path, out: Path | None, grid_file: Path | None = None, reps: int = DEFAULT_REPS) -> dict:
+    if reps < 1:
+        raise UsageError(f"--reps must be >= 1 (bootstrap resamples), got {reps}")
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir} is not a directory")
+    planned = None if grid_file is None else planned_runs(grid_file)
     runs, skipped = collect_runs(runs_dir)
     if not runs:
         raise UsageError(f"no finished runs under {runs_dir}")
     cells = _cells(runs)
-    plateaus = {(r["dataset"], r["backbone"]): r["plateau"] for r in curve_stats(runs)}
+    plateaus = {(r["dataset"], r["backbone"]): r["plateau"] for r in curve_stats(runs, reps)}
     first_target = {run.dataset: run.target_return for run in runs}
     rows = []
     for task, view in sorted({(t, v) for t, v, _ in cells}, key=lambda tv: (tv[0], VIEWS.index(tv[1]))):
@@ -131,7 +186,7 @@ def report(runs_dir: Path, out: Path | None) -> dict:
             if not seeds:
                 continue
             scores = np.array([seeds[s]["score"] for s in sorted(seeds)])
-            stats = score_stats(scores)
+            stats = score_stats(scores, reps)
             row = {
                 "task": task,
                 "view": view,
@@ -155,7 +210,7 @@ def report(runs_dir: Path, out: Path | None) -> dict:
                 row["timesteps"] = float(np.mean([r["timesteps"] for r in seeds.values()]))
             if arm != BASELINE and len(seeds) > 1 and len(base) > 1:
                 p, ci = probability_of_improvement(
-                    scores[:, None], np.array([r["score"] for r in base.values()])[:, None]
+                    scores[:, None], np.array([r["score"] for r in base.values()])[:, None], reps
                 )
                 row["p_vs_baseline"], row["p_ci"] = p, list(ci)
             rows.append(row)
@@ -171,17 +226,25 @@ def report(runs_dir: Path, out: Path | None) -> dict:
                 continue
             x = np.array([[cells[(t, view, arm)][s]["score"] for t in tasks] for s in common])
             y = np.array([[cells[(t, view, BASELINE)][s]["score"] for t in tasks] for s in common])
-            p, ci = probability_of_improvement(x, y)
+            p, ci = probability_of_improvement(x, y, reps)
             pooled.append(
                 {"view": view, "arm": arm, "tasks": tasks, "n": len(common), "p_vs_baseline": p, "p_ci": list(ci)}
             )
+    if planned is not None:
+        finished = {(*split_label(r.dataset), arm_of(r)) for r in runs}
+        done = sum(1 for r in runs if (*split_label(r.dataset), arm_of(r)) in planned)
+        progress = {"finished": done, "planned": sum(planned.values())}
+        progress["cells_not_started"] = len(set(planned) - finished)
     result = {
         "baseline": BASELINE,
         "headline_targets": first_target,
         "rows": rows,
         "pooled": pooled,
+        "hypothesis": hypothesis(rows, planned),
         "skipped": [{"run_dir": s.run_dir, "reason": s.reason} for s in skipped],
     }
+    if planned is not None:
+        result["progress"] = progress
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "report.json", json.dumps(result, indent=1) + "\n")
@@ -218,6 +281,31 @@ def markdown(result: dict) -> str:
                 f"| {r['view']} | {r['arm']} | {', '.join(r['tasks'])} | {r['n']} | "
                 f"{r['p_vs_baseline']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |"
             )
+    if result["hypothesis"]:
+        lines += [
+            "",
+            f"Hypothesis (issue 35): the arm beats {BASELINE} with P intervals above 0.5 on every task, within "
+            f"{HYPOTHESIS_WALL}x its wall time.",
+            "",
+            "| view | arm | P(arm > transformer-k20) per task (n) | wall x baseline | P above 0.5 | wall within "
+            "| holds | every planned seed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        yes = {True: "yes", False: "no", None: "-"}
+        for h in result["hypothesis"]:
+            ps = "; ".join(
+                f"{t} {v['p']:.2f} [{v['p_ci'][0]:.2f}, {v['p_ci'][1]:.2f}] ({v['n']})" for t, v in h["tasks"].items()
+            )
+            walls = ", ".join(
+                "-" if v["wall_vs_baseline"] is None else f"{v['wall_vs_baseline']:.2f}x" for v in h["tasks"].values()
+            )
+            lines.append(
+                f"| {h['view']} | {h['arm']} | {ps} | {walls} | {yes[h['p_above_half']]} | {yes[h['wall_within']]} "
+                f"| {yes[h['holds']]} | {yes[h.get('complete')]} |"
+            )
+    if "progress" in result:
+        pr = result["progress"]
+        lines += ["", f"Finished: {pr['finished']} of the grid's {pr['planned']} runs."]
     return "\n".join(lines) + "\n"
 
 
@@ -267,11 +355,14 @@ def main() -> None:
     r = sub.add_parser("report", help="the tables and the figure from the runs' small files")
     r.add_argument("runs")
     r.add_argument("--out", default=None, help="write report.md, report.json and memory.png here")
+    r.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples per interval")
+    r.add_argument("--grid", default=None, help="the grid file (configs/grids/memory.yaml): progress and completeness")
     args = parser.parse_args()
     if args.command == "measure":
         out = measure(Path(args.runs), args.force)
     else:
-        out = report(Path(args.runs), None if args.out is None else Path(args.out))
+        grid = None if args.grid is None else Path(args.grid)
+        out = report(Path(args.runs), None if args.out is None else Path(args.out), grid, args.reps)
     print(json.dumps(out, indent=1))
 
 

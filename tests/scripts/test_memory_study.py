@@ -1,6 +1,7 @@
 """scripts/memory_study.py report: the study's tables from the runs' small files, arms kept apart, the K=20
 minGRU arm's window-mode score as its own row, no interval from one seed, and a refused stale side file."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from helpers import fake_run
+
+from decision_minrnn.errors import UsageError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "memory_study.py"
 ARMS = {"transformer-k20": "transformer", "mingru-k20": "mingru", "mingru-episodes": "mingru"}
@@ -31,7 +34,9 @@ def study(root, seeds=(0, 1, 2), tasks=("hopper-medium", "walker2d-medium")):
 
 
 def run_report(runs, out=None):
-    args = [sys.executable, str(SCRIPT), "report", str(runs)] + ([] if out is None else ["--out", str(out)])
+    # 500 resamples: the intervals tested here are far from their bounds; the default's 10k cost a minute a call
+    args = [sys.executable, str(SCRIPT), "report", str(runs), "--reps", "500"]
+    args += [] if out is None else ["--out", str(out)]
     return subprocess.run(args, capture_output=True, text=True)
 
 
@@ -73,3 +78,41 @@ def test_a_window_score_of_another_checkpoint_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2 and "scored another checkpoint" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert run_report(tmp_path / "nowhere").returncode == 2
+
+
+@pytest.mark.slow
+def test_the_hypothesis_is_read_per_view_and_the_grid_says_what_is_missing(tmp_path):
+    """mingru-episodes beats transformer-k20 on every seed of both tasks at 1.5x its wall time: the hypothesis holds
+    (the wall limit is inclusive) on three seeds, and the grid file, which plans four, says it is not complete."""
+    config = tmp_path / "task.yaml"
+    config.write_text("data: {source: mujoco/hopper/medium-v0}\n")
+    grid = tmp_path / "grid.yaml"
+    datasets = {f"{t}-velocities": {"config": str(config)} for t in ("hopper-medium", "walker2d-medium")}
+    arms = {arm: {"backbone": backbone} for arm, backbone in ARMS.items()}
+    grid.write_text(json.dumps({"name": "memory", "datasets": datasets, "arms": arms, "seeds": [0, 1, 2, 3]}))
+    runs = study(tmp_path / "runs")
+    args = [sys.executable, str(SCRIPT), "report", str(runs), "--grid", str(grid), "--out", str(tmp_path / "out")]
+    args += ["--reps", "500"]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["progress"] == {"finished": 18, "planned": 24, "cells_not_started": 0}
+    (verdict,) = result["hypothesis"]  # minlstm-episodes has no runs here: no verdict
+    assert verdict["arm"] == "mingru-episodes" and verdict["view"] == "velocities"
+    assert verdict["holds"] and verdict["p_above_half"] and verdict["wall_within"] and not verdict["complete"]
+    assert all(v["n"] == 3 and v["p_ci"][0] > 0.5 for v in verdict["tasks"].values())
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| velocities | mingru-episodes |" in text and "| yes | yes | yes | no |" in text
+    assert "Finished: 18 of the grid's 24 runs." in text
+
+    for seed in (0, 1, 2):  # the wall ratio is the median over seeds
+        slow = runs / "walker2d-medium-velocities" / "mingru-episodes" / f"seed{seed}" / "final.json"
+        slow.write_text(json.dumps({**json.loads(slow.read_text()), "wall_seconds": 151.0}))
+    spec = importlib.util.spec_from_file_location("memory_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (verdict,) = module.report(runs, None, reps=500)["hypothesis"]  # in this process: an interpreter costs seconds
+    assert verdict["p_above_half"] and not verdict["wall_within"] and not verdict["holds"]
+    assert "complete" not in verdict  # no grid file: no plan to compare with
+    with pytest.raises(UsageError, match="--reps must be >= 1"):
+        module.report(runs, None, reps=0)
