@@ -42,16 +42,16 @@ print(json.dumps({"measured": peak - before, "estimate": training_bytes(cfg, 11,
 @pytest.mark.parametrize(
     "overrides",
     [
-        # The quickstart's model (DT-size minGRU, fused tokens, K=20) at large batches: 2.7 and 5.4 GB here.
+        # The quickstart's model (DT-size minGRU, fused tokens, K=20) at a large batch: 2.7 GB here. (Batch 8000,
+        # 5.4 GB, was a case too: the same code path at twice the size, the suite's slowest test.)
         ["model.backbone=mingru", "model.token_layout=fused", "train.batch_size=4000"],
-        ["model.backbone=mingru", "model.token_layout=fused", "train.batch_size=8000"],
         # Smaller tensors, which glibc keeps on its heap after they are freed: the most over the tensors' bytes.
         ["model.backbone=mingru", "model.token_layout=fused", "train.batch_size=3200"],
         # Whole episodes: a transformer over 1000 tokens (issue 36's case), minLSTM over 900 interleaved.
         ["model.backbone=transformer", "model.token_layout=fused", "data.context_len=1000", "train.batch_size=16"],
         ["model.backbone=minlstm", "model.token_layout=interleaved", "data.context_len=300", "train.batch_size=40"],
     ],
-    ids=["mingru-b4000", "mingru-b8000", "mingru-b3200", "transformer-K1000", "minlstm-interleaved-K300"],
+    ids=["mingru-b4000", "mingru-b3200", "transformer-K1000", "minlstm-interleaved-K300"],
 )
 def test_the_estimate_bounds_the_measured_peak_from_above_within_about_twice(overrides):
     done = subprocess.run([sys.executable, "-c", MEASURE, *overrides], capture_output=True, text=True, check=True)
