@@ -249,7 +249,8 @@ def report(runs_dir: Path, out: Path | None, grid_file: Path | None = None, reps
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "report.json", json.dumps(result, indent=1) + "\n")
         write_atomic(out / "report.md", markdown(result))
-        figure(out / "memory.png", rows)
+        behaviour = {split_label(r.dataset)[0]: r.behaviour for r in runs if r.behaviour is not None}
+        figure(out / "memory.png", rows, behaviour)
     return result
 
 
@@ -309,20 +310,25 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(path: Path, rows: list[dict]) -> None:
-    """Score against context, a panel per task x view: each backbone at K=20 and on whole episodes."""
+def figure(path: Path, rows: list[dict], behaviour: dict[str, float] | None = None) -> None:
+    """Score against context, a panel per task x view (one y scale per task, so the views compare): each
+    backbone at K=20 and on whole episodes, side by side, and the behaviour policy's level (dashed) where the
+    runs record it (behaviour: task -> normalized score)."""
     from decision_minrnn.experiments.plots import color, pyplot
 
     plt = pyplot()
     tasks = sorted({r["task"] for r in rows})
     views = [v for v in VIEWS if any(r["view"] == v for r in rows)]
-    fig, axes = plt.subplots(len(tasks), len(views), figsize=(3.6 * len(views), 3.2 * len(tasks)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(tasks), len(views), figsize=(3.6 * len(views), 3.2 * len(tasks)), squeeze=False, sharey="row"
+    )
+    dodge = {"transformer": -0.1, "mingru": 0.0, "minlstm": 0.1}  # apart, so that equal scores stay visible
     for i, task in enumerate(tasks):
         for j, view in enumerate(views):
             ax = axes[i][j]
             by_arm = {r["arm"]: r for r in rows if r["task"] == task and r["view"] == view}
-            for backbone in ("transformer", "mingru", "minlstm"):
-                points = [(x, by_arm.get(f"{backbone}-{k}")) for x, k in ((0, "k20"), (1, "episodes"))]
+            for backbone, shift in dodge.items():
+                points = [(x + shift, by_arm.get(f"{backbone}-{k}")) for x, k in ((0, "k20"), (1, "episodes"))]
                 points = [(x, r) for x, r in points if r is not None]
                 if not points:
                     continue
@@ -332,9 +338,22 @@ def figure(path: Path, rows: list[dict]) -> None:
                 ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, color=color(backbone), label=backbone)
             if "mingru-k20-window" in by_arm:
                 r = by_arm["mingru-k20-window"]
-                ax.plot(
-                    [0.1], [r["mean"]], marker="x", color=color("mingru"), linestyle="", label="mingru K=20, window"
+                low, high = (
+                    r["mean"] - (r["mean_ci"] or [r["mean"]])[0],
+                    (r["mean_ci"] or [0, r["mean"]])[1] - r["mean"],
                 )
+                ax.errorbar(
+                    [0.2],
+                    [r["mean"]],
+                    yerr=[[low], [high]],
+                    marker="x",
+                    capsize=3,
+                    color=color("mingru"),
+                    linestyle="",
+                    label="mingru K=20, window",
+                )
+            if behaviour and task in behaviour:
+                ax.axhline(behaviour[task], color="grey", linestyle="--", linewidth=1, label="behaviour policy")
             ax.set_xticks([0, 1], ["K=20", "whole episode"])
             ax.set_xlim(-0.4, 1.4)
             ax.set_title(f"{task}, {view}", fontsize=9)
