@@ -42,6 +42,8 @@ parser.add_argument("--rounds", type=int, default=2)
 parser.add_argument("--timesteps", type=int, default=2000, help="real timesteps per training batch")
 parser.add_argument("--repeats", type=int, default=5, help="round-robin timed calls per variant (median)")
 args = parser.parse_args()
+if min(args.contexts) < 2 or min(args.timesteps, args.repeats, args.rounds) < 1:
+    parser.exit(2, "error: --contexts must be >= 2 and the counts >= 1 (as bench_context.py)\n")
 for _ in range(args.rounds):
     for root in (args.before, args.after):
         cmd = [sys.executable, "-c", CHILD, str(root.resolve()), str(args.timesteps), str(args.repeats)]
