@@ -32,6 +32,7 @@ from decision_minrnn.errors import UsageError, guarded
 from decision_minrnn.evaluation import evaluate_checkpoint
 from decision_minrnn.experiments.analysis import curve_stats
 from decision_minrnn.experiments.collect import Run, collect_runs, measure_runs, read_side_file
+from decision_minrnn.experiments.report import check_reps
 from decision_minrnn.experiments.stats import DEFAULT_REPS, probability_of_improvement, score_stats
 from decision_minrnn.rundir import write_atomic
 
@@ -136,6 +137,7 @@ def hypothesis(rows: list[dict], planned: dict | None) -> list[dict]:
     ratio, whether the hypothesis holds on what has finished, and (given the grid's plan) whether every planned
     seed is in."""
     verdicts = []
+    n_of = {(r["task"], r["view"], r["arm"]): r["n"] for r in rows}
     for view in VIEWS:
         tasks = sorted({r["task"] for r in rows if r["view"] == view})
         for arm in HYPOTHESIS_ARMS:
@@ -157,7 +159,6 @@ def hypothesis(rows: list[dict], planned: dict | None) -> list[dict]:
             verdict = {"view": view, "arm": arm, "tasks": per_task, "p_above_half": above, "wall_within": cheap}
             verdict["holds"] = above and cheap
             if planned is not None:
-                n_of = {(r["task"], r["view"], r["arm"]): r["n"] for r in rows}
                 every_task = {t for t, v, _ in planned if v == view} <= set(tasks)
                 verdict["complete"] = every_task and all(
                     n_of.get((t, view, a), 0) >= planned.get((t, view, a), 0) for t in tasks for a in (arm, BASELINE)
@@ -167,8 +168,7 @@ def hypothesis(rows: list[dict], planned: dict | None) -> list[dict]:
 
 
 def report(runs_dir: Path, out: Path | None, grid_file: Path | None = None, reps: int = DEFAULT_REPS) -> dict:
-    if reps < 1:
-        raise UsageError(f"--reps must be >= 1 (bootstrap resamples), got {reps}")
+    check_reps(reps)  # the report command's own check and message
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir} is not a directory")
     planned = None if grid_file is None else planned_runs(grid_file)
@@ -231,10 +231,9 @@ def report(runs_dir: Path, out: Path | None, grid_file: Path | None = None, reps
                 {"view": view, "arm": arm, "tasks": tasks, "n": len(common), "p_vs_baseline": p, "p_ci": list(ci)}
             )
     if planned is not None:
-        finished = {(*split_label(r.dataset), arm_of(r)) for r in runs}
-        done = sum(1 for r in runs if (*split_label(r.dataset), arm_of(r)) in planned)
-        progress = {"finished": done, "planned": sum(planned.values())}
-        progress["cells_not_started"] = len(set(planned) - finished)
+        keys = [(*split_label(r.dataset), arm_of(r)) for r in runs]
+        progress = {"finished": sum(k in planned for k in keys), "planned": sum(planned.values())}
+        progress["cells_not_started"] = len(set(planned) - set(keys))
     result = {
         "baseline": BASELINE,
         "headline_targets": first_target,
@@ -310,6 +309,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _yerr(row: dict) -> tuple[float, float]:
+    """A row's (below, above) error bar: its mean's interval, none from one seed."""
+    low, high = row["mean_ci"] or (row["mean"], row["mean"])
+    return row["mean"] - low, high - row["mean"]
+
+
 def figure(path: Path, rows: list[dict], behaviour: dict[str, float] | None = None) -> None:
     """Score against context, a panel per task x view (one y scale per task, so the views compare): each
     backbone at K=20 and on whole episodes, side by side, and the behaviour policy's level (dashed) where the
@@ -333,19 +338,21 @@ def figure(path: Path, rows: list[dict], behaviour: dict[str, float] | None = No
                 if not points:
                     continue
                 xs, ys = [x for x, _ in points], [r["mean"] for _, r in points]
-                low = [r["mean"] - (r["mean_ci"] or [r["mean"]])[0] for _, r in points]
-                high = [(r["mean_ci"] or [0, r["mean"]])[1] - r["mean"] for _, r in points]
-                ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, color=color(backbone), label=backbone)
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=np.array([_yerr(r) for _, r in points]).T,
+                    marker="o",
+                    capsize=3,
+                    color=color(backbone),
+                    label=backbone,
+                )
             if "mingru-k20-window" in by_arm:
                 r = by_arm["mingru-k20-window"]
-                low, high = (
-                    r["mean"] - (r["mean_ci"] or [r["mean"]])[0],
-                    (r["mean_ci"] or [0, r["mean"]])[1] - r["mean"],
-                )
                 ax.errorbar(
                     [0.2],
                     [r["mean"]],
-                    yerr=[[low], [high]],
+                    yerr=np.array([_yerr(r)]).T,
                     marker="x",
                     capsize=3,
                     color=color("mingru"),

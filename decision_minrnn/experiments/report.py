@@ -52,7 +52,7 @@ def _check_sides(runs_a: list[Run], runs_b: list[Run], labels) -> None:
                 )
 
 
-def _check_reps(reps: int) -> None:
+def check_reps(reps: int) -> None:
     if reps < 1:
         raise UsageError(f"--reps must be >= 1 (bootstrap resamples), got {reps}")
 
@@ -101,7 +101,7 @@ def report(
 ) -> dict:
     """Tables, figures and stats.json for the finished runs under runs_dir; datasets: only these labels;
     part_references: load the parts of each composed dataset for their reference lines (needs the data)."""
-    _check_reps(reps)
+    check_reps(reps)
     runs_dir = Path(runs_dir)
     runs, skipped = _usable_runs(runs_dir)
     if datasets:
@@ -156,7 +156,7 @@ def compare(
 ) -> dict:
     """`decision-minrnn compare`: the comparison table of two runs directories, written to OUT/comparison.md and
     OUT/comparison.json when out is given."""
-    _check_reps(reps)
+    check_reps(reps)
     if labels[0] == labels[1]:
         raise UsageError(
             f"--labels {labels[0]} {labels[1]}: the two sides need different names (P(A > A) says nothing)"
