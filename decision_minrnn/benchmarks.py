@@ -4,6 +4,7 @@ noise hits all of them alike."""
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -16,7 +17,7 @@ from .choices import BACKBONES, TOKEN_LAYOUTS, TOKENS_PER_STEP
 from .config import ModelConfig
 from .data import ObsNormalizer, WindowSampler, load_source
 from .data.info import DataInfo
-from .device import cpu_has_native_bf16, native_bf16
+from .device import cpu_has_native_bf16, cpu_model, native_bf16
 from .envs.make import make_env
 from .export import write_onnx
 from .models import DecisionModel
@@ -34,6 +35,8 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_native_bf16": cpu_has_native_bf16(),

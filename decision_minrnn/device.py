@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import torch
 
 from .errors import ConfigError
@@ -27,6 +29,19 @@ def cpu_has_native_bf16() -> bool:
     bf16 and a bf16 matmul is several times slower than float32 (docs/speed.md section 3b)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's probes (torch >= 2.1)
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; the platform's processor string elsewhere): timings taken on
+    two machines do not compare, and the machines this project runs on change between sessions."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def native_bf16(device: torch.device) -> bool:

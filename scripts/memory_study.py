@@ -1,6 +1,7 @@
 """Issue 35's study (configs/grids/memory.yaml): the K=20 minRNN arm scored in window mode, and the tables.
 
     python scripts/memory_study.py measure ~/grid-runs/memory     # needs the checkpoints; RUN/window_score.json
+    python scripts/memory_study.py stamp docs/memory/runs     # on the machine that trained them: RUN/machine.json
     python scripts/memory_study.py report docs/memory/runs --grid configs/grids/memory.yaml --out docs/memory/report
 
 `measure`: a minRNN trained on 20-step windows is evaluated recurrently from t=0 (its state has then seen more
@@ -8,10 +9,16 @@ than 20 steps: a distribution shift) in the grid's headline; here its last check
 was trained, re-running the last 20 steps from a zero state at every step (window mode), on the same test
 episodes (final.json's eval_protocol). The result goes beside final.json as window_score.json.
 
+`stamp`: the grid moves between machines (sessions do), and wall seconds only compare within one, so each
+harvested run gets a machine.json naming the CPU it trained on (a run cut off on one machine restarts from
+scratch on the next: its checkpoints stay behind). Run it where the runs trained, before committing them;
+`--machine JSON` records a described machine instead (for runs harvested before machine.json existed).
+
 `report`: per task x view, each arm's mean and IQM over seeds with 95% stratified-bootstrap intervals (none from
 one seed), P(arm > transformer-k20) with its interval, the arm's real timesteps and wall seconds (and the wall
-ratio to transformer-k20: the median over seeds of the same seed's ratio), and whether its curve had plateaued
-(analysis.curve_stats: every mean of the last third of training inside the final interval); per view,
+ratio to transformer-k20: the median over seeds of the same seed's ratio, where both ran on one machine), and
+whether its curve had plateaued (analysis.curve_stats: every mean of the last third of training inside the final
+interval); per view,
 P(arm > transformer-k20) over both tasks (stratified); the issue's hypothesis read per view and whole-episode
 minRNN arm (it holds where the arm's P interval lies above 0.5 on every task and its wall ratio is at most
 1.5x), and, given the grid file (--grid), how many of its runs have finished and whether each verdict rests on
@@ -37,6 +44,7 @@ from decision_minrnn.experiments.stats import DEFAULT_REPS, probability_of_impro
 from decision_minrnn.rundir import write_atomic
 
 WINDOW_FILE = "window_score.json"
+MACHINE_FILE = "machine.json"
 WINDOW_ARMS = ("mingru-k20",)  # the K=20 arms that can also act recurrently: scored both ways
 BASELINE = "transformer-k20"
 VIEWS = ("velocities", "flicker", "full", "positions")
@@ -88,6 +96,39 @@ def measure(runs_dir: Path, force: bool) -> dict:
     return measure_runs([r for r in runs if arm_of(r) in WINDOW_ARMS], WINDOW_FILE, measure_window, force)
 
 
+def this_machine() -> dict:
+    from decision_minrnn.benchmarks import machine_info
+
+    info = machine_info()
+    return {k: info[k] for k in ("cpu", "cpu_count", "cpu_native_bf16")}
+
+
+def stamp(runs_dir: Path, machine: dict | None) -> dict:
+    """Write RUN/machine.json for each finished run that has none: this machine, or the one described."""
+    if not runs_dir.is_dir():
+        raise UsageError(f"{runs_dir} is not a directory")
+    if machine is not None and not (isinstance(machine, dict) and isinstance(machine.get("cpu"), str)):
+        raise UsageError('--machine must be a JSON object with a "cpu" string, e.g. {"cpu": "AMD EPYC"}')
+    record = machine if machine is not None else {**this_machine(), "stamped": "on the machine that trained it"}
+    runs, _ = collect_runs(runs_dir)
+    stamped = []
+    for run in runs:
+        path = Path(run.run_dir) / MACHINE_FILE
+        if not path.is_file():
+            write_atomic(path, json.dumps(record, indent=1) + "\n")
+            stamped.append(str(run.run_dir))
+    return {"machine": record, "stamped": stamped}
+
+
+def machine_of(run_dir: str) -> str | None:
+    """The machine a run trained on, as one comparable string; None where the run records none."""
+    path = Path(run_dir) / MACHINE_FILE
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    return f"{m['cpu']} / {m.get('cpu_count')} cores / native bf16 {m.get('cpu_native_bf16')}"
+
+
 def split_label(label: str) -> tuple[str, str]:
     """'hopper-medium-velocities' -> ('hopper-medium', 'velocities')."""
     task, _, view = label.rpartition("-")
@@ -97,12 +138,17 @@ def split_label(label: str) -> tuple[str, str]:
 
 
 def _cells(runs: list[Run]) -> dict[tuple[str, str, str], dict[int, dict]]:
-    """(task, view, arm) -> seed -> {score, timesteps, wall}; the window-mode scores as their own arm."""
+    """(task, view, arm) -> seed -> {score, timesteps, wall, machine}; the window-mode scores as their own arm."""
     cells: dict = {}
     for run in runs:
         task, view = split_label(run.dataset)
         final = json.loads((Path(run.run_dir) / "final.json").read_text())
-        record = {"score": run.normalized, "timesteps": final.get("timesteps"), "wall": final.get("wall_seconds")}
+        record = {
+            "score": run.normalized,
+            "timesteps": final.get("timesteps"),
+            "wall": final.get("wall_seconds"),
+            "machine": machine_of(run.run_dir),
+        }
         cells.setdefault((task, view, arm_of(run)), {})[run.seed] = record
         window = Path(run.run_dir) / WINDOW_FILE
         if window.is_file():
@@ -113,6 +159,7 @@ def _cells(runs: list[Run]) -> dict[tuple[str, str, str], dict[int, dict]]:
                 "score": float(scored["normalized_mean"]),
                 "timesteps": None,
                 "wall": None,
+                "machine": None,
             }
     return cells
 
@@ -201,12 +248,17 @@ def report(runs_dir: Path, out: Path | None, grid_file: Path | None = None, reps
             walls = [r["wall"] for r in seeds.values() if r["wall"]]
             if walls:
                 row["wall_seconds"] = float(np.mean(walls))
-                # seed by seed: the arms of one seed run one after another on one machine, while the grid moves
-                # between machines (their speeds differ), so only same-seed ratios compare like with like
+                # seed by seed and machine by machine: the grid moves between machines (their speeds differ) and
+                # a seed's arms mostly run one after another, so same-seed, same-machine ratios compare like
+                # with like (runs without machine.json, from before it existed, count as one machine)
                 ratios = [
-                    r["wall"] / base[s]["wall"] for s, r in seeds.items() if r["wall"] and base.get(s, {}).get("wall")
+                    r["wall"] / base[s]["wall"]
+                    for s, r in seeds.items()
+                    if r["wall"] and base.get(s, {}).get("wall") and base[s]["machine"] == r["machine"]
                 ]
                 row["wall_vs_baseline"] = float(np.median(ratios)) if ratios else None
+                row["wall_pairs"] = len(ratios)
+                row["machines"] = len({r["machine"] for r in seeds.values()})
                 row["timesteps"] = float(np.mean([r["timesteps"] for r in seeds.values()]))
             if arm != BASELINE and len(seeds) > 1 and len(base) > 1:
                 p, ci = probability_of_improvement(
@@ -260,14 +312,17 @@ def _fmt(value, ci) -> str:
 def markdown(result: dict) -> str:
     lines = [
         "| task | view | arm | n | mean [95% CI] | IQM [95% CI] | P(arm > transformer-k20) "
-        "| wall s (median x baseline) | plateau |",
+        "| wall s (median x baseline, same seed and machine) | plateau |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         p = "" if "p_vs_baseline" not in r else f"{r['p_vs_baseline']:.2f} [{r['p_ci'][0]:.2f}, {r['p_ci'][1]:.2f}]"
         wall = "" if "wall_seconds" not in r else f"{r['wall_seconds']:.0f}"
+        if r.get("machines", 1) > 1:  # the mean mixes machines; the ratio does not
+            wall += f" on {r['machines']} machines"
         if r.get("wall_vs_baseline"):
-            wall += f" ({r['wall_vs_baseline']:.2f}x)"
+            pairs = "" if r["wall_pairs"] == r["n"] else f", {r['wall_pairs']} seeds"
+            wall += f" ({r['wall_vs_baseline']:.2f}x{pairs})"
         flat = {True: "yes", False: "no", None: "-"}[r["plateau"]]
         lines.append(
             f"| {r['task']} | {r['view']} | {r['arm']} | {r['n']} | {_fmt(r['mean'], r['mean_ci'])} | "
@@ -383,9 +438,18 @@ def main() -> None:
     r.add_argument("--out", default=None, help="write report.md, report.json and memory.png here")
     r.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap resamples per interval")
     r.add_argument("--grid", default=None, help="the grid file (configs/grids/memory.yaml): progress and completeness")
+    s = sub.add_parser("stamp", help=f"write RUN/{MACHINE_FILE} (the CPU it trained on) for runs that have none")
+    s.add_argument("runs")
+    s.add_argument("--machine", default=None, help='record this JSON instead of this machine: {"cpu": ..., ...}')
     args = parser.parse_args()
     if args.command == "measure":
         out = measure(Path(args.runs), args.force)
+    elif args.command == "stamp":
+        try:
+            machine = None if args.machine is None else json.loads(args.machine)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--machine is not JSON: {e}") from None
+        out = stamp(Path(args.runs), machine)
     else:
         grid = None if args.grid is None else Path(args.grid)
         out = report(Path(args.runs), None if args.out is None else Path(args.out), grid, args.reps)

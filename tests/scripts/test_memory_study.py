@@ -116,3 +116,51 @@ def test_the_hypothesis_is_read_per_view_and_the_grid_says_what_is_missing(tmp_p
     assert "complete" not in verdict  # no grid file: no plan to compare with
     with pytest.raises(UsageError, match="--reps must be >= 1"):
         module.report(runs, None, reps=0)
+
+
+def load_module():
+    spec = importlib.util.spec_from_file_location("memory_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stamp_names_this_machine_once_and_refuses_a_machine_without_a_cpu(tmp_path):
+    runs = study(tmp_path / "runs", seeds=(0,), tasks=("hopper-medium",))
+    module = load_module()
+    first = module.stamp(runs, None)
+    assert len(first["stamped"]) == len(ARMS)
+    machine = json.loads((runs / "hopper-medium-velocities" / "mingru-k20" / "seed0" / "machine.json").read_text())
+    assert machine["cpu"] and machine["cpu_count"] >= 1 and isinstance(machine["cpu_native_bf16"], bool)
+    assert module.stamp(runs, {"cpu": "another"})["stamped"] == []  # a run's machine is never rewritten
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "stamp", str(runs), "--machine", '{"cores": 2}'], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and '"cpu"' in done.stderr
+
+
+def test_the_wall_ratio_pairs_a_seed_only_on_one_machine(tmp_path):
+    """Seed 2's whole-episode run trained on a machine three times slower than its baseline's: left out of the
+    ratio (two seeds, not three), while its wall seconds still count in the mean, which says it mixes machines."""
+    runs = study(tmp_path / "runs", tasks=("hopper-medium",))
+    odd = runs / "hopper-medium-velocities" / "mingru-episodes" / "seed2"
+    (odd / "machine.json").write_text(json.dumps({"cpu": "slow", "cpu_count": 2, "cpu_native_bf16": False}))
+    (odd / "final.json").write_text(json.dumps({**json.loads((odd / "final.json").read_text()), "wall_seconds": 450.0}))
+    module = load_module()
+    module.stamp(runs, {"cpu": "fast", "cpu_count": 2, "cpu_native_bf16": False})
+    rows = {r["arm"]: r for r in module.report(runs, None, reps=500)["rows"]}
+    episodes = rows["mingru-episodes"]
+    assert episodes["wall_vs_baseline"] == pytest.approx(1.5) and episodes["wall_pairs"] == 2
+    assert episodes["machines"] == 2 and episodes["wall_seconds"] == pytest.approx(250.0)
+    assert rows["mingru-k20"]["wall_pairs"] == 3 and rows["mingru-k20"]["machines"] == 1
+    assert "250 on 2 machines (1.50x, 2 seeds)" in module.markdown({"rows": [episodes], "pooled": [], "hypothesis": []})
+
+
+def test_every_committed_memory_run_names_its_machine():
+    """The report's wall ratios pair runs by machine: a run committed without machine.json (stamp forgotten)
+    would pair with anything unrecorded."""
+    runs = Path(__file__).resolve().parents[2] / "docs" / "memory" / "runs"
+    finals = sorted(runs.glob("*/*/seed*/final.json"))
+    assert finals, "no committed memory runs found"
+    missing = [str(f.parent.relative_to(runs)) for f in finals if not (f.parent / "machine.json").is_file()]
+    assert not missing, f"run scripts/memory_study.py stamp on the machine that trained them: {missing}"
