@@ -40,6 +40,14 @@ def run_report(runs, out=None):
     return subprocess.run(args, capture_output=True, text=True)
 
 
+def load_module():
+    """The script as a module, in this process (a fresh interpreter costs seconds a call)."""
+    spec = importlib.util.spec_from_file_location("memory_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_the_report_keeps_arms_apart_and_compares_each_with_transformer_k20(tmp_path):
     done = run_report(study(tmp_path / "runs"), tmp_path / "out")
@@ -108,21 +116,12 @@ def test_the_hypothesis_is_read_per_view_and_the_grid_says_what_is_missing(tmp_p
     for seed in (0, 1, 2):  # the wall ratio is the median over seeds
         slow = runs / "walker2d-medium-velocities" / "mingru-episodes" / f"seed{seed}" / "final.json"
         slow.write_text(json.dumps({**json.loads(slow.read_text()), "wall_seconds": 151.0}))
-    spec = importlib.util.spec_from_file_location("memory_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module()
     (verdict,) = module.report(runs, None, reps=500)["hypothesis"]  # in this process: an interpreter costs seconds
     assert verdict["p_above_half"] and not verdict["wall_within"] and not verdict["holds"]
     assert "complete" not in verdict  # no grid file: no plan to compare with
     with pytest.raises(UsageError, match="--reps must be >= 1"):
         module.report(runs, None, reps=0)
-
-
-def load_module():
-    spec = importlib.util.spec_from_file_location("memory_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_stamp_names_this_machine_once_and_refuses_a_machine_without_a_cpu(tmp_path):
