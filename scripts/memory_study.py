@@ -122,10 +122,12 @@ def stamp(runs_dir: Path, machine: dict | None) -> dict:
 
 def machine_of(run_dir: str) -> str | None:
     """The machine a run trained on, as one comparable string; None where the run records none."""
-    path = Path(run_dir) / MACHINE_FILE
-    if not path.is_file():
+    if not (Path(run_dir) / MACHINE_FILE).is_file():
         return None
-    m = json.loads(path.read_text())
+    remedy = "remove it and run scripts/memory_study.py stamp where the run trained (or --machine)"
+    m = read_side_file(run_dir, MACHINE_FILE, remedy)
+    if not isinstance(m.get("cpu"), str):
+        raise UsageError(f"{Path(run_dir) / MACHINE_FILE} names no cpu; {remedy}")
     return f"{m['cpu']} / {m.get('cpu_count')} cores / native bf16 {m.get('cpu_native_bf16')}"
 
 

@@ -316,16 +316,17 @@ def collect_runs(runs_dir: Path) -> tuple[list[Run], list[Skipped]]:
     return runs, skipped
 
 
-def read_side_file(run_dir, name: str) -> dict:
-    """A small JSON a script wrote beside final.json (fit_windows.json, target_rule.json, window_score.json): a
-    truncated or hand-broken one is one DataError line naming it, never a traceback."""
+def read_side_file(run_dir, name: str, remedy: str = "measure it again (--force)") -> dict:
+    """A small JSON a script wrote beside final.json (fit_windows.json, target_rule.json, window_score.json,
+    machine.json): a truncated or hand-broken one is one DataError line naming it and the remedy, never a
+    traceback."""
     path = Path(run_dir) / name
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path} is unreadable ({type(exc).__name__}); measure it again (--force)") from None
+        raise DataError(f"{path} is unreadable ({type(exc).__name__}); {remedy}") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path} does not hold a JSON object; measure it again (--force)")
+        raise DataError(f"{path} does not hold a JSON object; {remedy}")
     return data
 
 

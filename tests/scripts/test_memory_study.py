@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import fake_run
 
-from decision_minrnn.errors import UsageError
+from decision_minrnn.errors import DataError, UsageError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "memory_study.py"
 ARMS = {"transformer-k20": "transformer", "mingru-k20": "mingru", "mingru-episodes": "mingru"}
@@ -153,6 +153,12 @@ def test_the_wall_ratio_pairs_a_seed_only_on_one_machine(tmp_path):
     assert episodes["machines"] == 2 and episodes["wall_seconds"] == pytest.approx(250.0)
     assert rows["mingru-k20"]["wall_pairs"] == 3 and rows["mingru-k20"]["machines"] == 1
     assert "250 on 2 machines (1.50x, 2 seeds)" in module.markdown({"rows": [episodes], "pooled": [], "hypothesis": []})
+    (odd / "machine.json").write_text('{"cpu": "slow", ')  # a truncated record: one line naming it
+    with pytest.raises(DataError, match="machine.json is unreadable.*memory_study.py stamp"):
+        module.report(runs, None, reps=500)
+    (odd / "machine.json").write_text('{"cores": 2}')
+    with pytest.raises(UsageError, match="machine.json names no cpu"):
+        module.report(runs, None, reps=500)
 
 
 def test_every_committed_memory_run_names_its_machine():
